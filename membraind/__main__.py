@@ -1,0 +1,3 @@
+from membraind.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Augmentations of training patches.
+
+Geometric changes apply identically to the image and its labels (labels are only ever
+moved, never interpolated); photometric changes touch the image only. Rotation by any
+angle is not here: it happens when the patch is cut out (see
+:mod:`membraind.groundtruth.sampler`), because whether a rotated patch is fully
+annotated depends on the angle, and rotating an already cut patch would bring
+unannotated corners into it.
+
+Images are float32 in [0, 1] (after intensity normalisation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage, signal
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    probability: float = Field(0.0, ge=0.0, le=1.0, description="chance that a patch gets this augmentation")
+
+
+class FlipSettings(_Step):
+    """Mirror left-right and, independently, top-bottom."""
+
+    probability: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class GaussianBlurSettings(_Step):
+    """Blur with a Gaussian of random sigma in [sigma_min, sigma_max] pixels."""
+
+    probability: float = Field(0.2, ge=0.0, le=1.0)
+    sigma_min: float = Field(0.5, gt=0.0)
+    sigma_max: float = Field(1.5, gt=0.0)
+
+
+class MotionBlurSettings(_Step):
+    """Average along a line of random direction and length in [3, max_length] pixels."""
+
+    probability: float = Field(0.1, ge=0.0, le=1.0)
+    max_length: int = Field(9, ge=3, le=63)
+
+
+class HistogramEqualizationSettings(_Step):
+    """Global histogram equalisation of the patch."""
+
+    probability: float = Field(0.1, ge=0.0, le=1.0)
+
+
+class BrightnessContrastSettings(_Step):
+    """Shift brightness by up to +-brightness and scale contrast by 1 +- contrast."""
+
+    probability: float = Field(0.5, ge=0.0, le=1.0)
+    brightness: float = Field(0.1, ge=0.0, le=1.0)
+    contrast: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class AugmentationSettings(BaseModel):
+    """Every augmentation with its own probability and strength."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rotate: bool = Field(True, description="cut patches at any angle (done by the sampler)")
+    flip: FlipSettings = FlipSettings()
+    gaussian_blur: GaussianBlurSettings = GaussianBlurSettings()
+    motion_blur: MotionBlurSettings = MotionBlurSettings()
+    histogram_equalization: HistogramEqualizationSettings = HistogramEqualizationSettings()
+    brightness_contrast: BrightnessContrastSettings = BrightnessContrastSettings()
+
+    @classmethod
+    def none(cls) -> "AugmentationSettings":
+        """No augmentation at all: patches exactly as they lie in the image."""
+        off = {"probability": 0.0}
+        return cls(
+            rotate=False,
+            flip=off,
+            gaussian_blur=off,
+            motion_blur=off,
+            histogram_equalization=off,
+            brightness_contrast=off,
+        )
+
+    @classmethod
+    def all_on(cls) -> "AugmentationSettings":
+        """Every augmentation on every patch (for benchmarks and worst-case timing)."""
+        on = {"probability": 1.0}
+        return cls(
+            rotate=True,
+            flip=on,
+            gaussian_blur=on,
+            motion_blur=on,
+            histogram_equalization=on,
+            brightness_contrast=on,
+        )
+
+
+def motion_kernel(length: int, angle: float) -> np.ndarray:
+    """A normalised line kernel of ``length`` pixels at ``angle`` radians."""
+    radius = length // 2
+    kernel = np.zeros((2 * radius + 1, 2 * radius + 1), np.float32)
+    steps = np.linspace(-radius, radius, 4 * length)
+    rows = np.rint(radius + steps * np.sin(angle)).astype(int)
+    cols = np.rint(radius + steps * np.cos(angle)).astype(int)
+    kernel[rows, cols] = 1.0
+    return kernel / kernel.sum()
+
+
+def equalize_histogram(image: np.ndarray, bins: int = 256) -> np.ndarray:
+    """Global histogram equalisation of a [0, 1] image (a 256-bin lookup: fast on patches)."""
+    levels = np.minimum((image * bins).astype(np.intp), bins - 1)
+    cdf = np.cumsum(np.bincount(levels.ravel(), minlength=bins)).astype(np.float32)
+    cdf = (cdf - cdf[0]) / max(cdf[-1] - cdf[0], 1.0)
+    return cdf[levels]
+
+
+class Augmenter:
+    """Applies :class:`AugmentationSettings` to (image, labels) patch pairs."""
+
+    def __init__(self, settings: AugmentationSettings) -> None:
+        self.settings = settings
+
+    def __call__(
+        self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return augmented copies (or the inputs, when nothing fired)."""
+        s = self.settings
+        if rng.random() < s.flip.probability:
+            image, labels = image[:, ::-1], labels[:, ::-1]
+        if rng.random() < s.flip.probability:
+            image, labels = image[::-1], labels[::-1]
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        labels = np.ascontiguousarray(labels)
+        if rng.random() < s.gaussian_blur.probability:
+            sigma = rng.uniform(s.gaussian_blur.sigma_min, max(s.gaussian_blur.sigma_min, s.gaussian_blur.sigma_max))
+            image = ndimage.gaussian_filter(image, sigma, mode="reflect")
+        if rng.random() < s.motion_blur.probability:
+            kernel = motion_kernel(int(rng.integers(3, s.motion_blur.max_length + 1)), rng.uniform(0, np.pi))
+            pad = kernel.shape[0] // 2
+            image = signal.oaconvolve(np.pad(image, pad, mode="reflect"), kernel, mode="valid").astype(np.float32)
+        if rng.random() < s.histogram_equalization.probability:
+            image = equalize_histogram(image)
+        if rng.random() < s.brightness_contrast.probability:
+            bc = s.brightness_contrast
+            contrast = 1.0 + rng.uniform(-bc.contrast, bc.contrast)
+            brightness = rng.uniform(-bc.brightness, bc.brightness)
+            image = (image - 0.5) * contrast + 0.5 + brightness
+        return np.clip(image, 0.0, 1.0, out=image), labels

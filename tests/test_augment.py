@@ -1,0 +1,68 @@
+"""Augmentations: geometry identical on image and labels, photometry on the image only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from membraind.groundtruth.augment import (
+    AugmentationSettings,
+    Augmenter,
+    BrightnessContrastSettings,
+    FlipSettings,
+    equalize_histogram,
+    motion_kernel,
+)
+
+
+def _pair(seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.random((64, 64)).astype(np.float32)
+    labels = np.where(image > 0.5, 2, 1).astype(np.uint8)
+    return image, labels
+
+
+def test_flips_move_image_and_labels_together():
+    settings = AugmentationSettings.none().model_copy(update={"flip": FlipSettings(probability=1.0)})
+    image, labels = _pair()
+    out_image, out_labels = Augmenter(settings)(image, labels, np.random.default_rng(0))
+    assert np.array_equal(out_image, image[::-1, ::-1])
+    assert np.array_equal(out_labels, labels[::-1, ::-1])
+
+
+def test_photometric_augmentations_never_touch_labels():
+    image, labels = _pair(1)
+    augment = Augmenter(AugmentationSettings.all_on().model_copy(update={"flip": FlipSettings(probability=0.0)}))
+    out_image, out_labels = augment(image, labels, np.random.default_rng(4))
+    assert np.array_equal(out_labels, labels)
+    assert not np.allclose(out_image, image)
+    assert out_image.dtype == np.float32 and 0 <= out_image.min() and out_image.max() <= 1
+
+
+def test_nothing_happens_with_every_probability_zero():
+    image, labels = _pair(2)
+    out_image, out_labels = Augmenter(AugmentationSettings.none())(image, labels, np.random.default_rng(0))
+    assert np.array_equal(out_image, image) and np.array_equal(out_labels, labels)
+
+
+def test_probability_controls_how_often_an_augmentation_fires():
+    settings = AugmentationSettings.none().model_copy(
+        update={"brightness_contrast": BrightnessContrastSettings(probability=0.3)}
+    )
+    augment, rng = Augmenter(settings), np.random.default_rng(7)
+    image, labels = _pair(3)
+    fired = sum(not np.array_equal(augment(image, labels, rng)[0], image) for _ in range(400))
+    assert 80 < fired < 160
+
+
+def test_motion_kernel_is_a_normalised_line():
+    kernel = motion_kernel(9, 0.0)
+    assert abs(kernel.sum() - 1) < 1e-6
+    assert np.count_nonzero(kernel[4]) == 9 and np.count_nonzero(kernel) == 9
+
+
+def test_histogram_equalisation_flattens_the_histogram():
+    rng = np.random.default_rng(0)
+    image = (rng.random((128, 128)) ** 3).astype(np.float32)  # skewed towards dark
+    flat = equalize_histogram(image)
+    counts, _ = np.histogram(flat, bins=4, range=(0, 1))
+    assert counts.min() > 0.2 * flat.size

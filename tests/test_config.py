@@ -1,0 +1,96 @@
+"""Settings from a TOML file and MEMBRAIND_* environment variables."""
+
+from __future__ import annotations
+
+import pytest
+
+from membraind.config import load_settings
+from membraind.errors import ConfigError
+from tests.conftest import run_cli
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("MEMBRAIND_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_without_file():
+    settings = load_settings()
+    assert settings.sampler.patch_size == 256
+    assert settings.groundtruth.membrane_thickness == 3
+    assert settings.normalization.method == "percentile"
+
+
+def test_file_then_environment(tmp_path, monkeypatch):
+    path = tmp_path / "membraind.toml"
+    path.write_text('[sampler]\npatch_size = 128\nseed = 3\n[groundtruth]\nlabel_mapping = "isbi"\n')
+    monkeypatch.setenv("MEMBRAIND_SAMPLER__SEED", "11")
+    settings = load_settings(path)
+    assert settings.sampler.patch_size == 128  # from the file
+    assert settings.sampler.seed == 11  # the environment wins
+    assert settings.groundtruth.mapping().values == {255: 1, 0: 2}
+
+
+def test_config_file_from_environment_variable(tmp_path, monkeypatch):
+    path = tmp_path / "c.toml"
+    path.write_text("[augmentation.gaussian_blur]\nprobability = 0.7\n")
+    monkeypatch.setenv("MEMBRAIND_CONFIG", str(path))
+    assert load_settings().augmentation.gaussian_blur.probability == 0.7
+
+
+def test_label_mapping_table(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[groundtruth.label_mapping]\n0 = 0\n100 = 1\n200 = 2\n")
+    assert load_settings(path).groundtruth.mapping().values == {0: 0, 100: 1, 200: 2}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[sampler]\npatch_sise = 128\n", "sampler.patch_sise: Extra inputs are not permitted"),
+        ("[sampler]\npatch_size = 127\n", "sampler.patch_size: Input should be a multiple of 2"),
+        ('[groundtruth]\nlabel_mapping = "isbl"\n', "unknown preset 'isbl'"),
+        ("[sampler\n", "is not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_misspelled_environment_variable_is_an_error(monkeypatch):
+    monkeypatch.setenv("MEMBRAIND_SAMPLR__SEED", "1")
+    with pytest.raises(ConfigError, match="MEMBRAIND_SAMPLR__SEED is not a membraind setting"):
+        load_settings()
+
+
+def test_missing_file_is_one_line_on_the_cli(tmp_path):
+    result = run_cli("--config", str(tmp_path / "nope.toml"), "show-config")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"membraind: error: configuration file {tmp_path / 'nope.toml'} does not exist"
+
+
+def _field_paths(model, prefix=""):
+    for name, field in model.model_fields.items():
+        if hasattr(field.annotation, "model_fields"):
+            yield from _field_paths(field.annotation, f"{prefix}{name}.")
+        else:
+            yield prefix + name
+
+
+def test_every_setting_is_documented():
+    from pathlib import Path
+
+    from membraind.config import Settings
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    missing = [path for path in _field_paths(Settings) if f"`{path}`" not in text]
+    assert not missing, f"docs/configuration.md does not describe {missing}"
