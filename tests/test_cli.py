@@ -1,0 +1,76 @@
+"""The membraind command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from membraind.cli import build_parser
+from membraind.volumes.image_files import read_image, write_image
+from tests.conftest import run_cli
+
+SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"usage: membraind {command}" in result.stdout
+
+
+def test_top_level_help_lists_the_subcommands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in SUBCOMMANDS:
+        assert command in result.stdout
+
+
+def test_convert_instances_then_skeleton(tmp_path):
+    ids = np.zeros((60, 80), np.uint16)
+    ids[:, :40], ids[:, 40:] = 1, 2
+    ids[20:30, 10:20] = 0  # a gap of extracellular space
+    write_image(tmp_path / "inst" / "s1.png", ids)
+    result = run_cli("convert-instances", str(tmp_path / "inst"), str(tmp_path / "memb"), "--thickness", "3")
+    assert result.returncode == 0, result.stderr
+    membrane = read_image(tmp_path / "memb" / "s1.png")
+    assert set(np.unique(membrane[:, 39:41])) == {2}
+    assert membrane[25, 15] == 0  # the gap stays unannotated without --fill-ecs
+    assert membrane[5, 5] == 1
+
+    result = run_cli("convert-skeleton", str(tmp_path / "memb"), str(tmp_path / "skel"), "--mapping", "classes")
+    assert result.returncode == 0, result.stderr
+    skeleton = read_image(tmp_path / "skel" / "s1.png")
+    assert skeleton[25, 15] == 0 and skeleton[:, 39:41].max() == 1
+    assert (skeleton[:, :38] == 2).any() and (skeleton[:, 42:] == 2).any()
+
+
+def test_preview_patches_writes_sheet_and_exports(tmp_path, isbi):
+    result = run_cli(
+        "preview-patches",
+        "--em", str(isbi / "train" / "image"),
+        "--labels", str(isbi / "train" / "label"),
+        "--mapping", "isbi",
+        "--patch-size", "64",
+        "--count", "10",
+        "--columns", "5",
+        "--out", str(tmp_path / "sheet.png"),
+        "--export", str(tmp_path / "patches"),
+    )
+    assert result.returncode == 0, result.stderr
+    sheet = read_image(tmp_path / "sheet.png")
+    assert sheet.shape == (2 * 68 + 4, 5 * 68 + 4, 3)
+    labels = sorted((tmp_path / "patches" / "labels").iterdir())
+    assert len(labels) == 10 == len(list((tmp_path / "patches" / "em").iterdir()))
+    # mEMbrain's patch convention: interior 0, membrane 255, nothing else.
+    assert set(np.unique(read_image(labels[0]))) <= {0, 255}
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = run_cli("demo", "--out", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    sheet = read_image(tmp_path / "demo" / "preview" / "patches.png")
+    assert sheet.ndim == 3 and sheet.shape[0] > 128
+    for folder in ("data/em", "data/instances", "groundtruth/membrane", "groundtruth/skeleton", "groundtruth/partial"):
+        assert len(list((tmp_path / "demo" / folder).iterdir())) == 8, folder
+    assert "agreement with the generator's exact membranes" in result.stdout
