@@ -81,6 +81,10 @@ class CentreSet:
         index, self._order = int(self._order[0]), self._order[1:]
         return self.centre(index)
 
+    def restart(self) -> None:
+        """Forget the current round."""
+        self._order = np.empty(0, np.int64)
+
     def mask(self) -> np.ndarray:
         """The valid-centre mask as a boolean image."""
         return np.unpackbits(self.bits, axis=1, count=self.width).astype(bool)
@@ -117,7 +121,7 @@ class PatchSampler:
         normalization: IntensityNormalization | None = None,
         augmentation: AugmentationSettings | None = None,
         angle_step: float = 5.0,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
     ) -> None:
         if patch_size < 2 or patch_size % 2:
             raise InputError(f"patch size must be an even number of pixels, got {patch_size}")
@@ -270,6 +274,14 @@ class PatchSampler:
             f"could not cut a fully annotated {self.patch_size}px patch in {MAX_REDRAWS} tries; "
             "the annotated regions are too thin for rotated patches: choose a smaller patch size"
         )
+
+    def reseed(self, seed: int | Sequence[int]) -> None:
+        """Restart the random stream (cached masks are kept): training reseeds per epoch
+        so that a resumed run draws what an uninterrupted one would have drawn."""
+        self.rng = np.random.default_rng(seed)
+        for src in self.sources:
+            for centre_set in src.bins.values():
+                centre_set.restart()
 
     def __iter__(self) -> Iterator[Patch]:
         while True:

@@ -1,0 +1,41 @@
+"""Subcommands of the ``membraind`` command line, one module per area.
+
+Each module has a ``register(add)`` function; ``add(name, func, help)`` creates the
+subparser. Command functions take the parsed arguments and the settings and return
+the exit status; they only translate arguments into library calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+from membraind.config import Settings
+from membraind.groundtruth.label_mapping import PRESETS, LabelMapping
+
+Command = Callable[[argparse.Namespace, Settings], int]
+Add = Callable[[str, Command, str], argparse.ArgumentParser]
+
+
+def add_ground_truth_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--em``, ``--labels`` and ``--mapping``: a ground-truth data set."""
+    parser.add_argument("--em", type=Path, required=required, help="folder of EM images or a TIFF stack")
+    parser.add_argument("--labels", type=Path, required=required, help="folder of label images or a TIFF stack")
+    add_mapping_argument(parser)
+
+
+def add_mapping_argument(parser: argparse.ArgumentParser) -> None:
+    """``--mapping``: a label-mapping preset overriding the configuration."""
+    parser.add_argument(
+        "--mapping",
+        choices=sorted(PRESETS),
+        help="label gray values -> classes (default: [groundtruth] label_mapping of the config)",
+    )
+
+
+def mapping_from(args: argparse.Namespace, settings: Settings) -> LabelMapping:
+    """The label mapping chosen on the command line, else the configured one."""
+    if getattr(args, "mapping", None):
+        return LabelMapping.preset(args.mapping)
+    return settings.groundtruth.mapping()

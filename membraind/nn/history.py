@@ -1,0 +1,68 @@
+"""Per-epoch training records: a CSV and a learning-curve PNG, rewritten every epoch."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel
+
+METRICS = ("loss", "accuracy", "membrane_f1")
+
+
+class EpochRecord(BaseModel):
+    """What one epoch achieved, on training patches and on the validation images."""
+
+    epoch: int
+    seconds: float
+    learning_rate: float
+    train_loss: float
+    train_accuracy: float
+    train_membrane_f1: float
+    val_loss: float
+    val_accuracy: float
+    val_membrane_f1: float
+
+
+def write_csv(records: list[EpochRecord], path: Path) -> None:
+    """Write all records to ``path`` atomically."""
+    fields = list(EpochRecord.model_fields)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for record in records:
+            writer.writerow(record.model_dump())
+    os.replace(tmp, path)
+
+
+def read_csv(path: Path) -> list[EpochRecord]:
+    """Records from a CSV written by :func:`write_csv`."""
+    with open(path, newline="") as fh:
+        return [EpochRecord.model_validate(row) for row in csv.DictReader(fh)]
+
+
+def plot_learning_curve(records: list[EpochRecord], path: Path) -> None:
+    """Draw loss, accuracy and membrane F1 per epoch (training and validation) to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    epochs = [r.epoch for r in records]
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.2), dpi=100)
+    for ax, metric in zip(axes, METRICS):
+        ax.plot(epochs, [getattr(r, f"train_{metric}") for r in records], "o-", ms=3, label="training")
+        ax.plot(epochs, [getattr(r, f"val_{metric}") for r in records], "s-", ms=3, label="validation")
+        ax.set_title(metric.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

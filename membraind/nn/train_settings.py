@@ -1,0 +1,45 @@
+"""Training and transfer-learning settings (pydantic, torch-free so config loads fast)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TransferMode = Literal["continue", "freeze-all-but-last", "freeze-encoder", "leaky", "episodic"]
+
+
+class TrainingSettings(BaseModel):
+    """How a network is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(30, ge=1, description="number of epochs")
+    steps_per_epoch: int = Field(100, ge=1, description="optimizer steps (batches) per epoch")
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(2e-3, gt=0, description="peak learning rate of AdamW")
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="cosine: short warm-up, then cosine decay over the epochs (or the time budget)"
+    )
+    class_weights: list[float] | None = Field(None, description="loss weight per class (interior, membrane[, third])")
+    max_minutes: float | None = Field(None, gt=0, description="stop after this much training time")
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of images (or of the one image's rows) held out when no validation set is given"
+    )
+    amp: bool = Field(True, description="automatic mixed precision on GPU")
+    channels_last: bool = Field(True, description="channels-last memory layout on GPU")
+    device: str = Field("auto", description="'auto' (GPU when there is one), 'cpu', 'cuda', 'cuda:1', ...")
+    seed: int = Field(0, description="the same seed trains the same network (on the same device)")
+
+
+class TransferSettings(BaseModel):
+    """Fine-tuning a parent bundle: which parts learn, and how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: TransferMode = Field("continue", description="continue | freeze-all-but-last | freeze-encoder | leaky | episodic")
+    leaky_factor: float = Field(0.1, gt=0, le=1, description="leaky: encoder learning rate = this x the rate")
+    episodic_ratio: float = Field(
+        0.25, gt=0, lt=1, description="episodic: share of each batch drawn from the parent's training data"
+    )
