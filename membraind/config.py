@@ -20,6 +20,8 @@ from membraind.errors import ConfigError
 from membraind.groundtruth.augment import AugmentationSettings
 from membraind.groundtruth.label_mapping import PRESETS, LabelMapping
 from membraind.groundtruth.normalization import IntensityNormalization
+from membraind.nn.architecture import UNetConfig
+from membraind.nn.train_settings import TrainingSettings, TransferSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,6 +78,9 @@ class Settings(BaseSettings):
     normalization: IntensityNormalization = IntensityNormalization()
     sampler: SamplerSettings = SamplerSettings()
     augmentation: AugmentationSettings = AugmentationSettings()
+    unet: UNetConfig = UNetConfig()
+    training: TrainingSettings = TrainingSettings()
+    transfer: TransferSettings = TransferSettings()
 
     @classmethod
     def settings_customise_sources(

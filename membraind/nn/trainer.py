@@ -31,7 +31,8 @@ from torch import nn
 from membraind.config import Settings
 from membraind.errors import InputError
 from membraind.groundtruth.classes import UNANNOTATED
-from membraind.groundtruth.pairs import GroundTruthImage
+from membraind.groundtruth.label_mapping import LabelMapping
+from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
 from membraind.groundtruth.sampler import PatchSampler
 from membraind.nn.bundle import Bundle, ModelMetadata, save_bundle
 from membraind.nn.history import EpochRecord, plot_learning_curve, write_csv
@@ -201,9 +202,6 @@ class Trainer:
         return sampler, replay
 
     def _parent_data(self) -> list[GroundTruthImage]:
-        from membraind.groundtruth.label_mapping import LabelMapping
-        from membraind.groundtruth.pairs import load_ground_truth
-
         sources = self.parent.metadata.training.get("data", [])
         if not sources:
             raise InputError(
@@ -247,6 +245,8 @@ class Trainer:
         loss_fn = nn.CrossEntropyLoss(weight=weights, ignore_index=-1)
 
         state = self._resume(model, optimizer)
+        if state["epoch"]:
+            progress(state["epoch"] / t.epochs, f"resuming after epoch {state['epoch']} (checkpoint in {self.run_dir})")
         history: list[EpochRecord] = [EpochRecord.model_validate(r) for r in state["history"]]
         sampler, replay = self._samplers()
         validation = [(self.normalization.normalize_section(gt.em), gt.labels) for gt in self.data.validation]
@@ -395,3 +395,23 @@ class Trainer:
             history=[r.model_dump() for r in history],
             parent=str(self.parent.path) if self.parent is not None else None,
         )
+
+
+def load_training_data(
+    em: Path,
+    labels: Path,
+    mapping: LabelMapping,
+    validation_fraction: float,
+    val_em: Path | None = None,
+    val_labels: Path | None = None,
+) -> TrainingData:
+    """Load ground truth and set validation aside (a given validation set, else a split)."""
+    train = load_ground_truth(em, labels, mapping)
+    sources = [{"em": str(Path(em).resolve()), "labels": str(Path(labels).resolve()), "mapping": mapping.values}]
+    if (val_em is None) != (val_labels is None):
+        raise InputError("give both --val-em and --val-labels, or neither (then part of the training data is held out)")
+    if val_em is not None:
+        validation = load_ground_truth(val_em, val_labels, mapping)
+    else:
+        train, validation = split_validation(train, validation_fraction)
+    return TrainingData(train, validation, sources)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -29,6 +29,11 @@ class ConfusionCounts:
         self.true_positive += int(np.count_nonzero(p & t))
         self.false_positive += int(np.count_nonzero(p & ~t))
         self.false_negative += int(np.count_nonzero(~p & t))
+        return self
+
+    def __iadd__(self, other: "ConfusionCounts") -> "ConfusionCounts":
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
     @property

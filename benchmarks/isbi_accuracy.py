@@ -1,0 +1,74 @@
+"""Membrane accuracy of the default configuration on ISBI 2012, for a time budget.
+
+Trains on sections 00-19 (validation 20-24) for ``--minutes`` and scores the best
+epoch's bundle on sections 25-29: membrane F1 and pixel error over all pixels.
+Target (issue 3): membrane F1 >= 0.83 with a 10-minute CPU budget on a 2-core machine.
+
+    python benchmarks/isbi_accuracy.py --minutes 10 [--device cpu|cuda] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from membraind.config import load_settings
+from membraind.groundtruth.label_mapping import LabelMapping
+from membraind.groundtruth.pairs import load_ground_truth
+from membraind.nn.bundle import load_bundle
+from membraind.nn.evaluate import make_engine
+from membraind.nn.inference import classes_from_probabilities
+from membraind.nn.trainer import Trainer, TrainingData
+from membraind.segment.metrics import ConfusionCounts
+
+DEFAULT_ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--isbi", type=Path, default=DEFAULT_ISBI)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, help="run folder (default: a temporary one)")
+    args = parser.parse_args()
+
+    images = load_ground_truth(args.isbi / "train" / "image", args.isbi / "train" / "label", LabelMapping.preset("isbi"))
+    data = TrainingData(images[:20], images[20:25], [])
+    settings = load_settings()
+    training = settings.training.model_copy(update={"max_minutes": args.minutes, "epochs": 10_000, "device": args.device})
+    settings = settings.model_copy(update={"training": training})
+    out = args.out or Path(tempfile.mkdtemp(prefix="isbi-accuracy-"))
+
+    trainer = Trainer(out, data, settings, name="isbi-benchmark")
+    started = time.monotonic()
+    bundle_path = trainer.run()
+    minutes = (time.monotonic() - started) / 60
+    bundle = load_bundle(bundle_path)
+    history = bundle.metadata.history
+    steps = len(history) * training.steps_per_epoch
+    patches_per_s = steps * training.batch_size / max(history[-1]["seconds"], 1e-9)
+
+    engine = make_engine(bundle, "torch", str(trainer.device))
+    total = ConfusionCounts()
+    print(f"{'section':8s} {'membrane F1':>12s} {'pixel error':>12s}")
+    for gt in images[25:]:
+        probabilities = engine(bundle.metadata.normalization.normalize_section(gt.em))
+        counts = ConfusionCounts().add(classes_from_probabilities(probabilities), gt.labels)
+        total += counts
+        print(f"{gt.name:8s} {counts.membrane_f1:12.4f} {1 - counts.accuracy:12.4f}")
+    print(f"{'all':8s} {total.membrane_f1:12.4f} {1 - total.accuracy:12.4f}")
+    print(
+        f"device {trainer.device}, {len(history)} epochs x {training.steps_per_epoch} steps x "
+        f"{training.batch_size} patches of {bundle.metadata.patch_size} px, best epoch "
+        f"{bundle.metadata.training['best_epoch']}, architecture {bundle.metadata.architecture.model_dump()}"
+    )
+    print(
+        f"RESULT membrane_f1={total.membrane_f1:.4f} pixel_error={1 - total.accuracy:.4f} "
+        f"patches_per_s={patches_per_s:.1f} minutes={minutes:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

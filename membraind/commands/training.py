@@ -1,0 +1,146 @@
+"""Training subcommands: train, finetune, export-onnx, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from membraind.commands import Add, add_ground_truth_arguments, add_mapping_argument, mapping_from
+from membraind.config import Settings
+
+
+def _with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
+    """Settings with the command line's training options applied on top."""
+    training = {
+        key: value
+        for key, value in (
+            ("epochs", args.epochs),
+            ("steps_per_epoch", args.steps),
+            ("max_minutes", args.minutes),
+            ("device", args.device),
+            ("seed", args.seed),
+        )
+        if value is not None
+    }
+    update: dict = {"training": settings.training.model_copy(update=training)}
+    if args.patch_size is not None:
+        update["sampler"] = settings.sampler.model_copy(update={"patch_size": args.patch_size})
+    return settings.model_copy(update=update)
+
+
+def _train(args: argparse.Namespace, settings: Settings, transfer=None, parent=None) -> int:
+    from tqdm import tqdm
+
+    from membraind.nn.trainer import Trainer, TrainingCancelled, load_training_data
+
+    settings = _with_overrides(args, settings)
+    if args.restart:
+        (args.out / "checkpoint.pt").unlink(missing_ok=True)
+    data = load_training_data(
+        args.em, args.labels, mapping_from(args, settings), settings.training.validation_fraction,
+        args.val_em, args.val_labels,
+    )
+    trainer = Trainer(args.out, data, settings, name=args.name, parent=parent, transfer=transfer)
+    print(
+        f"training on {len(data.train)} image(s), validating on {len(data.validation)}, device {trainer.device}; "
+        f"run folder {args.out}"
+    )
+    bar = tqdm(total=1000, unit="", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.n = int(fraction * 1000)
+        if " step " in message:  # per-step news goes on the bar, the rest above it
+            bar.set_postfix_str(message, refresh=True)
+        else:
+            bar.refresh()
+            bar.write(message)
+
+    try:
+        bundle = trainer.run(progress)
+    except (TrainingCancelled, KeyboardInterrupt):
+        bar.close()
+        print(f"stopped; the last finished epoch is kept. Run the same command again to resume ({args.out}).")
+        return 130
+    bar.close()
+    print(f"model bundle: {bundle}\nlearning curve: {args.out / 'learning_curve.png'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    return _train(args, settings)
+
+
+def cmd_finetune(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.nn.bundle import load_bundle
+    from membraind.nn.train_settings import TransferSettings
+
+    transfer = settings.transfer.model_copy(
+        update={
+            k: v
+            for k, v in (("mode", args.mode), ("leaky_factor", args.leaky_factor), ("episodic_ratio", args.episodic_ratio))
+            if v is not None
+        }
+    )
+    transfer = TransferSettings.model_validate(transfer.model_dump())
+    return _train(args, settings, transfer=transfer, parent=load_bundle(args.parent))
+
+
+def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.nn.bundle import load_bundle
+    from membraind.nn.onnx_io import export_onnx
+
+    out = args.out or args.bundle / "model.onnx"
+    print(f"ONNX model: {export_onnx(load_bundle(args.bundle), out)}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.nn.evaluate import evaluate_bundle
+
+    result = evaluate_bundle(
+        args.bundle, args.em, args.labels, mapping_from(args, settings) if args.labels else None, args.out, args.engine
+    )
+    print(result.table())
+    return 0
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    add_ground_truth_arguments(p)
+    p.add_argument("--val-em", type=Path, help="validation EM (default: hold out part of the training data)")
+    p.add_argument("--val-labels", type=Path, help="validation labels (with --val-em)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoint, history, learning curve, model/")
+    p.add_argument("--name", help="model name stored in the bundle (default: the run folder's name)")
+    p.add_argument("--epochs", type=int, help="number of epochs (default: config)")
+    p.add_argument("--steps", type=int, help="batches per epoch (default: config)")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes of training")
+    p.add_argument("--patch-size", type=int, help="patch side in pixels (default: config)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default: config, auto)")
+    p.add_argument("--seed", type=int, help="random seed (default: config)")
+    p.add_argument("--restart", action="store_true", help="start over instead of resuming a run in --out")
+
+
+def register(add: Add) -> None:
+    """Add the training subcommands."""
+    from membraind.nn.train_settings import TransferMode
+
+    p = add("train", cmd_train, "train a membrane network on (partially) annotated ground truth")
+    _add_training_arguments(p)
+
+    p = add("finetune", cmd_finetune, "fine-tune a trained model bundle on new ground truth (transfer learning)")
+    _add_training_arguments(p)
+    p.add_argument("--from", dest="parent", type=Path, required=True, help="the parent model bundle")
+    p.add_argument("--mode", choices=TransferMode.__args__, help="what learns (default: continue)")
+    p.add_argument("--leaky-factor", type=float, help="leaky: encoder learning-rate factor (default 0.1)")
+    p.add_argument("--episodic-ratio", type=float, help="episodic: share of each batch from the parent's data")
+
+    p = add("export-onnx", cmd_export_onnx, "export a model bundle to ONNX (metadata embedded)")
+    p.add_argument("bundle", type=Path, help="model bundle folder")
+    p.add_argument("--out", type=Path, help="ONNX file (default: BUNDLE/model.onnx)")
+
+    p = add("evaluate", cmd_evaluate, "predict sample images, write overlays, and score them against labels")
+    p.add_argument("bundle", type=Path, help="model bundle folder")
+    p.add_argument("--em", type=Path, required=True, help="folder of EM images or a TIFF stack")
+    p.add_argument("--labels", type=Path, help="matching labels: also print membrane F1 and pixel error")
+    add_mapping_argument(p)
+    p.add_argument("--out", type=Path, default=Path("evaluation"), help="folder for overlay PNGs (default: evaluation)")
+    p.add_argument("--engine", choices=("torch", "onnx"), default="torch", help="inference engine (default: torch)")

@@ -1,0 +1,101 @@
+"""Evaluating a bundle on sample images: overlays to look at, scores where labels exist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from membraind.errors import InputError
+from membraind.groundtruth.classes import UNANNOTATED
+from membraind.groundtruth.label_mapping import LabelMapping
+from membraind.groundtruth.pairs import load_ground_truth, read_em
+from membraind.nn.bundle import Bundle, load_bundle
+from membraind.nn.inference import classes_from_probabilities, pad_to_multiple, predict_probabilities
+from membraind.segment.metrics import ConfusionCounts
+from membraind.volumes.image_files import write_image
+from membraind.volumes.sections import list_sections
+
+Engine = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class EvaluationResult:
+    """Per-image scores (when labels were given) and the files written."""
+
+    rows: list[tuple[str, float, float]] = field(default_factory=list)  # name, membrane F1, pixel error
+    total: ConfusionCounts = field(default_factory=ConfusionCounts)
+    written: list[Path] = field(default_factory=list)
+
+    def table(self) -> str:
+        """A readable summary."""
+        if not self.rows:
+            return f"wrote {len(self.written)} overlay/probability images (no labels given, no scores)"
+        lines = [f"{'image':24s} {'membrane F1':>12s} {'pixel error':>12s}"]
+        lines += [f"{name:24s} {f1:12.4f} {err:12.4f}" for name, f1, err in self.rows]
+        lines.append(f"{'all':24s} {self.total.membrane_f1:12.4f} {1 - self.total.accuracy:12.4f}")
+        return "\n".join(lines)
+
+
+def make_engine(bundle: Bundle, engine: str = "torch", device: str = "cpu") -> Engine:
+    """A function from a normalised 2D image to class probabilities (C, H, W)."""
+    if engine == "onnx" or bundle.model is None:
+        from membraind.nn.onnx_io import OnnxPredictor, export_onnx
+
+        path = bundle.onnx_path or (bundle.path / "model.onnx")
+        if not path.exists():
+            path = export_onnx(bundle, path)
+        predictor = OnnxPredictor(path)
+        multiple = bundle.metadata.architecture.multiple
+
+        def run_onnx(image: np.ndarray) -> np.ndarray:
+            padded, (h, w) = pad_to_multiple(image, multiple)
+            return predictor.predict(padded[None, None].astype(np.float32))[0, :, :h, :w]
+
+        return run_onnx
+    import torch
+
+    model, multiple, torch_device = bundle.model.to(device), bundle.metadata.architecture.multiple, torch.device(device)
+    return lambda image: predict_probabilities(model, image, multiple, torch_device)
+
+
+def membrane_overlay(em_normalised: np.ndarray, membrane: np.ndarray) -> np.ndarray:
+    """RGB: the EM in gray with the membrane probability shown in red."""
+    gray = em_normalised * 255.0
+    rgb = np.stack([gray, gray, gray], axis=-1) * (1 - 0.6 * membrane[..., None])
+    rgb[..., 0] += 0.6 * membrane * 255.0
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def evaluate_bundle(
+    bundle_path: Path,
+    em: Path,
+    labels: Path | None,
+    mapping: LabelMapping | None,
+    out: Path,
+    engine: str = "torch",
+) -> EvaluationResult:
+    """Predict every section of ``em``; write overlays and probabilities; score against ``labels``."""
+    bundle = load_bundle(bundle_path)
+    predict = make_engine(bundle, engine)
+    norm, channel = bundle.metadata.normalization, bundle.metadata.membrane_channel
+    if labels is not None:
+        if mapping is None:
+            raise InputError("scoring needs a label mapping (--mapping)")
+        pairs = [(gt.name, gt.em, gt.labels) for gt in load_ground_truth(em, labels, mapping)]
+    else:
+        pairs = [(s.name, read_em(s), None) for s in list_sections(em, "EM")]
+    result = EvaluationResult()
+    for name, pixels, truth in pairs:
+        image = norm.normalize_section(pixels)
+        probabilities = predict(image)
+        membrane = probabilities[channel]
+        result.written.append(write_image(Path(out) / f"{name}_membrane.png", np.rint(membrane * 255).astype(np.uint8)))
+        result.written.append(write_image(Path(out) / f"{name}_overlay.png", membrane_overlay(image, membrane)))
+        if truth is not None:
+            counts = ConfusionCounts().add(classes_from_probabilities(probabilities), truth, truth != UNANNOTATED)
+            result.total += counts
+            result.rows.append((name, counts.membrane_f1, 1 - counts.accuracy))
+    return result

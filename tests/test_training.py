@@ -1,0 +1,189 @@
+"""Training: sparse-label loss, freeze modes, cancellation, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from membraind.config import load_settings
+from membraind.groundtruth.label_mapping import LabelMapping
+from membraind.groundtruth.pairs import load_ground_truth
+from membraind.nn.architecture import UNetConfig
+from membraind.nn.bundle import load_bundle
+from membraind.nn.train_settings import TransferSettings
+from membraind.nn.trainer import Trainer, TrainingCancelled, TrainingData
+from membraind.nn.transfer import plan_transfer
+from membraind.nn.unet import UNet
+
+TINY = {
+    "MEMBRAIND_UNET__DEPTH": "2",
+    "MEMBRAIND_UNET__BASE_FILTERS": "4",
+    "MEMBRAIND_SAMPLER__PATCH_SIZE": "64",
+    "MEMBRAIND_TRAINING__BATCH_SIZE": "2",
+    "MEMBRAIND_TRAINING__STEPS_PER_EPOCH": "3",
+    "MEMBRAIND_TRAINING__DEVICE": "cpu",
+}
+
+
+@pytest.fixture(scope="module")
+def isbi_small(isbi):
+    images = load_ground_truth(isbi / "train" / "image", isbi / "train" / "label", LabelMapping.preset("isbi"))
+    crop = [type(gt)(gt.name, gt.em[:192, :192], gt.labels[:192, :192]) for gt in images[:3]]
+    return TrainingData(crop[:2], crop[2:], [])
+
+
+@pytest.fixture
+def tiny_settings(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("MEMBRAIND_"):
+            monkeypatch.delenv(key)
+    for key, value in TINY.items():
+        monkeypatch.setenv(key, value)
+    return load_settings()
+
+
+def _one_step(model, plan):
+    optimizer = torch.optim.AdamW(plan.groups, lr=1e-2)
+    model.train()
+    plan.keep_frozen()
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 32, 32)
+    y = torch.randint(0, 2, (2, 32, 32))
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def _changed(before, after, prefix):
+    keys = [k for k in before if k.startswith(prefix)]
+    assert keys, prefix
+    return {k: not torch.equal(before[k], after[k]) for k in keys}
+
+
+@pytest.mark.parametrize("mode", ["continue", "freeze-all-but-last", "freeze-encoder", "leaky", "episodic"])
+def test_freeze_modes_freeze_what_they_say(mode):
+    torch.manual_seed(1)
+    model = UNet(UNetConfig(depth=2, base_filters=4))
+    before = copy.deepcopy(model.state_dict())
+    plan = plan_transfer(model, TransferSettings(mode=mode, leaky_factor=0.1), learning_rate=1e-2)
+    _one_step(model, plan)
+    after = model.state_dict()
+    head = _changed(before, after, "head.")
+    encoder = _changed(before, after, "encoder.")
+    decoder = _changed(before, after, "decoder.")
+    assert all(head.values()), "the last layer always learns"
+    weights = lambda changed: [v for k, v in changed.items() if k.endswith("weight")]  # noqa: E731
+    if mode == "freeze-all-but-last":
+        assert not any(encoder.values()) and not any(decoder.values())
+    elif mode == "freeze-encoder":
+        assert not any(encoder.values())  # running statistics included
+        assert all(weights(decoder))
+    else:
+        assert all(weights(encoder)) and all(weights(decoder))
+    if mode == "leaky":
+        rates = sorted(group["lr"] for group in plan.groups)
+        assert rates == pytest.approx([1e-3, 1e-2])
+
+
+def test_loss_ignores_unannotated_pixels(tiny_settings, isbi_small):
+    # Labels that are unannotated (0) must contribute nothing: training on a label set
+    # with huge unannotated areas filled with nonsense image content gives the same
+    # loss as the annotated pixels alone.
+    logits = torch.randn(1, 2, 8, 8)
+    labels = torch.randint(1, 3, (1, 8, 8))
+    labels[:, :4] = 0
+    loss = torch.nn.functional.cross_entropy(logits, labels - 1, ignore_index=-1)
+    mask = labels[0] > 0
+    manual = torch.nn.functional.cross_entropy(logits[0][:, mask].T, labels[0][mask] - 1)
+    assert loss.item() == pytest.approx(manual.item(), rel=1e-6)
+
+
+def test_training_writes_history_curve_and_bundle(tmp_path, tiny_settings, isbi_small):
+    settings = tiny_settings.model_copy(
+        update={"training": tiny_settings.training.model_copy(update={"epochs": 2})}
+    )
+    messages = []
+    bundle_path = Trainer(tmp_path / "run", isbi_small, settings).run(lambda f, m: messages.append((f, m)))
+    rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for key in ("train_loss", "train_accuracy", "train_membrane_f1", "val_loss", "val_accuracy", "val_membrane_f1"):
+        assert 0 <= float(rows[-1][key]) < 10
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
+    assert messages[-1][0] == pytest.approx(1.0)
+    bundle = load_bundle(bundle_path)
+    assert bundle.metadata.architecture.depth == 2
+    assert bundle.metadata.patch_size == 64
+    assert len(bundle.metadata.history) == 2
+
+
+def test_cancel_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_settings, isbi_small):
+    settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 5})})
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 4  # in the second epoch
+
+    with pytest.raises(TrainingCancelled):
+        Trainer(tmp_path / "run", isbi_small, settings).run(cancel=cancel)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1
+    # Running again resumes after the kept epoch.
+    Trainer(tmp_path / "run", isbi_small, settings).run()
+    rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+
+
+def test_resume_after_sigkill_continues_epochs_and_curve(tmp_path, isbi):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBRAIND_")}
+    env.update(TINY, PYTHONUNBUFFERED="1")
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "membraind", "train",
+        "--em", str(isbi / "train" / "image"), "--labels", str(isbi / "train" / "label"), "--mapping", "isbi",
+        "--out", str(run), "--epochs", "6",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in process.stdout:  # wait for the real event: epoch 2 finished and checkpointed
+            if line.startswith("epoch 2/6:"):
+                break
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    killed_at = torch.load(run / "checkpoint.pt", weights_only=True)["epoch"]
+    assert 2 <= killed_at < 6
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming after epoch {killed_at}" in resumed.stdout
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    seconds = [float(r["seconds"]) for r in rows]
+    assert seconds == sorted(seconds)  # the clock continues too
+    assert len(load_bundle(run / "model").metadata.history) == 6
+
+
+def test_finetune_records_its_parent(tmp_path, tiny_settings, isbi_small):
+    settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 1})})
+    parent_path = Trainer(tmp_path / "parent", isbi_small, settings).run()
+    parent = load_bundle(parent_path)
+    child_path = Trainer(
+        tmp_path / "child", isbi_small, settings, parent=parent, transfer=TransferSettings(mode="freeze-encoder")
+    ).run()
+    child = load_bundle(child_path)
+    assert child.metadata.parent == str(parent_path)
+    assert child.metadata.training["transfer"]["mode"] == "freeze-encoder"
+    parent_encoder = {k: v for k, v in parent.model.state_dict().items() if k.startswith("encoder.")}
+    for key, value in parent_encoder.items():
+        assert torch.equal(child.model.state_dict()[key], value), key
+    assert np.isfinite(child.metadata.history[0]["val_loss"])
