@@ -187,3 +187,68 @@ def test_finetune_records_its_parent(tmp_path, tiny_settings, isbi_small):
     for key, value in parent_encoder.items():
         assert torch.equal(child.model.state_dict()[key], value), key
     assert np.isfinite(child.metadata.history[0]["val_loss"])
+
+
+@pytest.fixture
+def small_isbi_folders(tmp_path, isbi):
+    from membraind.volumes.image_files import read_image, write_image
+
+    for name in ("00", "01", "02"):
+        for kind in ("image", "label"):
+            pixels = read_image(isbi / "train" / kind / f"{name}.png")[:192, :192]
+            write_image(tmp_path / "gt" / kind / f"{name}.png", pixels)
+    return tmp_path / "gt" / "image", tmp_path / "gt" / "label"
+
+
+def test_episodic_finetuning_replays_the_parents_data(tmp_path, tiny_settings, small_isbi_folders):
+    from membraind.nn.trainer import load_training_data
+
+    settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 1})})
+    em, labels = small_isbi_folders
+    data = load_training_data(em, labels, LabelMapping.preset("isbi"), 0.34)
+    assert [gt.name for gt in data.train] == ["00", "01"] and [gt.name for gt in data.validation] == ["02"]
+    parent = load_bundle(Trainer(tmp_path / "parent", data, settings).run())
+    assert parent.metadata.training["data"][0]["em"] == str(em.resolve())
+    trainer = Trainer(tmp_path / "child", data, settings, parent=parent, transfer=TransferSettings(mode="episodic"))
+    sampler, replay = trainer._samplers()
+    assert replay is not None and len(replay.sources) == 3  # every image the parent learned from
+    images, _ = trainer._draw_batch(sampler, replay)
+    assert images.shape[0] == settings.training.batch_size
+    child = load_bundle(trainer.run())
+    assert child.metadata.parent_data == parent.metadata.training["data"]
+
+
+def test_episodic_without_recorded_parent_data_says_what_to_do(tmp_path, tiny_settings, isbi_small):
+    from membraind.errors import InputError
+
+    settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 1})})
+    parent = load_bundle(Trainer(tmp_path / "parent", isbi_small, settings).run())
+    trainer = Trainer(tmp_path / "child", isbi_small, settings, parent=parent, transfer=TransferSettings(mode="episodic"))
+    with pytest.raises(InputError, match="does not record any; use another mode"):
+        trainer.run()
+
+
+def test_cli_train_export_evaluate(tmp_path, small_isbi_folders):
+    from tests.conftest import run_cli
+
+    em, labels = small_isbi_folders
+    env = dict(TINY)
+    result = run_cli("train", "--em", str(em), "--labels", str(labels), "--mapping", "isbi",
+                     "--out", str(tmp_path / "run"), "--epochs", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "model bundle:" in result.stdout
+    bundle = tmp_path / "run" / "model"
+    result = run_cli("export-onnx", str(bundle), env=env)
+    assert result.returncode == 0, result.stderr
+    assert (bundle / "model.onnx").is_file()
+    scores = {}
+    for engine in ("torch", "onnx"):
+        result = run_cli("evaluate", str(bundle), "--em", str(em), "--labels", str(labels), "--mapping", "isbi",
+                         "--out", str(tmp_path / engine), "--engine", engine, env=env)
+        assert result.returncode == 0, result.stderr
+        scores[engine] = [line for line in result.stdout.splitlines() if line.startswith("all")]
+        assert (tmp_path / engine / "00_overlay.png").is_file() and (tmp_path / engine / "00_membrane.png").is_file()
+    assert scores["torch"] == scores["onnx"]  # the two engines agree to the printed digits
+    result = run_cli("finetune", "--from", str(tmp_path / "nope"), "--em", str(em), "--labels", str(labels),
+                     "--mapping", "isbi", "--out", str(tmp_path / "ft"), env=env)
+    assert result.returncode == 2 and "nope" in result.stderr and "Traceback" not in result.stderr

@@ -281,7 +281,7 @@ class Trainer:
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
-                    loss_sum += float(loss)
+                    loss_sum += float(loss.detach())
                     steps += 1
                     predicted = (logits.argmax(1) + 1).to(torch.uint8).cpu().numpy()
                     counts.add(predicted, labels, labels != UNANNOTATED)
@@ -394,6 +394,7 @@ class Trainer:
             training=training,
             history=[r.model_dump() for r in history],
             parent=str(self.parent.path) if self.parent is not None else None,
+            parent_data=self.parent.metadata.training.get("data", []) if self.parent is not None else [],
         )
 
 
