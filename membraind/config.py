@@ -64,7 +64,7 @@ class SamplerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    patch_size: int = Field(256, ge=16, multiple_of=2, description="patch side in pixels (the network input)")
+    patch_size: int = Field(128, ge=16, multiple_of=2, description="patch side in pixels (the network input)")
     angle_step: float = Field(5.0, gt=0, le=90, description="width of the angle bins whose valid centres are cached")
     seed: int = Field(0, description="random seed: the same seed draws the same patches")
 

@@ -90,7 +90,7 @@ def register(add: Add) -> None:
 
     p = add("preview-patches", cmd_preview_patches, "draw training patches and save a contact sheet with labels")
     add_ground_truth_arguments(p)
-    p.add_argument("--patch-size", type=int, help="patch side in pixels (default: config, 256)")
+    p.add_argument("--patch-size", type=int, help="patch side in pixels (default: config, 128)")
     p.add_argument("--count", type=int, default=32, help="number of patches (default: 32)")
     p.add_argument("--columns", type=int, default=8, help="patches per row of the sheet (default: 8)")
     p.add_argument("--seed", type=int, help="sampling seed (default: config)")

@@ -70,30 +70,20 @@ class AugmentationSettings(BaseModel):
     brightness_contrast: BrightnessContrastSettings = BrightnessContrastSettings()
 
     @classmethod
+    def uniform(cls, probability: float, rotate: bool) -> "AugmentationSettings":
+        """Every augmentation at the same probability, default strengths."""
+        fields = ("flip", "gaussian_blur", "motion_blur", "histogram_equalization", "brightness_contrast")
+        return cls(rotate=rotate, **{name: {"probability": probability} for name in fields})
+
+    @classmethod
     def none(cls) -> "AugmentationSettings":
         """No augmentation at all: patches exactly as they lie in the image."""
-        off = {"probability": 0.0}
-        return cls(
-            rotate=False,
-            flip=off,
-            gaussian_blur=off,
-            motion_blur=off,
-            histogram_equalization=off,
-            brightness_contrast=off,
-        )
+        return cls.uniform(0.0, rotate=False)
 
     @classmethod
     def all_on(cls) -> "AugmentationSettings":
         """Every augmentation on every patch (for benchmarks and worst-case timing)."""
-        on = {"probability": 1.0}
-        return cls(
-            rotate=True,
-            flip=on,
-            gaussian_blur=on,
-            motion_blur=on,
-            histogram_equalization=on,
-            brightness_contrast=on,
-        )
+        return cls.uniform(1.0, rotate=True)
 
 
 def motion_kernel(length: int, angle: float) -> np.ndarray:

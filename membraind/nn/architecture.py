@@ -13,7 +13,7 @@ class UNetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     depth: int = Field(4, ge=1, le=6, description="number of 2x down-samplings")
-    base_filters: int = Field(32, ge=1, description="filters of the first stage, doubling per stage")
+    base_filters: int = Field(16, ge=1, description="filters of the first stage, doubling per stage")
     norm: Literal["batch", "group", "none"] = Field("batch", description="normalisation after each convolution")
     dropout: float = Field(0.0, ge=0.0, le=0.9, description="dropout in the deepest stages")
     classes: int = Field(2, ge=2, le=3, description="2 (interior, membrane) or 3 (interior, membrane, third)")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors.torch import load_file, save_file
 
+from membraind.atomic import sibling
 from membraind.errors import InputError
 from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.nn.unet import UNet, UNetConfig
@@ -239,11 +239,6 @@ def load_bundle(path: Path, device: str = "cpu") -> Bundle:
 # -- saving ----------------------------------------------------------------------------
 
 
-def _sibling(path: Path, tag: str) -> Path:
-    """An unused hidden name next to ``path`` (same file system, so renames are atomic)."""
-    return path.parent / f".{path.name}.{tag}-{uuid.uuid4().hex[:12]}"
-
-
 def _replace_dir(tmp: Path, path: Path) -> None:
     """Move the finished ``tmp`` folder to ``path``, replacing an existing bundle there.
 
@@ -257,7 +252,7 @@ def _replace_dir(tmp: Path, path: Path) -> None:
     looks_like_bundle = any((path / name).is_file() for name in (METADATA_FILE, WEIGHTS_FILE, ONNX_FILE))
     if not path.is_dir() or (any(path.iterdir()) and not looks_like_bundle):
         raise InputError(f"{path} exists and is not a model bundle; choose another output path or move it away")
-    old = _sibling(path, "old")
+    old = sibling(path, "old")
     os.replace(path, old)
     try:
         os.replace(tmp, path)
@@ -278,7 +273,7 @@ def save_bundle(path: Path, model: UNet, metadata: ModelMetadata) -> Path:
     if config is not None and config != metadata.architecture:
         raise ValueError(f"metadata.architecture {metadata.architecture} does not describe the model ({config})")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(path, "tmp")
+    tmp = sibling(path, "tmp")
     tmp.mkdir()  # not mkdtemp: its 0700 mode would make the bundle private to this user
     try:
         # safetensors wants contiguous CPU tensors that share no memory.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel
+
+from membraind.atomic import atomic_path
 
 METRICS = ("loss", "accuracy", "membrane_f1")
 
@@ -29,13 +29,11 @@ class EpochRecord(BaseModel):
 def write_csv(records: list[EpochRecord], path: Path) -> None:
     """Write all records to ``path`` atomically."""
     fields = list(EpochRecord.model_fields)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for record in records:
             writer.writerow(record.model_dump())
-    os.replace(tmp, path)
 
 
 def read_csv(path: Path) -> list[EpochRecord]:
@@ -61,8 +59,6 @@ def plot_learning_curve(records: list[EpochRecord], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)

@@ -16,7 +16,6 @@ import copy
 import os
 import pickle
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -26,6 +25,7 @@ import onnx
 import torch
 from torch import nn
 
+from membraind.atomic import atomic_path, sibling
 from membraind.errors import InputError
 from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.nn.bundle import (
@@ -59,10 +59,6 @@ class _WithSoftmax(nn.Module):
         return torch.softmax(self.model(x), dim=1)
 
 
-def _temp_beside(path: Path) -> Path:
-    return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-
-
 def _save_with_metadata(proto: onnx.ModelProto, metadata: ModelMetadata, out: Path) -> Path:
     """Embed ``metadata`` in ``proto``, check it and write it to ``out`` atomically."""
     props = {p.key: p.value for p in proto.metadata_props}
@@ -72,13 +68,8 @@ def _save_with_metadata(proto: onnx.ModelProto, metadata: ModelMetadata, out: Pa
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(out)
-    try:
+    with atomic_path(out) as tmp:
         onnx.save_model(proto, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -96,7 +87,7 @@ def export_onnx(bundle: Bundle, out: Path, opset: int = 17) -> Path:
     example = torch.zeros(1, config.in_channels, side, side)
     axes = {0: "batch", 2: "height", 3: "width"}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(out)
+    tmp = sibling(out, "export")
     try:
         with warnings.catch_warnings():
             # The TorchScript-based exporter is deprecated but, unlike the dynamo one,
@@ -283,8 +274,9 @@ def import_onnx(
         onnx_outputs=onnx_outputs or ("probabilities" if _looks_like_probabilities(scores) else "logits"),
         training={"imported_from": str(onnx_file.resolve())},
     )
-    tmp = out.parent / f".{out.name}.import-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sibling(out, "import")
+    tmp.mkdir()
     try:
         _save_with_metadata(proto, metadata, tmp / ONNX_FILE)
         (tmp / METADATA_FILE).write_text(metadata.model_dump_json(indent=2), encoding="utf-8")

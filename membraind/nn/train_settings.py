@@ -14,21 +14,24 @@ class TrainingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(30, ge=1, description="number of epochs")
-    steps_per_epoch: int = Field(100, ge=1, description="optimizer steps (batches) per epoch")
-    batch_size: int = Field(8, ge=1)
+    epochs: int = Field(40, ge=1, description="number of epochs")
+    steps_per_epoch: int = Field(50, ge=1, description="optimizer steps (batches) per epoch")
+    batch_size: int = Field(16, ge=1)
     learning_rate: float = Field(2e-3, gt=0, description="peak learning rate of AdamW")
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["cosine", "constant"] = Field(
         "cosine", description="cosine: short warm-up, then cosine decay over the epochs (or the time budget)"
     )
     class_weights: list[float] | None = Field(None, description="loss weight per class (interior, membrane[, third])")
+    dice_weight: float = Field(
+        1.0, ge=0, description="weight of the membrane soft-Dice term added to cross-entropy (0: cross-entropy only)"
+    )
     max_minutes: float | None = Field(None, gt=0, description="stop after this much training time")
     validation_fraction: float = Field(
         0.2, gt=0, lt=1, description="share of images (or of the one image's rows) held out when no validation set is given"
     )
     amp: bool = Field(True, description="automatic mixed precision on GPU")
-    channels_last: bool = Field(True, description="channels-last memory layout on GPU")
+    channels_last: bool = Field(True, description="channels-last memory layout (faster convolutions on CPU and GPU)")
     device: str = Field("auto", description="'auto' (GPU when there is one), 'cpu', 'cuda', 'cuda:1', ...")
     seed: int = Field(0, description="the same seed trains the same network (on the same device)")
 

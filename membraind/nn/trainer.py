@@ -14,9 +14,7 @@ killed run loses at most one epoch. Unannotated pixels (class 0) never reach the
 from __future__ import annotations
 
 import math
-import os
 import queue
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from membraind.atomic import atomic_path, write_text_atomic
 from membraind.config import Settings
 from membraind.errors import InputError
 from membraind.groundtruth.classes import UNANNOTATED
@@ -37,6 +36,7 @@ from membraind.groundtruth.sampler import PatchSampler
 from membraind.nn.bundle import Bundle, ModelMetadata, save_bundle
 from membraind.nn.history import EpochRecord, plot_learning_curve, write_csv
 from membraind.nn.inference import classes_from_probabilities, predict_probabilities
+from membraind.nn.loss import IGNORE, SparseSegmentationLoss
 from membraind.nn.train_settings import TransferSettings
 from membraind.nn.transfer import plan_transfer
 from membraind.nn.unet import UNet
@@ -99,14 +99,8 @@ def _schedule(progress: float, kind: str) -> float:
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _Batches:
@@ -239,10 +233,10 @@ class Trainer:
         use_amp = t.amp and self.device.type == "cuda"
         amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-        memory_format = torch.channels_last if t.channels_last and self.device.type == "cuda" else torch.contiguous_format
+        memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format)
         weights = torch.tensor(t.class_weights, dtype=torch.float32, device=self.device) if t.class_weights else None
-        loss_fn = nn.CrossEntropyLoss(weight=weights, ignore_index=-1)
+        loss_fn = SparseSegmentationLoss(weights, t.dice_weight)
 
         state = self._resume(model, optimizer)
         if state["epoch"]:
@@ -263,17 +257,24 @@ class Trainer:
             plan.keep_frozen()
             counts, loss_sum, steps = ConfusionCounts(), 0.0, 0
             batches = _Batches(lambda: self._draw_batch(sampler, replay), t.steps_per_epoch)
+
+            def done(steps_done: int) -> float:
+                """Share of the training done: by steps, or by time when a budget is set."""
+                spent = (elapsed + time.monotonic() - started) / budget if budget else 0.0
+                return min(1.0, max(steps_done / total_steps, spent))
+
             try:
                 for step in range(t.steps_per_epoch):
                     if cancel():
-                        raise TrainingCancelled(f"training cancelled in epoch {epoch + 1}; resume continues after epoch {epoch}")
-                    done = max((epoch * t.steps_per_epoch + step) / total_steps, (elapsed + time.monotonic() - started) / budget if budget else 0.0)
-                    factor = _schedule(done, t.schedule)
+                        raise TrainingCancelled(
+                            f"training cancelled in epoch {epoch + 1}; resuming continues after epoch {epoch}"
+                        )
+                    factor = _schedule(done(epoch * t.steps_per_epoch + step), t.schedule)
                     for group, base in zip(optimizer.param_groups, base_rates):
                         group["lr"] = base * factor
                     images, labels = batches.next()
                     x = torch.from_numpy(images)[:, None].to(self.device, memory_format=memory_format)
-                    y = torch.from_numpy(labels.astype(np.int64) - 1).to(self.device)  # class 0 -> -1: ignored
+                    y = torch.from_numpy(labels.astype(np.int64) - 1).to(self.device)  # class 0 -> IGNORE
                     with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                         logits = model(x)
                         loss = loss_fn(logits.float(), y)
@@ -286,7 +287,7 @@ class Trainer:
                     predicted = (logits.argmax(1) + 1).to(torch.uint8).cpu().numpy()
                     counts.add(predicted, labels, labels != UNANNOTATED)
                     progress(
-                        (epoch + (step + 1) / t.steps_per_epoch) / t.epochs,
+                        done(epoch * t.steps_per_epoch + step + 1),
                         f"epoch {epoch + 1}/{t.epochs} step {step + 1}/{t.steps_per_epoch} loss {loss_sum / steps:.4f}",
                     )
                     if budget and elapsed + time.monotonic() - started >= budget:
@@ -308,21 +309,28 @@ class Trainer:
             )
             history.append(record)
             self._finish_epoch(model, optimizer, history, elapsed)
-            progress((epoch + 1) / t.epochs, f"epoch {epoch + 1}/{t.epochs}: validation membrane F1 {record.val_membrane_f1:.4f}")
+            progress(
+                done((epoch + 1) * t.steps_per_epoch),
+                f"epoch {epoch + 1}/{t.epochs}: validation membrane F1 {record.val_membrane_f1:.4f}",
+            )
             if budget and elapsed >= budget:
                 break
         return self.run_dir / "model"
 
     @torch.no_grad()
-    def _validate(self, model: nn.Module, validation: list, loss_fn: nn.Module) -> tuple[float, ConfusionCounts]:
+    def _validate(
+        self, model: nn.Module, validation: list, loss_fn: SparseSegmentationLoss
+    ) -> tuple[float, ConfusionCounts]:
+        """Cross-entropy (without the Dice term, comparable across settings) and counts."""
         counts, losses = ConfusionCounts(), []
         for image, labels in validation:
             probabilities = predict_probabilities(model, image, self.architecture.multiple, self.device)
             annotated = labels != UNANNOTATED
             target = torch.from_numpy(labels.astype(np.int64) - 1)
             log_p = torch.from_numpy(np.log(np.clip(probabilities, 1e-7, 1.0)))[None]
-            weight = loss_fn.weight.cpu() if loss_fn.weight is not None else None
-            losses.append(float(nn.functional.nll_loss(log_p, target[None], weight=weight, ignore_index=-1)))
+            weight = loss_fn.cross_entropy.weight
+            weight = weight.cpu() if weight is not None else None
+            losses.append(float(nn.functional.nll_loss(log_p, target[None], weight=weight, ignore_index=IGNORE)))
             counts.add(classes_from_probabilities(probabilities), labels, annotated)
         return (float(np.mean(losses)) if losses else float("nan")), counts
 
@@ -359,7 +367,7 @@ class Trainer:
             if bundle_json.exists():
                 metadata = ModelMetadata.model_validate_json(bundle_json.read_text())
                 metadata = metadata.model_copy(update={"history": [r.model_dump() for r in history]})
-                bundle_json.write_text(metadata.model_dump_json(indent=2))
+                write_text_atomic(bundle_json, metadata.model_dump_json(indent=2))
         write_csv(history, self.run_dir / "history.csv")
         plot_learning_curve(history, self.run_dir / "learning_curve.png")
         _save_atomic(

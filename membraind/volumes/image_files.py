@@ -7,14 +7,13 @@ into place, so a reader never sees half a file (design decision 2).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from PIL import Image
 
+from membraind.atomic import atomic_path
 from membraind.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -75,23 +74,12 @@ def read_tiff_stack(path: Path) -> np.ndarray:
     return array
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-
-
 def write_image(path: Path, array: np.ndarray) -> Path:
     """Write ``array`` as PNG or TIFF (by suffix) atomically: temporary file, then rename."""
     path = Path(path)
-    fd, tmp = _atomic_target(path)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix.lower() in TIFF_SUFFIXES:
             tifffile.imwrite(tmp, array)
         else:
             Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

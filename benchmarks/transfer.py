@@ -1,0 +1,102 @@
+"""The benefit of transfer learning: fine-tuning vs training from scratch on 2 sections.
+
+A parent network trained on ISBI 2012 (``--parent BUNDLE``, or trained here for
+``--parent-minutes``) meets synthetic EM with a different look. With only 2 labelled
+sections of it, compare for the same time budget (``--minutes``):
+
+- ``finetune``: the parent fine-tuned (``--mode``, default continue);
+- ``scratch``: a new network of the same architecture;
+- ``parent``: the parent applied unchanged.
+
+All three are scored (membrane F1) on 3 further synthetic sections; the generator's
+extracellular space is left out of training and scoring.
+
+    python benchmarks/transfer.py [--parent BUNDLE] [--minutes 3] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from membraind.config import load_settings
+from membraind.demo.synthetic_em import generate_stack
+from membraind.groundtruth.classes import THIRD, UNANNOTATED
+from membraind.groundtruth.label_mapping import LabelMapping
+from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
+from membraind.nn.bundle import Bundle, load_bundle
+from membraind.nn.evaluate import make_engine
+from membraind.nn.inference import classes_from_probabilities
+from membraind.nn.train_settings import TransferSettings
+from membraind.nn.trainer import Trainer, TrainingData
+from membraind.segment.metrics import ConfusionCounts
+
+DEFAULT_ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
+
+
+def score(bundle: Bundle, images: list[GroundTruthImage], device: str) -> float:
+    """Membrane F1 of ``bundle`` over the annotated pixels of ``images``."""
+    engine = make_engine(bundle, "torch", device)
+    total = ConfusionCounts()
+    for gt in images:
+        probabilities = engine(bundle.metadata.normalization.normalize_section(gt.em))
+        total += ConfusionCounts().add(classes_from_probabilities(probabilities), gt.labels, gt.labels != UNANNOTATED)
+    return total.membrane_f1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--isbi", type=Path, default=DEFAULT_ISBI)
+    parser.add_argument("--parent", type=Path, help="an ISBI-trained bundle (default: train one here)")
+    parser.add_argument("--parent-minutes", type=float, default=6.0)
+    parser.add_argument("--minutes", type=float, default=3.0, help="budget of fine-tuning and of scratch training")
+    parser.add_argument("--mode", default="continue", help="transfer mode of the fine-tuning")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="transfer-"))
+    base = load_settings()
+
+    def settings_for(minutes: float):
+        training = base.training.model_copy(update={"max_minutes": minutes, "epochs": 10_000, "device": args.device})
+        return base.model_copy(update={"training": training})
+
+    if args.parent:
+        parent = load_bundle(args.parent)
+    else:
+        isbi = load_ground_truth(args.isbi / "train" / "image", args.isbi / "train" / "label", LabelMapping.preset("isbi"))
+        trainer = Trainer(out / "parent", TrainingData(isbi[:20], isbi[20:25], []), settings_for(args.parent_minutes))
+        parent = load_bundle(trainer.run())
+
+    stack = generate_stack(seed=11, sections=6)
+    labels = np.where(stack.labels == THIRD, UNANNOTATED, stack.labels).astype(np.uint8)
+    synthetic = [GroundTruthImage(f"{z:03d}", stack.em[z], labels[z]) for z in range(6)]
+    data = TrainingData(synthetic[:2], synthetic[2:3], [])
+    test = synthetic[3:]
+
+    device = args.device
+    finetuned = load_bundle(
+        Trainer(out / "finetune", data, settings_for(args.minutes), parent=parent,
+                transfer=TransferSettings(mode=args.mode)).run()
+    )
+    scratch_settings = settings_for(args.minutes)
+    scratch_settings = scratch_settings.model_copy(
+        update={"unet": parent.metadata.architecture,
+                "sampler": scratch_settings.sampler.model_copy(update={"patch_size": parent.metadata.patch_size})}
+    )
+    scratch = load_bundle(Trainer(out / "scratch", data, scratch_settings).run())
+
+    results = {name: score(b, test, "cpu" if device == "auto" else device)
+               for name, b in (("finetune", finetuned), ("scratch", scratch), ("parent", parent))}
+    print(f"{'model (2 synthetic sections, ' + str(args.minutes) + ' min)':40s} {'membrane F1':>12s}")
+    for name, f1 in results.items():
+        print(f"{name:40s} {f1:12.4f}")
+    print(f"RESULT finetune_f1={results['finetune']:.4f} scratch_f1={results['scratch']:.4f} "
+          f"parent_f1={results['parent']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
