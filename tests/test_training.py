@@ -94,19 +94,6 @@ def test_freeze_modes_freeze_what_they_say(mode):
         assert rates == pytest.approx([1e-3, 1e-2])
 
 
-def test_loss_ignores_unannotated_pixels(tiny_settings, isbi_small):
-    # Labels that are unannotated (0) must contribute nothing: training on a label set
-    # with huge unannotated areas filled with nonsense image content gives the same
-    # loss as the annotated pixels alone.
-    logits = torch.randn(1, 2, 8, 8)
-    labels = torch.randint(1, 3, (1, 8, 8))
-    labels[:, :4] = 0
-    loss = torch.nn.functional.cross_entropy(logits, labels - 1, ignore_index=-1)
-    mask = labels[0] > 0
-    manual = torch.nn.functional.cross_entropy(logits[0][:, mask].T, labels[0][mask] - 1)
-    assert loss.item() == pytest.approx(manual.item(), rel=1e-6)
-
-
 def test_training_writes_history_curve_and_bundle(tmp_path, tiny_settings, isbi_small):
     settings = tiny_settings.model_copy(
         update={"training": tiny_settings.training.model_copy(update={"epochs": 2})}
@@ -252,3 +239,31 @@ def test_cli_train_export_evaluate(tmp_path, small_isbi_folders):
     result = run_cli("finetune", "--from", str(tmp_path / "nope"), "--em", str(em), "--labels", str(labels),
                      "--mapping", "isbi", "--out", str(tmp_path / "ft"), env=env)
     assert result.returncode == 2 and "nope" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("dice_weight", [0.0, 1.0])
+def test_sparse_loss_ignores_unannotated_pixels_whatever_they_predict(dice_weight):
+    from membraind.nn.loss import SparseSegmentationLoss
+
+    torch.manual_seed(0)
+    loss_fn = SparseSegmentationLoss(dice_weight=dice_weight)
+    logits = torch.randn(2, 2, 16, 16)
+    target = torch.randint(0, 2, (2, 16, 16))
+    target[:, :8] = -1  # the top half is not annotated
+    changed = logits.clone()
+    changed[:, :, :8] = torch.randn(2, 2, 8, 16) * 10  # anything at all up there
+    assert loss_fn(logits, target).item() == pytest.approx(loss_fn(changed, target).item(), rel=1e-6)
+    # ... while a change on annotated pixels does change the loss.
+    changed[:, :, 8:] += torch.randn(2, 2, 8, 16)
+    assert loss_fn(changed, target).item() != pytest.approx(loss_fn(logits, target).item(), rel=1e-3)
+
+
+def test_dice_term_rewards_getting_membrane_right():
+    from membraind.nn.loss import SparseSegmentationLoss
+
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[:, :, 3:5] = 1
+    right = torch.where(target[:, None] == torch.arange(2)[None, :, None, None], 5.0, -5.0)
+    wrong = -right
+    loss_fn = SparseSegmentationLoss(dice_weight=1.0)
+    assert loss_fn(right, target).item() < 0.05 < 1.0 < loss_fn(wrong, target).item()

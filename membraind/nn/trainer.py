@@ -168,6 +168,12 @@ class Trainer:
             self.architecture = settings.unet
             self.normalization = settings.normalization.fit([gt.em for gt in data.train])
             self.patch_size = settings.sampler.patch_size
+        weights = self.training.class_weights
+        if weights is not None and len(weights) != self.architecture.classes:
+            raise InputError(
+                f"training.class_weights has {len(weights)} value(s) but the network has "
+                f"{self.architecture.classes} classes; give one weight per class (interior, membrane[, third])"
+            )
         if self.patch_size % self.architecture.multiple:
             raise InputError(
                 f"patch size {self.patch_size} is not a multiple of {self.architecture.multiple} "
