@@ -18,8 +18,7 @@ from membraind.config import load_settings
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth
 from membraind.nn.bundle import load_bundle
-from membraind.nn.evaluate import make_engine
-from membraind.nn.inference import classes_from_probabilities
+from membraind.nn.evaluate import make_engine, score
 from membraind.nn.trainer import Trainer, TrainingData
 from membraind.segment.metrics import ConfusionCounts
 
@@ -55,7 +54,7 @@ def main() -> None:
     print(f"{'section':8s} {'membrane F1':>12s} {'pixel error':>12s}")
     for gt in images[25:]:
         probabilities = engine(bundle.metadata.normalization.normalize_section(gt.em))
-        counts = ConfusionCounts().add(classes_from_probabilities(probabilities), gt.labels)
+        counts = score(probabilities, gt.labels)
         total += counts
         print(f"{gt.name:8s} {counts.membrane_f1:12.4f} {1 - counts.accuracy:12.4f}")
     print(f"{'all':8s} {total.membrane_f1:12.4f} {1 - total.accuracy:12.4f}")

@@ -28,8 +28,7 @@ from membraind.groundtruth.classes import THIRD, UNANNOTATED
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
 from membraind.nn.bundle import Bundle, load_bundle
-from membraind.nn.evaluate import make_engine
-from membraind.nn.inference import classes_from_probabilities
+from membraind.nn.evaluate import make_engine, score
 from membraind.nn.train_settings import TransferSettings
 from membraind.nn.trainer import Trainer, TrainingData
 from membraind.segment.metrics import ConfusionCounts
@@ -37,13 +36,12 @@ from membraind.segment.metrics import ConfusionCounts
 DEFAULT_ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 
 
-def score(bundle: Bundle, images: list[GroundTruthImage], device: str) -> float:
+def membrane_f1(bundle: Bundle, images: list[GroundTruthImage], device: str) -> float:
     """Membrane F1 of ``bundle`` over the annotated pixels of ``images``."""
     engine = make_engine(bundle, "torch", device)
     total = ConfusionCounts()
     for gt in images:
-        probabilities = engine(bundle.metadata.normalization.normalize_section(gt.em))
-        total += ConfusionCounts().add(classes_from_probabilities(probabilities), gt.labels, gt.labels != UNANNOTATED)
+        total += score(engine(bundle.metadata.normalization.normalize_section(gt.em)), gt.labels)
     return total.membrane_f1
 
 
@@ -89,7 +87,7 @@ def main() -> None:
     )
     scratch = load_bundle(Trainer(out / "scratch", data, scratch_settings).run())
 
-    results = {name: score(b, test, "cpu" if device == "auto" else device)
+    results = {name: membrane_f1(b, test, "cpu" if device == "auto" else device)
                for name, b in (("finetune", finetuned), ("scratch", scratch), ("parent", parent))}
     print(f"{'model (2 synthetic sections, ' + str(args.minutes) + ' min)':40s} {'membrane F1':>12s}")
     for name, f1 in results.items():

@@ -61,6 +61,11 @@ def make_engine(bundle: Bundle, engine: str = "torch", device: str = "cpu") -> E
     return lambda image: predict_probabilities(model, image, multiple, torch_device)
 
 
+def score(probabilities: np.ndarray, labels: np.ndarray) -> ConfusionCounts:
+    """Counts of the predicted classes against ``labels`` over its annotated pixels."""
+    return ConfusionCounts().add(classes_from_probabilities(probabilities), labels, labels != UNANNOTATED)
+
+
 def membrane_overlay(em_normalised: np.ndarray, membrane: np.ndarray) -> np.ndarray:
     """RGB: the EM in gray with the membrane probability shown in red."""
     gray = em_normalised * 255.0
@@ -95,7 +100,7 @@ def evaluate_bundle(
         result.written.append(write_image(Path(out) / f"{name}_membrane.png", np.rint(membrane * 255).astype(np.uint8)))
         result.written.append(write_image(Path(out) / f"{name}_overlay.png", membrane_overlay(image, membrane)))
         if truth is not None:
-            counts = ConfusionCounts().add(classes_from_probabilities(probabilities), truth, truth != UNANNOTATED)
+            counts = score(probabilities, truth)
             result.total += counts
             result.rows.append((name, counts.membrane_f1, 1 - counts.accuracy))
     return result

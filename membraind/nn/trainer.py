@@ -35,7 +35,8 @@ from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
 from membraind.groundtruth.sampler import PatchSampler
 from membraind.nn.bundle import Bundle, ModelMetadata, save_bundle
 from membraind.nn.history import EpochRecord, plot_learning_curve, write_csv
-from membraind.nn.inference import classes_from_probabilities, predict_probabilities
+from membraind.nn.evaluate import score
+from membraind.nn.inference import predict_probabilities
 from membraind.nn.loss import IGNORE, SparseSegmentationLoss
 from membraind.nn.train_settings import TransferSettings
 from membraind.nn.transfer import plan_transfer
@@ -331,13 +332,12 @@ class Trainer:
         counts, losses = ConfusionCounts(), []
         for image, labels in validation:
             probabilities = predict_probabilities(model, image, self.architecture.multiple, self.device)
-            annotated = labels != UNANNOTATED
             target = torch.from_numpy(labels.astype(np.int64) - 1)
             log_p = torch.from_numpy(np.log(np.clip(probabilities, 1e-7, 1.0)))[None]
             weight = loss_fn.cross_entropy.weight
             weight = weight.cpu() if weight is not None else None
             losses.append(float(nn.functional.nll_loss(log_p, target[None], weight=weight, ignore_index=IGNORE)))
-            counts.add(classes_from_probabilities(probabilities), labels, annotated)
+            counts += score(probabilities, labels)
         return (float(np.mean(losses)) if losses else float("nan")), counts
 
     # -- persistence ---------------------------------------------------------------------
