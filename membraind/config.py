@@ -103,6 +103,19 @@ def _describe(error: ValidationError, origin: str) -> str:
     return f"invalid configuration in {origin}: " + "; ".join(parts)
 
 
+def with_overrides(model: BaseModel, origin: str, **values: Any) -> BaseModel:
+    """A validated copy of ``model`` with ``values`` (those not None) replaced.
+
+    ``model_copy(update=...)`` would skip validation; command-line options must be
+    checked like settings from a file, and named in the error.
+    """
+    data = {**model.model_dump(), **{k: v for k, v in values.items() if v is not None}}
+    try:
+        return type(model).model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+
+
 def _check_environment() -> None:
     known = {name.upper() for name in Settings.model_fields} | {CONFIG_ENV[len(ENV_PREFIX) :]}
     for key in os.environ:

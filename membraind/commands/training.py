@@ -6,26 +6,22 @@ import argparse
 from pathlib import Path
 
 from membraind.commands import Add, add_ground_truth_arguments, add_mapping_argument, mapping_from
-from membraind.config import Settings
+from membraind.config import Settings, with_overrides
 
 
 def _with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
-    """Settings with the command line's training options applied on top."""
-    training = {
-        key: value
-        for key, value in (
-            ("epochs", args.epochs),
-            ("steps_per_epoch", args.steps),
-            ("max_minutes", args.minutes),
-            ("device", args.device),
-            ("seed", args.seed),
-        )
-        if value is not None
-    }
-    update: dict = {"training": settings.training.model_copy(update=training)}
-    if args.patch_size is not None:
-        update["sampler"] = settings.sampler.model_copy(update={"patch_size": args.patch_size})
-    return settings.model_copy(update=update)
+    """Settings with the command line's training options applied on top (validated)."""
+    training = with_overrides(
+        settings.training,
+        "the command line",
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        max_minutes=args.minutes,
+        device=args.device,
+        seed=args.seed,
+    )
+    sampler = with_overrides(settings.sampler, "the command line", patch_size=args.patch_size)
+    return settings.model_copy(update={"training": training, "sampler": sampler})
 
 
 def _train(args: argparse.Namespace, settings: Settings, transfer=None, parent=None) -> int:
@@ -72,16 +68,14 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_finetune(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.nn.bundle import load_bundle
-    from membraind.nn.train_settings import TransferSettings
 
-    transfer = settings.transfer.model_copy(
-        update={
-            k: v
-            for k, v in (("mode", args.mode), ("leaky_factor", args.leaky_factor), ("episodic_ratio", args.episodic_ratio))
-            if v is not None
-        }
+    transfer = with_overrides(
+        settings.transfer,
+        "the command line",
+        mode=args.mode,
+        leaky_factor=args.leaky_factor,
+        episodic_ratio=args.episodic_ratio,
     )
-    transfer = TransferSettings.model_validate(transfer.model_dump())
     return _train(args, settings, transfer=transfer, parent=load_bundle(args.parent))
 
 

@@ -54,8 +54,8 @@ def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict[str, Path]:
 
     _step(4, "imitating a partial annotation: keeping irregular 30% of each membrane label")
     partial_dir = out / "groundtruth" / "partial"
-    for k, path in enumerate(written):
-        write_image(partial_dir / path.name, erase_irregular(read_image(path), 0.7, seed=seed + k, smoothness=90))
+    for k, (path, labels) in enumerate(zip(written, converted)):
+        write_image(partial_dir / path.name, erase_irregular(labels, 0.7, seed=seed + k, smoothness=90))
 
     _step(5, "importing EM + partial labels and fitting the intensity normalisation")
     images = load_ground_truth(data["em"], partial_dir, LabelMapping.preset("classes"))

@@ -134,7 +134,6 @@ class PatchSampler:
         self.bin_width = 90.0 / self.bin_count
         self.rng = np.random.default_rng(seed)
         self.rejected = 0  # cut patches that held an unannotated pixel after all (re-drawn)
-        self.patches_drawn = 0
         self._augment = Augmenter(self.augmentation)
         norm = normalization or IntensityNormalization()
         self.sources = [
@@ -209,11 +208,6 @@ class PatchSampler:
         )
         return valid.astype(bool) & annotated
 
-    def valid_fraction(self) -> float:
-        """Fraction of annotated pixels that are valid axis-aligned centres."""
-        valid = sum(self.centres(i, 0).count for i in range(len(self.sources)))
-        return valid / max(1, sum(int(s.annotated.sum()) for s in self.sources))
-
     def largest_patch_size(self) -> int:
         """The largest even patch side that fits axis-aligned somewhere in the annotation."""
         best = 0
@@ -268,7 +262,6 @@ class PatchSampler:
                 self.rejected += 1
                 continue
             image, labels = self._augment(image, labels, self.rng)
-            self.patches_drawn += 1
             return Patch(image, labels, source, centre, angle)
         raise InputError(
             f"could not cut a fully annotated {self.patch_size}px patch in {MAX_REDRAWS} tries; "

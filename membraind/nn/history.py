@@ -36,12 +36,6 @@ def write_csv(records: list[EpochRecord], path: Path) -> None:
             writer.writerow(record.model_dump())
 
 
-def read_csv(path: Path) -> list[EpochRecord]:
-    """Records from a CSV written by :func:`write_csv`."""
-    with open(path, newline="") as fh:
-        return [EpochRecord.model_validate(row) for row in csv.DictReader(fh)]
-
-
 def plot_learning_curve(records: list[EpochRecord], path: Path) -> None:
     """Draw loss, accuracy and membrane F1 per epoch (training and validation) to a PNG."""
     import matplotlib

@@ -33,7 +33,7 @@ from membraind.groundtruth.classes import UNANNOTATED
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
 from membraind.groundtruth.sampler import PatchSampler
-from membraind.nn.bundle import Bundle, ModelMetadata, save_bundle
+from membraind.nn.bundle import Bundle, ModelMetadata, default_class_names, save_bundle
 from membraind.nn.history import EpochRecord, plot_learning_curve, write_csv
 from membraind.nn.evaluate import score
 from membraind.nn.inference import predict_probabilities
@@ -43,7 +43,6 @@ from membraind.nn.transfer import plan_transfer
 from membraind.nn.unet import UNet
 from membraind.segment.metrics import ConfusionCounts
 
-CLASS_NAMES = ["interior", "membrane", "third"]
 WARMUP = 0.03  # share of training spent warming the learning rate up
 
 Progress = Callable[[float, str], None]
@@ -401,7 +400,7 @@ class Trainer:
             name=self.name,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             architecture=self.architecture,
-            class_names=CLASS_NAMES[: self.architecture.classes],
+            class_names=default_class_names(self.architecture.classes),
             membrane_channel=1,
             normalization=self.normalization,
             patch_size=self.patch_size,
