@@ -16,12 +16,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from membraind.errors import ConfigError
+from membraind.errors import ConfigError, describe_validation_error
 from membraind.groundtruth.augment import AugmentationSettings
 from membraind.groundtruth.label_mapping import PRESETS, LabelMapping
 from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.nn.architecture import UNetConfig
 from membraind.nn.train_settings import TrainingSettings, TransferSettings
+from membraind.predict.settings import PredictSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,6 +82,7 @@ class Settings(BaseSettings):
     unet: UNetConfig = UNetConfig()
     training: TrainingSettings = TrainingSettings()
     transfer: TransferSettings = TransferSettings()
+    predict: PredictSettings = PredictSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -96,11 +98,7 @@ class Settings(BaseSettings):
 
 
 def _describe(error: ValidationError, origin: str) -> str:
-    parts = []
-    for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        parts.append(f"{field}: {item['msg']}")
-    return f"invalid configuration in {origin}: " + "; ".join(parts)
+    return f"invalid configuration in {origin}: {describe_validation_error(error)}"
 
 
 def with_overrides(model: BaseModel, origin: str, **values: Any) -> BaseModel:

@@ -1,4 +1,4 @@
-"""User-facing errors.
+"""User-facing errors, and the one way validation failures are worded.
 
 Anything raised as a :class:`MembraindError` is a problem with the user's input or
 setup. Its message must say what is wrong (naming the file, field or value) and what
@@ -17,3 +17,12 @@ class InputError(MembraindError):
 
 class ConfigError(MembraindError):
     """The configuration file or environment holds an invalid setting."""
+
+
+def describe_validation_error(exc: Exception) -> str:
+    """Every problem of a pydantic ``ValidationError`` as ``field: message``, joined by '; '."""
+    parts = []
+    for item in exc.errors():  # type: ignore[attr-defined]
+        field = ".".join(str(part) for part in item["loc"])
+        parts.append(f"{field}: {item['msg']}" if field else item["msg"])  # no loc: a cross-field check
+    return "; ".join(parts)

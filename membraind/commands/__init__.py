@@ -39,3 +39,24 @@ def mapping_from(args: argparse.Namespace, settings: Settings) -> LabelMapping:
     if getattr(args, "mapping", None):
         return LabelMapping.preset(args.mapping)
     return settings.groundtruth.mapping()
+
+
+def progress_bar(unit_scale: int = 1000) -> tuple[Callable[[float, str], None], Callable[[], None]]:
+    """A tqdm bar driven by ``progress(fraction, message)`` callbacks; returns (callback, close).
+
+    Messages naming a step or tile go on the bar; other messages (epochs, resumes) are
+    printed above it.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=unit_scale, unit="", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.n = int(fraction * unit_scale)
+        if " step " in message or message.startswith("tile "):
+            bar.set_postfix_str(message, refresh=True)
+        else:
+            bar.refresh()
+            bar.write(message)
+
+    return progress, bar.close

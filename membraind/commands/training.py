@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from membraind.commands import Add, add_ground_truth_arguments, add_mapping_argument, mapping_from
+from membraind.commands import Add, add_ground_truth_arguments, add_mapping_argument, mapping_from, progress_bar
 from membraind.config import Settings, with_overrides
 
 
@@ -25,8 +25,6 @@ def _with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
 
 
 def _train(args: argparse.Namespace, settings: Settings, transfer=None, parent=None) -> int:
-    from tqdm import tqdm
-
     from membraind.nn.trainer import Trainer, TrainingCancelled, load_training_data
 
     settings = _with_overrides(args, settings)
@@ -41,23 +39,15 @@ def _train(args: argparse.Namespace, settings: Settings, transfer=None, parent=N
         f"training on {len(data.train)} image(s), validating on {len(data.validation)}, device {trainer.device}; "
         f"run folder {args.out}"
     )
-    bar = tqdm(total=1000, unit="", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
-
-    def progress(fraction: float, message: str) -> None:
-        bar.n = int(fraction * 1000)
-        if " step " in message:  # per-step news goes on the bar, the rest above it
-            bar.set_postfix_str(message, refresh=True)
-        else:
-            bar.refresh()
-            bar.write(message)
+    progress, close_bar = progress_bar()
 
     try:
         bundle = trainer.run(progress)
     except (TrainingCancelled, KeyboardInterrupt):
-        bar.close()
+        close_bar()
         print(f"stopped; the last finished epoch is kept. Run the same command again to resume ({args.out}).")
         return 130
-    bar.close()
+    close_bar()
     print(f"model bundle: {bundle}\nlearning curve: {args.out / 'learning_curve.png'}")
     return 0
 

@@ -23,7 +23,7 @@ class _Step(BaseModel):
 
 
 class FlipSettings(_Step):
-    """Mirror left-right and, independently, top-bottom."""
+    """Mirror left-right, top-bottom, and transpose (square patches), each independently."""
 
     probability: float = Field(0.5, ge=0.0, le=1.0)
 
@@ -120,6 +120,8 @@ class Augmenter:
             image, labels = image[:, ::-1], labels[:, ::-1]
         if rng.random() < s.flip.probability:
             image, labels = image[::-1], labels[::-1]
+        if rng.random() < s.flip.probability and image.shape[0] == image.shape[1]:
+            image, labels = image.T, labels.T  # with the flips: all 8 right-angle orientations
         image = np.ascontiguousarray(image, dtype=np.float32)
         labels = np.ascontiguousarray(labels)
         if rng.random() < s.gaussian_blur.probability:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetensors.torch import load_file, save_file
 
 from membraind.atomic import sibling
-from membraind.errors import InputError
+from membraind.errors import InputError, describe_validation_error
 from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.nn.unet import UNet, UNetConfig
 
@@ -122,14 +122,6 @@ def _migrate(data: dict, source: str) -> dict:
     return data
 
 
-def _describe_validation_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    field = ".".join(str(part) for part in first["loc"])
-    more = len(exc.errors()) - 1
-    text = f"field '{field}': {first['msg']}" if field else first["msg"]  # no loc: a cross-field check
-    return text + (f" (and {more} more problem(s))" if more else "")
-
-
 def metadata_from_json(text: str, source: str) -> ModelMetadata:
     """Parse (and upgrade) a model.json text; ``source`` names where it came from in errors."""
     try:
@@ -146,7 +138,7 @@ def metadata_from_json(text: str, source: str) -> ModelMetadata:
         return ModelMetadata.model_validate(data)
     except ValidationError as exc:
         raise InputError(
-            f"{source} is not a valid model description: {_describe_validation_error(exc)}; correct that field"
+            f"{source} is not a valid model description: {describe_validation_error(exc)}; correct that field"
         ) from None
 
 

@@ -30,7 +30,9 @@ class TrainingSettings(BaseModel):
     validation_fraction: float = Field(
         0.2, gt=0, lt=1, description="share of images (or of the one image's rows) held out when no validation set is given"
     )
-    amp: bool = Field(True, description="automatic mixed precision on GPU")
+    amp: bool = Field(
+        True, description="mixed precision where the hardware is faster for it: GPUs, and CPUs with native bf16 (AVX512-BF16/AMX)"
+    )
     channels_last: bool = Field(True, description="channels-last memory layout (faster convolutions on CPU and GPU)")
     device: str = Field("auto", description="'auto' (GPU when there is one), 'cpu', 'cuda', 'cuda:1', ...")
     seed: int = Field(0, description="the same seed trains the same network (on the same device)")

@@ -39,6 +39,7 @@ from membraind.nn.evaluate import score
 from membraind.nn.inference import predict_probabilities
 from membraind.nn.loss import IGNORE, SparseSegmentationLoss
 from membraind.nn.train_settings import TransferSettings
+from membraind.nn.device import autocast_dtype, resolve_device
 from membraind.nn.transfer import plan_transfer
 from membraind.nn.unet import UNet
 from membraind.segment.metrics import ConfusionCounts
@@ -77,16 +78,6 @@ def split_validation(images: list[GroundTruthImage], fraction: float) -> tuple[l
     val_labels = np.full_like(only.labels, UNANNOTATED)
     val_labels[cut:] = only.labels[cut:]
     return [GroundTruthImage(only.name, only.em, train_labels)], [GroundTruthImage(only.name, only.em, val_labels)]
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> the first GPU if there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} was asked for but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 def _schedule(progress: float, kind: str) -> float:
@@ -236,9 +227,9 @@ class Trainer:
         plan = plan_transfer(model, self.transfer, t.learning_rate)
         optimizer = torch.optim.AdamW(plan.groups, weight_decay=t.weight_decay)
         base_rates = [group["lr"] for group in optimizer.param_groups]
-        use_amp = t.amp and self.device.type == "cuda"
-        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        amp_dtype = autocast_dtype(self.device) if t.amp else None
+        use_amp = amp_dtype is not None
+        scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format)
         weights = torch.tensor(t.class_weights, dtype=torch.float32, device=self.device) if t.class_weights else None

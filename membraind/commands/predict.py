@@ -1,0 +1,106 @@
+"""Prediction subcommand: apply model bundles to a volume, a box, anchors or one image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from membraind.commands import Add, progress_bar
+from membraind.config import Settings, with_overrides
+from membraind.errors import InputError, describe_validation_error
+
+_IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def _ints(text: str, count: int, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise InputError(f"{what} must be {count} comma-separated integers, got {text!r}")
+    return values
+
+
+def _anchors(args: argparse.Namespace) -> list[dict]:
+    points = [dict(zip("xyz", _ints(a, 3, "--anchor"))) for a in args.anchor or []]
+    if args.anchors:
+        try:
+            loaded = json.loads(Path(args.anchors).read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read anchors file {args.anchors} ({exc}); expected JSON [[x, y, z], ...]") from None
+        points += [p if isinstance(p, dict) else dict(zip("xyz", p)) for p in loaded]
+    return points
+
+
+def _target(args: argparse.Namespace) -> dict:
+    if args.box:
+        x0, x1, y0, y1, z0, z1 = _ints(args.box, 6, "--box")
+        return {"mode": "box", "box": dict(x0=x0, x1=x1, y0=y0, y1=y1, z0=z0, z1=z1, mip=args.box_mip)}
+    points = _anchors(args)
+    if points:
+        return {"mode": "anchors", "points": points, "cube_xy": args.cube_xy, "cube_z": args.cube_z}
+    if args.volume.is_file() and args.volume.suffix.lower() in _IMAGE_SUFFIXES and _single_page(args.volume):
+        return {"mode": "image", "root": args.image_root}
+    return {"mode": "volume"}
+
+
+def _single_page(path: Path) -> bool:
+    if path.suffix.lower() == ".png":
+        return True
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return len(tif.pages) == 1
+
+
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from membraind.predict.request import PredictRequest
+    from membraind.predict.run import run_prediction
+
+    predict = with_overrides(
+        settings.predict,
+        "the command line",
+        engine=args.engine,
+        device=args.device,
+        overwrite=True if args.overwrite else None,
+        outputs=args.outputs.split(",") if args.outputs else None,
+    )
+    try:
+        request = PredictRequest(
+            volume=args.volume, bundles=args.bundle, out=args.out, target=_target(args), mip=args.mip
+        )
+    except ValidationError as exc:
+        raise InputError(f"invalid prediction request: {describe_validation_error(exc)}") from None
+    progress, close_bar = progress_bar()
+    try:
+        report = run_prediction(request, predict, progress=progress)
+    finally:
+        close_bar()
+    print(report.summary())
+    for path in report.outputs:
+        print(f"output: {path}")
+    return 0
+
+
+def register(add: Add) -> None:
+    """Add the prediction subcommand."""
+    p = add("predict", cmd_predict, "predict membranes with model bundles over a volume, a box, anchors or one image")
+    p.add_argument("volume", type=Path, help="folder of sections, TIFF stack, .vsvi, or one image file")
+    p.add_argument("--bundle", type=Path, action="append", required=True, help="model bundle (repeat for several)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (<out>/<bundle>/<kind>/)")
+    p.add_argument("--mip", type=int, help="mip level to predict at (default: the bundle's)")
+    p.add_argument("--box", help="x0,x1,y0,y1,z0,z1: predict the tiles touching this half-open box")
+    p.add_argument("--box-mip", type=int, default=0, help="mip of the --box coordinates (default 0)")
+    p.add_argument("--anchor", action="append", help="x,y,z (mip 0): predict a cube around it (repeatable)")
+    p.add_argument("--anchors", type=Path, help="JSON file of anchor points [[x, y, z], ...] (mip 0)")
+    p.add_argument("--cube-xy", type=int, default=1024, help="anchor cube side in mip-0 pixels (default 1024)")
+    p.add_argument("--cube-z", type=int, default=16, help="anchor cube depth in sections (default 16)")
+    p.add_argument("--image-root", type=Path, help="single image: the watched folder its output path mirrors")
+    p.add_argument("--engine", choices=("auto", "torch", "onnx"), help="inference engine (default: config)")
+    p.add_argument("--device", help="auto, cpu, cuda, ... (default: config)")
+    p.add_argument("--outputs", help="comma list of membrane, classes, rgb (default: config)")
+    p.add_argument("--overwrite", action="store_true", help="recompute tiles whose outputs are already up to date")

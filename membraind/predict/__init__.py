@@ -1,0 +1,1 @@
+"""Prediction: tiled, streaming inference of model bundles over volumes of any size."""

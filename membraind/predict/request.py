@@ -1,0 +1,87 @@
+"""What a prediction is asked to do: which data, which bundles, which part, where to write.
+
+One pydantic model serves the CLI, request files and (later) the daemon's jobs. The
+part to predict is one of four modes: the whole volume, a box, anchor points each with
+a cube around it (the union of the tiles the cubes touch is predicted once), or one
+image file (a tile that just arrived at the scope; the output mirrors its path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from membraind.volumes.box import Box
+
+__all__ = ["PredictRequest", "WholeVolume", "BoxRegion", "Anchor", "Anchors", "SingleImage", "Target"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WholeVolume(_Strict):
+    """Every tile of the volume."""
+
+    mode: Literal["volume"] = "volume"
+
+
+class BoxRegion(_Strict):
+    """Every tile touching a box (half-open, at the box's own mip)."""
+
+    mode: Literal["box"] = "box"
+    box: Box
+
+
+class Anchor(_Strict):
+    """A point in mip-0 voxel coordinates (e.g. a skeleton node)."""
+
+    x: int
+    y: int
+    z: int
+
+
+class Anchors(_Strict):
+    """Cubes around anchor points: ``cube_xy`` x ``cube_xy`` mip-0 pixels, ``cube_z`` sections."""
+
+    mode: Literal["anchors"] = "anchors"
+    points: list[Anchor] = Field(min_length=1)
+    cube_xy: int = Field(1024, ge=1, description="cube side in x and y, mip-0 pixels")
+    cube_z: int = Field(16, ge=1, description="cube depth in sections")
+
+    def boxes(self) -> list[Box]:
+        """The mip-0 box of each anchor's cube."""
+        half_xy, half_z = self.cube_xy // 2, self.cube_z // 2
+        return [
+            Box(
+                x0=p.x - half_xy, x1=p.x - half_xy + self.cube_xy,
+                y0=p.y - half_xy, y1=p.y - half_xy + self.cube_xy,
+                z0=p.z - half_z, z1=p.z - half_z + self.cube_z, mip=0,
+            )  # fmt: skip
+            for p in self.points
+        ]
+
+
+class SingleImage(_Strict):
+    """One image file; the outputs mirror its path below ``root`` (default: its folder)."""
+
+    mode: Literal["image"] = "image"
+    root: Path | None = None
+
+
+Target = Annotated[Union[WholeVolume, BoxRegion, Anchors, SingleImage], Field(discriminator="mode")]
+
+
+class PredictRequest(_Strict):
+    """A prediction: data, bundles, target and output folder."""
+
+    volume: Path = Field(description="folder of sections, multi-page TIFF, .vsvi, or (mode image) one image file")
+    bundles: list[Path] = Field(min_length=1, description="model bundles applied in one pass over the data")
+    out: Path = Field(description="output folder; each bundle writes <out>/<bundle name>/<kind>/")
+    target: Target = Field(default_factory=WholeVolume)
+    mip: int | None = Field(None, ge=0, description="mip level to predict at (default: the first bundle's)")
+    voxel_size_nm: tuple[float, float, float] | None = Field(
+        None, description="(x, y, z) voxel size for sources that do not say (image folders, TIFF stacks)"
+    )

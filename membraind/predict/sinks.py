@@ -1,0 +1,127 @@
+"""Where predicted tiles go: tile stores for volumes, mirrored image files for single images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from membraind.predict.models import LoadedModel
+from membraind.predict.outputs import output_channels
+from membraind.predict.tiling import TileGrid, TileKey
+from membraind.volumes.box import Box
+from membraind.volumes.image_files import write_image
+from membraind.volumes.tile_store import TileStore
+from membraind.volumes.volume import Volume
+
+__all__ = ["TileStoreSink", "ImageFileSink", "output_root"]
+
+
+def output_root(out: Path, model_name: str, kind: str) -> Path:
+    """The folder of one model's output of one kind."""
+    return Path(out) / model_name / kind
+
+
+class TileStoreSink:
+    """One tile store per (model, output kind) under ``out``, on the prediction grid.
+
+    A store holds the prediction mip as its level 0 (voxel size scaled accordingly), so
+    its ``.vsvi`` describes a consistent VAST layer whatever mip was predicted.
+    """
+
+    def __init__(self, out: Path, volume: Volume, grid: TileGrid, models: list[LoadedModel], pyramid: bool = True):
+        self.grid, self.pyramid = grid, pyramid
+        scale = 2.0**grid.mip
+        vx, vy, vz = volume.voxel_size
+        self.stores: dict[tuple[str, str], TileStore] = {
+            (model.name, kind): TileStore(
+                output_root(out, model.name, kind),
+                shape=volume.shape_at(grid.mip),
+                voxel_size=(vx * scale, vy * scale, vz),
+                channels=output_channels(kind),
+                layer_name=f"{model.name} {kind}" + (f" mip{grid.mip}" if grid.mip else ""),
+                tile_size=grid.tile_size,
+            )
+            for model in models
+            for kind in model.outputs
+        }
+
+    def pending(self, key: TileKey, input_mtime: float | None) -> bool:
+        for store in self.stores.values():
+            mtime = store.tile_mtime(key.z, key.row, key.col, 0)
+            if mtime is None or (input_mtime is not None and mtime < input_mtime):
+                return True
+        return False
+
+    def write(self, key: TileKey, core: Box, images: dict[tuple[str, str], np.ndarray]) -> None:
+        for name_kind, image in images.items():
+            self.stores[name_kind].write_tile(key.z, key.row, key.col, 0, image)
+
+    def finish(self, planned: list[TileKey], written: list[TileKey]) -> list[Path]:
+        paths = []
+        for store in self.stores.values():
+            if self.pyramid:
+                # Tiles written now, and tiles of an interrupted run whose pyramid never came.
+                stale = [k for k in planned if _older_parent(store, k)]
+                for z, boxes in _boxes_by_section(self.grid, set(written) | set(stale)).items():
+                    store.build_pyramid(range(z, z + 1), region=_union(boxes))
+            paths.append(store.write_vsvi())
+        return paths
+
+
+def _older_parent(store: TileStore, key: TileKey) -> bool:
+    if store.max_mip < 1:
+        return False
+    parent = store.tile_mtime(key.z, key.row // 2, key.col // 2, 1)
+    child = store.tile_mtime(key.z, key.row, key.col, 0)
+    return child is not None and (parent is None or parent < child)
+
+
+def _boxes_by_section(grid: TileGrid, keys: set[TileKey]) -> dict[int, list[Box]]:
+    boxes: dict[int, list[Box]] = {}
+    for key in keys:
+        boxes.setdefault(key.z, []).append(grid.core(key))
+    return boxes
+
+
+def _union(boxes: list[Box]) -> Box:
+    first = boxes[0]
+    return Box(
+        x0=min(b.x0 for b in boxes), x1=max(b.x1 for b in boxes),
+        y0=min(b.y0 for b in boxes), y1=max(b.y1 for b in boxes),
+        z0=min(b.z0 for b in boxes), z1=max(b.z1 for b in boxes), mip=first.mip,
+    )  # fmt: skip
+
+
+class ImageFileSink:
+    """Whole images for single-image prediction (a tile that just arrived at the scope).
+
+    Writes ``<out>/<model>/<kind>/<relative>`` with a ``.png`` suffix, mirroring where the
+    input sits below the watched folder.
+    """
+
+    def __init__(self, out: Path, relative: Path, grid: TileGrid, models: list[LoadedModel], input_path: Path):
+        _, height, width = grid.bounds.shape
+        self.input_path = input_path
+        self.paths = {
+            (m.name, kind): output_root(out, m.name, kind) / Path(relative).with_suffix(".png")
+            for m in models
+            for kind in m.outputs
+        }
+        self.images = {
+            name_kind: np.zeros((height, width) + ((3,) if name_kind[1] == "rgb" else ()), np.uint8)
+            for name_kind in self.paths
+        }
+
+    def pending(self, key: TileKey, input_mtime: float | None) -> bool:
+        return not all(p.is_file() and p.stat().st_mtime >= (input_mtime or 0) for p in self.paths.values())
+
+    def write(self, key: TileKey, core: Box, images: dict[tuple[str, str], np.ndarray]) -> None:
+        for name_kind, image in images.items():
+            self.images[name_kind][core.y0 : core.y1, core.x0 : core.x1] = image
+
+    def finish(self, planned: list[TileKey], written: list[TileKey]) -> list[Path]:
+        if written:
+            for name_kind, path in self.paths.items():
+                write_image(path, self.images[name_kind])
+        return list(self.paths.values())
