@@ -1,7 +1,9 @@
 """Membrane accuracy of the default configuration on ISBI 2012, for a time budget.
 
 Trains on sections 00-19 (validation 20-24) for ``--minutes`` and scores the best
-epoch's bundle on sections 25-29: membrane F1 and pixel error over all pixels.
+epoch's bundle on sections 25-29: membrane F1 and pixel error over all pixels, and the
+2D segmentation's variation of information (split, merge) and adapted Rand error
+(means over the sections, as in the ISBI 2012 challenge).
 Target (issue 3): membrane F1 >= 0.83 with a 10-minute CPU budget on a 2-core machine.
 
     python benchmarks/isbi_accuracy.py --minutes 10 [--device cpu|cuda] [--out DIR]
@@ -18,9 +20,8 @@ from membraind.config import load_settings
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth
 from membraind.nn.bundle import load_bundle
-from membraind.nn.evaluate import make_engine, score
+from membraind.nn.evaluate import EvaluationResult, make_engine
 from membraind.nn.trainer import Trainer, TrainingData
-from membraind.segment.metrics import ConfusionCounts
 
 DEFAULT_ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 
@@ -50,14 +51,12 @@ def main() -> None:
     patches_per_s = steps * training.batch_size / max(history[-1]["seconds"], 1e-9)
 
     engine = make_engine(bundle, "torch", str(trainer.device))
-    total = ConfusionCounts()
-    print(f"{'section':8s} {'membrane F1':>12s} {'pixel error':>12s}")
+    result = EvaluationResult()
     for gt in images[25:]:
         probabilities = engine(bundle.metadata.normalization.normalize_section(gt.em))
-        counts = score(probabilities, gt.labels)
-        total += counts
-        print(f"{gt.name:8s} {counts.membrane_f1:12.4f} {1 - counts.accuracy:12.4f}")
-    print(f"{'all':8s} {total.membrane_f1:12.4f} {1 - total.accuracy:12.4f}")
+        result.add(gt.name, probabilities, bundle.metadata.membrane_channel, gt.labels, settings.segment2d)
+    print(result.table())
+    total, instances = result.total, result.mean_instances()
     print(
         f"device {trainer.device}, {len(history)} epochs x {training.steps_per_epoch} steps x "
         f"{training.batch_size} patches of {bundle.metadata.patch_size} px, best epoch "
@@ -65,6 +64,7 @@ def main() -> None:
     )
     print(
         f"RESULT membrane_f1={total.membrane_f1:.4f} pixel_error={1 - total.accuracy:.4f} "
+        f"vi_split={instances.vi_split:.4f} vi_merge={instances.vi_merge:.4f} adapted_rand={instances.adapted_rand:.4f} "
         f"patches_per_s={patches_per_s:.1f} minutes={minutes:.2f}"
     )
 

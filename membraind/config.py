@@ -23,6 +23,7 @@ from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.nn.architecture import UNetConfig
 from membraind.nn.train_settings import TrainingSettings, TransferSettings
 from membraind.predict.settings import PredictSettings
+from membraind.segment.settings import Segment2DSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,6 +84,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     transfer: TransferSettings = TransferSettings()
     predict: PredictSettings = PredictSettings()
+    segment2d: Segment2DSettings = Segment2DSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -19,6 +19,10 @@ class ConfigError(MembraindError):
     """The configuration file or environment holds an invalid setting."""
 
 
+class Cancelled(MembraindError):
+    """Work stopped because cancelling was asked for; what was finished is kept."""
+
+
 def describe_validation_error(exc: Exception) -> str:
     """Every problem of a pydantic ``ValidationError`` as ``field: message``, joined by '; '."""
     parts = []

@@ -25,8 +25,9 @@ def test_flips_move_image_and_labels_together():
     settings = AugmentationSettings.none().model_copy(update={"flip": FlipSettings(probability=1.0)})
     image, labels = _pair()
     out_image, out_labels = Augmenter(settings)(image, labels, np.random.default_rng(0))
-    assert np.array_equal(out_image, image[::-1, ::-1])
-    assert np.array_equal(out_labels, labels[::-1, ::-1])
+    # Probability 1: mirrored both ways and transposed.
+    assert np.array_equal(out_image, image[::-1, ::-1].T)
+    assert np.array_equal(out_labels, labels[::-1, ::-1].T)
 
 
 def test_photometric_augmentations_never_touch_labels():

@@ -233,6 +233,7 @@ def test_cli_train_export_evaluate(tmp_path, small_isbi_folders):
         result = run_cli("evaluate", str(bundle), "--em", str(em), "--labels", str(labels), "--mapping", "isbi",
                          "--out", str(tmp_path / engine), "--engine", engine, env=env)
         assert result.returncode == 0, result.stderr
+        assert "VI split" in result.stdout and "Rand err" in result.stdout  # instance scores: labels are complete
         scores[engine] = [line for line in result.stdout.splitlines() if line.startswith("all")]
         assert (tmp_path / engine / "00_overlay.png").is_file() and (tmp_path / engine / "00_membrane.png").is_file()
     assert scores["torch"] == scores["onnx"]  # the two engines agree to the printed digits

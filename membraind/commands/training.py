@@ -82,7 +82,13 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.nn.evaluate import evaluate_bundle
 
     result = evaluate_bundle(
-        args.bundle, args.em, args.labels, mapping_from(args, settings) if args.labels else None, args.out, args.engine
+        args.bundle,
+        args.em,
+        args.labels,
+        mapping_from(args, settings) if args.labels else None,
+        args.out,
+        args.engine,
+        settings.segment2d,
     )
     print(result.table())
     return 0

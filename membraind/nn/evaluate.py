@@ -7,14 +7,17 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from skimage.measure import label
 
 from membraind.errors import InputError
-from membraind.groundtruth.classes import UNANNOTATED
+from membraind.groundtruth.classes import INTERIOR, UNANNOTATED
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth, read_em
 from membraind.nn.bundle import Bundle, load_bundle
 from membraind.nn.inference import classes_from_probabilities, pad_to_multiple, predict_probabilities
-from membraind.segment.metrics import ConfusionCounts
+from membraind.segment.instances import segment_section
+from membraind.segment.metrics import ConfusionCounts, SegmentationScores, score_segmentation
+from membraind.segment.settings import Segment2DSettings
 from membraind.volumes.image_files import write_image
 from membraind.volumes.sections import list_sections
 
@@ -22,10 +25,20 @@ Engine = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
+class EvaluationRow:
+    """Scores of one image; instance scores only where its labels are complete."""
+
+    name: str
+    membrane_f1: float
+    pixel_error: float
+    instances: SegmentationScores | None = None
+
+
+@dataclass
 class EvaluationResult:
     """Per-image scores (when labels were given) and the files written."""
 
-    rows: list[tuple[str, float, float]] = field(default_factory=list)  # name, membrane F1, pixel error
+    rows: list[EvaluationRow] = field(default_factory=list)
     total: ConfusionCounts = field(default_factory=ConfusionCounts)
     written: list[Path] = field(default_factory=list)
 
@@ -33,10 +46,55 @@ class EvaluationResult:
         """A readable summary."""
         if not self.rows:
             return f"wrote {len(self.written)} overlay/probability images (no labels given, no scores)"
-        lines = [f"{'image':24s} {'membrane F1':>12s} {'pixel error':>12s}"]
-        lines += [f"{name:24s} {f1:12.4f} {err:12.4f}" for name, f1, err in self.rows]
-        lines.append(f"{'all':24s} {self.total.membrane_f1:12.4f} {1 - self.total.accuracy:12.4f}")
+        lines = [f"{'image':24s} {'membrane F1':>12s} {'pixel error':>12s} {'VI split':>9s} {'VI merge':>9s} {'Rand err':>9s}"]
+        lines += [f"{r.name:24s} {r.membrane_f1:12.4f} {r.pixel_error:12.4f} {_instance_columns(r.instances)}" for r in self.rows]
+        lines.append(
+            f"{'all':24s} {self.total.membrane_f1:12.4f} {1 - self.total.accuracy:12.4f} "
+            f"{_instance_columns(self.mean_instances())}"
+        )
+        if any(r.instances is None for r in self.rows):
+            lines.append("(VI and adapted Rand error need completely annotated labels; images with unannotated pixels show -)")
         return "\n".join(lines)
+
+
+    def mean_instances(self) -> SegmentationScores | None:
+        """Instance scores averaged over the images that have them (ISBI 2012 averages per section)."""
+        scored = [r.instances for r in self.rows if r.instances is not None]
+        if not scored:
+            return None
+        keys = ("vi_split", "vi_merge", "adapted_rand")
+        return SegmentationScores(*(float(np.mean([getattr(s, k) for s in scored])) for k in keys))
+
+    def add(
+        self, name: str, probabilities: np.ndarray, membrane_channel: int, truth: np.ndarray, segment2d: Segment2DSettings
+    ) -> EvaluationRow:
+        """Score one image's class ``probabilities`` against its ``truth`` classes."""
+        counts = score(probabilities, truth)
+        self.total += counts
+        instances = score_instances(probabilities[membrane_channel], truth, segment2d)
+        row = EvaluationRow(name, counts.membrane_f1, 1 - counts.accuracy, instances)
+        self.rows.append(row)
+        return row
+
+
+def _instance_columns(scores: SegmentationScores | None) -> str:
+    if scores is None:
+        return f"{'-':>9s} {'-':>9s} {'-':>9s}"
+    return f"{scores.vi_split:9.4f} {scores.vi_merge:9.4f} {scores.adapted_rand:9.4f}"
+
+
+def score_instances(membrane: np.ndarray, truth: np.ndarray, settings: Segment2DSettings) -> SegmentationScores | None:
+    """VI and adapted Rand of the 2D segmentation of ``membrane`` against the cells of ``truth``.
+
+    The true cells are the 4-connected regions of interior class; ``None`` when ``truth``
+    has unannotated pixels (partial labels do not delimit cells).
+    """
+    if (truth == UNANNOTATED).any():
+        return None
+    cells = label(truth == INTERIOR, connectivity=1)
+    if not cells.any():
+        return None
+    return score_segmentation(segment_section(np.clip(membrane, 0, 1), settings), cells)
 
 
 def make_engine(bundle: Bundle, engine: str = "torch", device: str = "cpu") -> Engine:
@@ -81,6 +139,7 @@ def evaluate_bundle(
     mapping: LabelMapping | None,
     out: Path,
     engine: str = "torch",
+    segment2d: Segment2DSettings | None = None,
 ) -> EvaluationResult:
     """Predict every section of ``em``; write overlays and probabilities; score against ``labels``."""
     bundle = load_bundle(bundle_path)
@@ -100,7 +159,5 @@ def evaluate_bundle(
         result.written.append(write_image(Path(out) / f"{name}_membrane.png", np.rint(membrane * 255).astype(np.uint8)))
         result.written.append(write_image(Path(out) / f"{name}_overlay.png", membrane_overlay(image, membrane)))
         if truth is not None:
-            counts = score(probabilities, truth)
-            result.total += counts
-            result.rows.append((name, counts.membrane_f1, 1 - counts.accuracy))
+            result.add(name, probabilities, channel, truth, segment2d or Segment2DSettings())
     return result

@@ -28,7 +28,7 @@ from torch import nn
 
 from membraind.atomic import atomic_path, write_text_atomic
 from membraind.config import Settings
-from membraind.errors import InputError
+from membraind.errors import Cancelled, InputError
 from membraind.groundtruth.classes import UNANNOTATED
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
@@ -49,7 +49,7 @@ WARMUP = 0.03  # share of training spent warming the learning rate up
 Progress = Callable[[float, str], None]
 
 
-class TrainingCancelled(Exception):
+class TrainingCancelled(Cancelled):
     """Raised when a cancel request stopped training (the last checkpoint is kept)."""
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
-from membraind.errors import MembraindError
+from membraind.errors import Cancelled
 from membraind.predict.models import LoadedModel
 from membraind.predict.outputs import render_outputs
 from membraind.predict.tiling import TileGrid, TileKey, input_size, read_with_context
@@ -32,7 +32,7 @@ Progress = Callable[[float, str], None]
 _END = object()
 
 
-class PredictionCancelled(MembraindError):
+class PredictionCancelled(Cancelled):
     """Raised when a prediction is cancelled; finished tiles stay written."""
 
 

@@ -94,6 +94,10 @@ class Box(BaseModel):
             z0=self.z0 - z, z1=self.z1 + z, mip=self.mip,
         )  # fmt: skip
 
+    def section(self, z: int) -> "Box":
+        """The part of this box in section ``z`` (one section deep, same x/y extent)."""
+        return Box(x0=self.x0, x1=self.x1, y0=self.y0, y1=self.y1, z0=z, z1=z + 1, mip=self.mip)
+
     def shift(self, dx: int = 0, dy: int = 0, dz: int = 0) -> "Box":
         """The box moved by the given offsets."""
         return Box(

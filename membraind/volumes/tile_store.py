@@ -236,13 +236,9 @@ class TileStore:
                 continue
             if top < 1:
                 break
-            for _, row, col in self.tiles_touching(region.at_mip(top).intersect(self._section(z, top))):
+            for _, row, col in self.tiles_touching(region.at_mip(top).intersect(self.bounds(top).section(z))):
                 self._pyramid_tile(z, top, row, col, region, count)
         return count[0]
-
-    def _section(self, z: int, mip: int) -> Box:
-        bounds = self.bounds(mip)
-        return Box(x0=bounds.x0, x1=bounds.x1, y0=bounds.y0, y1=bounds.y1, z0=z, z1=z + 1, mip=mip)
 
     def _pyramid_tile(self, z: int, mip: int, row: int, col: int, region: Box, count: list[int]) -> np.ndarray | None:
         # Depth first: each recomputed child feeds its parent straight from memory, and at

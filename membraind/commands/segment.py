@@ -1,0 +1,73 @@
+"""2D instance segmentation subcommand: membrane probability -> VAST segmentation layer + label TIFF."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from membraind.commands import Add, progress_bar
+from membraind.config import Settings, with_overrides
+from membraind.errors import InputError
+
+
+def _sections(text: str | None) -> range | None:
+    if text is None:
+        return None
+    first, _, last = text.partition("-")
+    try:
+        start, stop = int(first), int(last or first) + 1
+    except ValueError:
+        start, stop = 0, 0
+    if stop <= start or start < 0:
+        raise InputError(f"--sections must be FIRST-LAST or one section number (e.g. 0-99), got {text!r}")
+    return range(start, stop)
+
+
+def cmd_segment2d(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.segment.run import run_segmentation
+
+    segment = with_overrides(
+        settings.segment2d,
+        "the command line",
+        h=args.h,
+        sigma=args.sigma,
+        min_size=args.min_size,
+        membrane_threshold=args.threshold,
+    )
+    progress, close_bar = progress_bar()
+    try:
+        report = run_segmentation(
+            args.membrane,
+            args.out,
+            segment,
+            mip=args.mip,
+            sections=_sections(args.sections),
+            overwrite=args.overwrite,
+            label_tiff=not args.no_tiff,
+            progress=progress,
+        )
+    finally:
+        close_bar()
+    print(report.summary())
+    for path in report.outputs:
+        print(f"output: {path}")
+    return 0
+
+
+def register(add: Add) -> None:
+    """Add the 2D segmentation subcommand."""
+    p = add(
+        "segment2d",
+        cmd_segment2d,
+        "cut each section of a membrane-probability volume into cells (watershed) for VAST and other tools",
+    )
+    p.add_argument("membrane", type=Path, help="membrane probability: a predicted layer's .vsvi or folder, or images")
+    p.add_argument("--out", type=Path, required=True, help="output folder: segmentation/ tiles, labels.tif, segment2d.json")
+    p.add_argument("--mip", type=int, default=0, help="mip level of the membrane volume to segment (default 0)")
+    p.add_argument("--sections", help="FIRST-LAST: only these sections (default all)")
+    p.add_argument("--h", type=float, help="h-minima depth: larger merges more, smaller splits more (default: config)")
+    p.add_argument("--sigma", type=float, help="smoothing before seeding, pixels (default: config)")
+    p.add_argument("--min-size", type=int, help="smallest segment in pixels (default: config)")
+    p.add_argument("--threshold", type=float, help="membrane probability above which pixels are boundary (default: config)")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming a segmentation in --out")
+    p.add_argument("--no-tiff", action="store_true", help="write only the VAST tiles, not the label TIFF")

@@ -1,0 +1,211 @@
+"""Segmenting a membrane-probability volume section by section into VAST tiles and a label TIFF.
+
+Output folder layout::
+
+    <out>/segmentation/     VAST tile store (RGB-encoded ids) + its .vsvi
+    <out>/labels.tif        uint32 label stack, one page per section (for other tools)
+    <out>/segment2d.json    what was segmented, with which settings, and each section's ids
+
+Ids are unique across the whole volume: section ``z`` gets the ids
+``first .. first + count - 1`` recorded in the manifest, numbered after the previous
+sections'. The manifest is rewritten after every section, so an interrupted run resumes
+at the first unfinished section with the same numbering.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from membraind.atomic import write_text_atomic
+from membraind.errors import Cancelled, InputError, describe_validation_error
+from membraind.segment.instances import segment_section
+from membraind.segment.label_tiff import write_label_sections
+from membraind.segment.settings import Segment2DSettings
+from membraind.volumes.gray import as_gray
+from membraind.volumes.open_volume import open_volume
+from membraind.volumes.tile_store import MAX_RGB_ID, TileStore
+from membraind.volumes.volume import Volume
+
+__all__ = ["SegmentationCancelled", "SegmentationReport", "run_segmentation", "MANIFEST_NAME", "STORE_NAME"]
+
+MANIFEST_NAME = "segment2d.json"
+STORE_NAME = "segmentation"
+TIFF_NAME = "labels.tif"
+MANIFEST_FORMAT = 1
+
+Progress = Callable[[float, str], None]
+
+
+class SegmentationCancelled(Cancelled):
+    """Raised when a segmentation is cancelled; finished sections stay written."""
+
+
+class SectionIds(BaseModel):
+    """The ids one section received: ``first .. first + count - 1``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first: int
+    count: int
+
+
+class SegmentationManifest(BaseModel):
+    """``segment2d.json``: the inputs of a segmentation and the sections finished so far."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: int = MANIFEST_FORMAT
+    source: str
+    mip: int
+    shape: tuple[int, int, int]
+    settings: Segment2DSettings
+    sections: dict[int, SectionIds] = {}
+
+    def next_id(self) -> int:
+        """The first id not used by any finished section."""
+        return max((s.first + s.count for s in self.sections.values()), default=1)
+
+
+@dataclass
+class SegmentationReport:
+    """What a segmentation did."""
+
+    sections: int = 0
+    skipped: int = 0
+    segments: int = 0
+    seconds: float = 0.0
+    outputs: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for people."""
+        return (
+            f"{self.sections} sections segmented, {self.skipped} already done, "
+            f"{self.segments} segments in all, {self.seconds:.1f} s"
+        )
+
+
+def run_segmentation(
+    membrane: Path,
+    out: Path,
+    settings: Segment2DSettings,
+    *,
+    mip: int = 0,
+    sections: range | None = None,
+    overwrite: bool = False,
+    label_tiff: bool = True,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> SegmentationReport:
+    """Segment the sections of the membrane-probability volume at ``membrane`` (membrane
+    high, 8-bit or float in [0, 1]) at ``mip`` into ``out`` (see the module docstring).
+
+    ``sections`` limits the work to some sections (default all). Sections already in the
+    manifest are skipped unless ``overwrite``; a manifest written with other settings, mip
+    or source is an error unless ``overwrite``, which starts the folder over.
+    """
+    started, report = time.monotonic(), SegmentationReport()
+    volume = as_gray(open_volume(membrane))
+    try:
+        if not 0 <= mip < volume.mips:
+            raise InputError(f"{volume.name} has mip levels 0-{volume.mips - 1}; mip {mip} was asked for")
+        shape = volume.shape_at(mip)
+        todo = _sections(sections, shape[0], membrane)
+        manifest = _open_manifest(Path(out), membrane, mip, shape, settings, overwrite)
+        store = _store(Path(out), volume, mip)
+        for done, z in enumerate(todo):
+            if cancel is not None and cancel():
+                raise SegmentationCancelled(
+                    f"segmentation cancelled after {report.sections} sections; run it again to resume"
+                )
+            if z in manifest.sections:
+                report.skipped += 1
+                continue
+            ids = _segment(volume, z, mip, settings, manifest.next_id())
+            store.write_region(store.bounds(0).section(z), ids[None])
+            if store.max_mip >= 1:
+                store.build_pyramid(range(z, z + 1))
+            first, count = manifest.next_id(), int(np.count_nonzero(np.bincount(ids.ravel())[1:]))
+            manifest.sections[z] = SectionIds(first=first, count=count)
+            write_text_atomic(Path(out) / MANIFEST_NAME, manifest.model_dump_json(indent=2))
+            report.sections += 1
+            if progress is not None:
+                progress((done + 1) / len(todo), f"section {z}: {count} segments")
+        report.segments = sum(s.count for s in manifest.sections.values())
+        report.outputs.append(store.write_vsvi())
+        if label_tiff:
+            report.outputs.append(_write_tiff(Path(out) / TIFF_NAME, store, manifest))
+    finally:
+        volume.close()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _sections(sections: range | None, depth: int, source: Path) -> range:
+    if sections is None:
+        return range(depth)
+    if not (0 <= sections.start and sections.stop <= depth and len(sections)):
+        raise InputError(f"sections {sections.start}-{sections.stop - 1} are not within {source}'s 0-{depth - 1}")
+    return sections
+
+
+def _open_manifest(
+    out: Path, source: Path, mip: int, shape: tuple[int, int, int], settings: Segment2DSettings, overwrite: bool
+) -> SegmentationManifest:
+    fresh = SegmentationManifest(source=str(Path(source).resolve()), mip=mip, shape=shape, settings=settings)
+    path = out / MANIFEST_NAME
+    if overwrite or not path.exists():
+        return fresh
+    try:
+        old = SegmentationManifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, ValidationError) as exc:
+        detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        raise InputError(f"{path} cannot be read ({detail}); delete it, or pass --overwrite to start over") from None
+    differs = [name for name in ("source", "mip", "shape", "settings") if getattr(old, name) != getattr(fresh, name)]
+    if differs:
+        raise InputError(
+            f"{out} holds a segmentation whose {', '.join(differs)} differ from this run's; "
+            "pass --overwrite to replace it, or choose another output folder"
+        )
+    return old
+
+
+def _store(out: Path, volume: Volume, mip: int) -> TileStore:
+    # The segmented mip is the store's level 0, as for predicted layers.
+    vx, vy, vz = volume.voxel_size
+    name = out.resolve().name + (f" mip{mip}" if mip else "")  # the layer is named after the folder
+    return TileStore(
+        out / STORE_NAME, volume.shape_at(mip), (vx * 2**mip, vy * 2**mip, vz), 3, name, kind="segmentation"
+    )
+
+
+def _segment(volume: Volume, z: int, mip: int, settings: Segment2DSettings, first: int) -> np.ndarray:
+    """Ids of section ``z`` numbered from ``first`` (0 stays boundary)."""
+    section = volume.read(volume.bounds(mip).section(z))[0]
+    ids = segment_section(section, settings).astype(np.int64)
+    ids[ids > 0] += first - 1
+    if ids.max(initial=0) > MAX_RGB_ID:
+        raise InputError(
+            f"section {z} would need segment ids above {MAX_RGB_ID}, the most a VAST RGB segmentation layer holds; "
+            "segment fewer sections per output folder (--sections), or raise min_size/h to make fewer segments"
+        )
+    return ids
+
+
+def _write_tiff(path: Path, store: TileStore, manifest: SegmentationManifest) -> Path:
+    depth, height, width = store.shape
+
+    def sections() -> Iterator[np.ndarray]:
+        for z in range(depth):
+            # Unsegmented sections are written as all boundary, so pages match section numbers.
+            if z in manifest.sections:
+                yield store.read_region(store.bounds(0).section(z))[0]
+            else:
+                yield np.zeros((height, width), np.uint32)
+
+    return write_label_sections(path, sections())
