@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from membraind.config import Settings
 from membraind.groundtruth.label_mapping import PRESETS, LabelMapping
@@ -60,3 +60,19 @@ def progress_bar(unit_scale: int = 1000) -> tuple[Callable[[float, str], None], 
             bar.write(message)
 
     return progress, bar.close
+
+
+def run_with_progress(work: Callable[[Callable[[float, str], None]], Any]) -> int:
+    """Run ``work(progress)`` under a progress bar, then print its report's summary and outputs.
+
+    The report is any object with ``summary()`` and ``outputs`` (prediction, segmentation).
+    """
+    progress, close_bar = progress_bar()
+    try:
+        report = work(progress)
+    finally:
+        close_bar()
+    print(report.summary())
+    for path in report.outputs:
+        print(f"output: {path}")
+    return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from membraind.commands import Add, progress_bar
+from membraind.commands import Add, run_with_progress
 from membraind.config import Settings, with_overrides
 from membraind.errors import InputError, describe_validation_error
 
@@ -34,14 +34,32 @@ def _anchors(args: argparse.Namespace) -> list[dict]:
     return points
 
 
+def _layer_anchors(args: argparse.Namespace) -> list[dict]:
+    """Every skeleton node of the ``--anchor-layer`` annotation layers of the VAST source."""
+    if not args.anchor_layer:
+        return []
+    source = _source(args.volume)
+    if not isinstance(source, dict):
+        raise InputError("--anchor-layer reads skeletons from VAST: give the volume as vast://HOST:PORT/LAYER")
+    from membraind.vast.anchors import AnchorPoller
+    from membraind.vast.client import VastClient
+
+    with VastClient(source["host"], source["port"]) as client:
+        anchors = AnchorPoller(client, args.anchor_layer).poll()
+    if not anchors:
+        raise InputError(f"annotation layers {', '.join(args.anchor_layer)} hold no skeleton nodes; nothing to predict")
+    return [a.model_dump() for a in anchors]
+
+
 def _target(args: argparse.Namespace) -> dict:
     if args.box:
         x0, x1, y0, y1, z0, z1 = _ints(args.box, 6, "--box")
         return {"mode": "box", "box": dict(x0=x0, x1=x1, y0=y0, y1=y1, z0=z0, z1=z1, mip=args.box_mip)}
-    points = _anchors(args)
+    points = _anchors(args) + _layer_anchors(args)
     if points:
         return {"mode": "anchors", "points": points, "cube_xy": args.cube_xy, "cube_z": args.cube_z}
-    if args.volume.is_file() and args.volume.suffix.lower() in _IMAGE_SUFFIXES and _single_page(args.volume):
+    path = Path(args.volume)
+    if path.is_file() and path.suffix.lower() in _IMAGE_SUFFIXES and _single_page(path):
         return {"mode": "image", "root": args.image_root}
     return {"mode": "volume"}
 
@@ -53,6 +71,17 @@ def _single_page(path: Path) -> bool:
 
     with tifffile.TiffFile(path) as tif:
         return len(tif.pages) == 1
+
+
+def _source(text: str) -> Path | dict:
+    """A path, or ``vast://HOST:PORT/LAYER`` (layer number or name) for a live VAST."""
+    if not text.startswith("vast://"):
+        return Path(text)
+    address, _, layer = text[len("vast://") :].partition("/")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"{text!r}: write a VAST source as vast://HOST:PORT[/LAYER], e.g. vast://127.0.0.1:22081/EM")
+    return {"host": host, "port": int(port), "layer": int(layer) if layer.isdigit() else (layer or 0)}
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,25 +100,19 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         request = PredictRequest(
-            volume=args.volume, bundles=args.bundle, out=args.out, target=_target(args), mip=args.mip
+            volume=_source(args.volume), bundles=args.bundle, out=args.out, target=_target(args), mip=args.mip
         )
     except ValidationError as exc:
         raise InputError(f"invalid prediction request: {describe_validation_error(exc)}") from None
-    progress, close_bar = progress_bar()
-    try:
-        report = run_prediction(request, predict, progress=progress)
-    finally:
-        close_bar()
-    print(report.summary())
-    for path in report.outputs:
-        print(f"output: {path}")
-    return 0
+    return run_with_progress(lambda progress: run_prediction(request, predict, progress=progress))
 
 
 def register(add: Add) -> None:
     """Add the prediction subcommand."""
     p = add("predict", cmd_predict, "predict membranes with model bundles over a volume, a box, anchors or one image")
-    p.add_argument("volume", type=Path, help="folder of sections, TIFF stack, .vsvi, or one image file")
+    p.add_argument(
+        "volume", help="folder of sections, TIFF stack, .vsvi, one image file, or vast://HOST:PORT/LAYER (a live VAST)"
+    )
     p.add_argument("--bundle", type=Path, action="append", required=True, help="model bundle (repeat for several)")
     p.add_argument("--out", type=Path, required=True, help="output folder (<out>/<bundle>/<kind>/)")
     p.add_argument("--mip", type=int, help="mip level to predict at (default: the bundle's)")
@@ -97,6 +120,7 @@ def register(add: Add) -> None:
     p.add_argument("--box-mip", type=int, default=0, help="mip of the --box coordinates (default 0)")
     p.add_argument("--anchor", action="append", help="x,y,z (mip 0): predict a cube around it (repeatable)")
     p.add_argument("--anchors", type=Path, help="JSON file of anchor points [[x, y, z], ...] (mip 0)")
+    p.add_argument("--anchor-layer", action="append", help="VAST source: every skeleton node of this annotation layer")
     p.add_argument("--cube-xy", type=int, default=1024, help="anchor cube side in mip-0 pixels (default 1024)")
     p.add_argument("--cube-z", type=int, default=16, help="anchor cube depth in sections (default 16)")
     p.add_argument("--image-root", type=Path, help="single image: the watched folder its output path mirrors")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from membraind.commands import Add, progress_bar
+from membraind.commands import Add, run_with_progress
 from membraind.config import Settings, with_overrides
 from membraind.errors import InputError
 
@@ -34,9 +34,8 @@ def cmd_segment2d(args: argparse.Namespace, settings: Settings) -> int:
         min_size=args.min_size,
         membrane_threshold=args.threshold,
     )
-    progress, close_bar = progress_bar()
-    try:
-        report = run_segmentation(
+    return run_with_progress(
+        lambda progress: run_segmentation(
             args.membrane,
             args.out,
             segment,
@@ -46,12 +45,7 @@ def cmd_segment2d(args: argparse.Namespace, settings: Settings) -> int:
             label_tiff=not args.no_tiff,
             progress=progress,
         )
-    finally:
-        close_bar()
-    print(report.summary())
-    for path in report.outputs:
-        print(f"output: {path}")
-    return 0
+    )
 
 
 def register(add: Add) -> None:

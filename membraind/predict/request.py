@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from membraind.volumes.box import Box
 
-__all__ = ["PredictRequest", "WholeVolume", "BoxRegion", "Anchor", "Anchors", "SingleImage", "Target"]
+__all__ = ["PredictRequest", "WholeVolume", "BoxRegion", "Anchor", "Anchors", "SingleImage", "Target", "VastSource"]
 
 
 class _Strict(BaseModel):
@@ -74,10 +74,20 @@ class SingleImage(_Strict):
 Target = Annotated[Union[WholeVolume, BoxRegion, Anchors, SingleImage], Field(discriminator="mode")]
 
 
+class VastSource(_Strict):
+    """An EM layer of a running VAST (its remote API server) as the data to predict."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(22081, ge=1, le=65535)
+    layer: int | str = Field(0, description="EM layer: its number (0-based) or its name")
+
+
 class PredictRequest(_Strict):
     """A prediction: data, bundles, target and output folder."""
 
-    volume: Path = Field(description="folder of sections, multi-page TIFF, .vsvi, or (mode image) one image file")
+    volume: Path | VastSource = Field(
+        description="folder of sections, multi-page TIFF, .vsvi, (mode image) one image file, or a VAST layer"
+    )
     bundles: list[Path] = Field(min_length=1, description="model bundles applied in one pass over the data")
     out: Path = Field(description="output folder; each bundle writes <out>/<bundle name>/<kind>/")
     target: Target = Field(default_factory=WholeVolume)

@@ -10,7 +10,7 @@ from membraind.nn.bundle import Bundle, load_bundle
 from membraind.predict.engines import Engine
 from membraind.predict.models import prepare_models
 from membraind.predict.pipeline import PredictionReport, Progress, predict_tiles
-from membraind.predict.request import Anchors, BoxRegion, PredictRequest, SingleImage
+from membraind.predict.request import Anchors, BoxRegion, PredictRequest, SingleImage, VastSource
 from membraind.predict.settings import PredictSettings
 from membraind.predict.sinks import ImageFileSink, TileStoreSink
 from membraind.predict.tiling import TileGrid, TileKey
@@ -48,6 +48,14 @@ def _relative_image_path(request: PredictRequest, target: SingleImage) -> Path:
 
 def _open(request: PredictRequest) -> Volume:
     voxel = request.voxel_size_nm
+    if isinstance(request.volume, VastSource):
+        if isinstance(request.target, SingleImage):
+            raise InputError("mode 'image' predicts one image file, not a VAST layer; use 'box' or 'anchors'")
+        from membraind.vast.client import VastClient
+        from membraind.vast.volume import VastVolume
+
+        source = request.volume
+        return as_gray(VastVolume(VastClient(source.host, source.port), source.layer))
     if isinstance(request.target, SingleImage):
         if not Path(request.volume).is_file():
             raise InputError(f"image file {request.volume} does not exist")

@@ -34,8 +34,14 @@ class GrayVolume(Volume):
             )
         return gray
 
+    def shape_at(self, mip: int) -> tuple[int, int, int]:
+        return self.source.shape_at(mip)
+
     def mtime(self, box: Box) -> float | None:
         return self.source.mtime(box)
+
+    def close(self) -> None:
+        self.source.close()
 
 
 def as_gray(volume: Volume) -> Volume:

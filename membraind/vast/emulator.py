@@ -1,0 +1,727 @@
+"""A stand-in for VAST's remote-API server, for tests and for trying membraind without VAST.
+
+:class:`VastEmulator` listens on TCP and answers the commands membraind uses byte for byte
+as vast-protocol.md describes them, backed by:
+
+- layer 0: the EM layer, a :class:`~membraind.volumes.volume.Volume` (8-bit gray, or RGB
+  sent as B,G,R per pixel; 16-bit volumes are sent as their high byte);
+- layers 1..A: one annotation layer per :class:`AnnotationLayerData`, either given as
+  data or read from a skeleton file that is read again whenever it changes on disk;
+- layer A+1: an in-memory uint16 segmentation layer of the mip-0 volume size, stored in
+  blocks allocated on first write (all zero until written);
+- after it, every layer added by LOADLAYER (any volume :func:`open_volume` reads, usually
+  a ``.vsvi``), always appended at the end whatever reference layer is given.
+
+Emulation choices where VAST's behaviour is not documented:
+
+- Sizes per mip follow VAST's rule ``floor(size / 2**mip)`` in x and y (z is never scaled);
+  the mip count is the number of levels that keep at least one pixel, at most the
+  volume's own mip count. GETMIPMAPSCALEFACTORS reports ``(2**m, 2**m, 1)`` for every layer.
+- Segmentation at mip ``m``: voxel ``(x, y, z)`` stands for mip-0 voxel
+  ``(x * 2**m, y * 2**m, z)``; reads take that voxel, writes fill its ``2**m x 2**m`` block.
+- A loaded layer is read inside the EM volume's bounds; what lies outside the loaded
+  volume, or at a mip it does not have, reads as 0 (VAST's "missing image: black").
+- Annotation and segmentation commands act on the selected API layer of their kind when
+  API layers are enabled (SETAPILAYERSENABLED), else on the "UI" selection, which is the
+  first layer of the kind. Selecting a layer (SETSELECTEDAPILAYERNR) makes it the selected
+  layer of its kind, as VAST's five-way selection (GETSELECTEDAPILAYERNR) suggests.
+- REFRESHLAYERREGION takes a mip-0 region and accepts one reaching past the volume (it
+  only makes a loaded layer re-read its tiles); LOADLAYER refuses (32) a file that
+  :func:`open_volume` cannot open, as VAST refuses a layer file it cannot parse.
+- Parameters may come as uint32 or int32 values but not both in one request, and their
+  count must be exact.
+
+Error codes (result 0, then one tagged uint32): 2 unknown command id; 3 wrong parameter
+count or types, undecodable tagged values; 4 the volume could not be read; 5 an internal
+error of the emulator; 10 coordinates out of bounds (or min > max); 11 mip out of
+bounds; 12 reply larger than :data:`MAX_REPLY`; 13 written data does not match the box;
+20 annotation object number out of bounds or none selected; 21 no annotation or
+segmentation layer; 30 invalid layer number; 31 invalid layer type (EM read of a
+non-image layer); 32 LOADLAYER could not open the file.
+
+Faults for client tests: set :attr:`VastEmulator.fault` to one of :data:`FAULTS`; it
+applies to the next reply (of any connection) only:
+
+- ``close_mid_reply``: send half of the reply, then close the connection;
+- ``wrong_magic``: send the reply with ``VASX`` instead of ``VAST``, then close;
+- ``length_too_large``: announce 1024 more bytes than sent, send the reply, then stall;
+- ``stall``: send nothing; stalling ends when the client closes, the emulator stops or
+  ``idle_timeout`` passes, and then the connection is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from membraind.errors import InputError, MembraindError
+from membraind.vast.layouts import (
+    AnnoObject,
+    LayerInfo,
+    VolumeInfo,
+    decode_rle,
+    encode_names,
+    encode_node_table,
+    encode_object_table,
+    encode_rle,
+    encode_scale_factors,
+)
+from membraind.vast.protocol import (
+    HEADER,
+    MAGIC,
+    Command,
+    Tag,
+    TaggedValues,
+    VastProtocolError,
+    decode_values,
+    encode_frame,
+    encode_values,
+    read_frame,
+)
+from membraind.vast.skeletons import AnnotationLayerData, SkeletonObject, load_skeleton_file
+from membraind.volumes.box import Box
+from membraind.volumes.open_volume import open_volume
+from membraind.volumes.volume import Volume
+
+__all__ = ["VastEmulator", "SparseLabels", "FAULTS", "MAX_REPLY", "REQUEST_LIMIT", "API_VERSION"]
+
+log = logging.getLogger(__name__)
+
+FAULTS = ("close_mid_reply", "wrong_magic", "length_too_large", "stall")
+MAX_REPLY = 1 << 30  # larger image requests are refused with error 12, as VAST refuses huge ones
+REQUEST_LIMIT = 512 << 20  # a request announcing more is not the protocol: the connection is closed
+API_VERSION = 5  # what GETAPIVERSION answers (VAST Lite 1.5 era; membraind does not depend on it)
+
+# GETLAYERINFO type codes (undocumented in VAST; see LayerInfo).
+_TYPE = {"em": 0, "loaded": 0, "seg": 1, "anno": 2}
+
+
+class _Refused(Exception):
+    """Answer the current request with VAST error ``code``."""
+
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(why)
+        self.code = code
+
+
+@dataclass
+class _Layer:
+    kind: str  # "em", "anno", "seg", "loaded"
+    name: str
+    volume: Volume | None = None  # em and loaded layers
+    anno: AnnotationLayerData | None = None
+    path: str = ""  # loaded layers: the file given to LOADLAYER
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind in ("em", "loaded")
+
+    @property
+    def family(self) -> str:
+        """The selection slot the layer occupies: image layers share the EM slot."""
+        return "em" if self.is_image else self.kind
+
+
+class SparseLabels:
+    """uint16 ids of a ``(z, y, x)`` volume in square blocks, allocated when first written."""
+
+    def __init__(self, shape: tuple[int, int, int], block: int = 256) -> None:
+        self.shape, self.block = shape, block
+        self._blocks: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def _spans(self, y0: int, y1: int, x0: int, x1: int):
+        b = self.block
+        for by in range(y0 // b, -(-y1 // b)):
+            for bx in range(x0 // b, -(-x1 // b)):
+                ys, ye = max(y0, by * b), min(y1, (by + 1) * b)
+                xs, xe = max(x0, bx * b), min(x1, (bx + 1) * b)
+                yield (by, bx), (slice(ys - by * b, ye - by * b), slice(xs - bx * b, xe - bx * b)), (
+                    slice(ys - y0, ye - y0), slice(xs - x0, xe - x0))  # fmt: skip
+
+    def read(self, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The ids of the half-open mip-0 box as ``(z, y, x)``."""
+        out = np.zeros((z1 - z0, y1 - y0, x1 - x0), np.uint16)
+        for z in range(z0, z1):
+            for (by, bx), inner, outer in self._spans(y0, y1, x0, x1):
+                block = self._blocks.get((z, by, bx))
+                if block is not None:
+                    out[(z - z0, *outer)] = block[inner]
+        return out
+
+    def write(self, z0: int, y0: int, x0: int, labels: np.ndarray) -> None:
+        """Store ``labels`` (``(z, y, x)``) with its first voxel at ``(x0, y0, z0)``."""
+        nz, ny, nx = labels.shape
+        for z in range(z0, z0 + nz):
+            for key, inner, outer in self._spans(y0, y0 + ny, x0, x0 + nx):
+                block = self._blocks.get((z, *key))
+                if block is None:
+                    block = self._blocks[(z, *key)] = np.zeros((self.block, self.block), np.uint16)
+                block[inner] = labels[(z - z0, *outer)]
+
+    @property
+    def written_blocks(self) -> int:
+        return len(self._blocks)
+
+
+class VastEmulator:
+    """An emulated VAST remote-API server (see the module docstring for what it serves).
+
+    ``volume``: the EM layer, a :class:`Volume` or a path :func:`open_volume` reads.
+    ``skeletons``: annotation layers, as data or as a skeleton file (JSON or VAST CSV, see
+    :mod:`membraind.vast.skeletons`) re-read whenever its modification time, size or inode
+    changes (:func:`~membraind.vast.skeletons.save_skeleton_json` replaces it atomically).
+    ``port=0`` picks a free port; :meth:`start` returns the bound one.
+    ``idle_timeout`` (s) closes connections that send nothing for that long.
+
+    Attributes for tests: ``calls`` (LOADLAYER and REFRESHLAYERREGION requests, as
+    ``("LOADLAYER", filename)`` and ``("REFRESHLAYERREGION", layer, minx, maxx, miny, maxy,
+    minz, maxz)``), ``fault`` (see :data:`FAULTS`), ``segmentation`` (:class:`SparseLabels`),
+    ``connections`` (open connection count) and :meth:`wait_idle`.
+    """
+
+    def __init__(
+        self,
+        volume: Volume | Path | str,
+        *,
+        skeletons: Path | str | list[AnnotationLayerData] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        voxel_size: tuple[float, float, float] | None = None,
+        cube_size: tuple[int, int, int] = (16, 16, 16),
+        idle_timeout: float = 600.0,
+        max_connections: int = 64,
+        em_name: str | None = None,
+        segmentation_name: str = "segmentation",
+    ) -> None:
+        self.volume = volume if isinstance(volume, Volume) else open_volume(Path(volume), voxel_size)
+        vx, vy, vz = voxel_size or self.volume.voxel_size
+        self.voxel_size = (float(vx), float(vy), float(vz))
+        if self.volume.dtype not in (np.uint8, np.uint16):
+            raise InputError(f"{self.volume.name} holds {self.volume.dtype} voxels; the emulator serves 8- or 16-bit EM")
+        self.host, self.port = host, port
+        self.cube_size, self.idle_timeout, self.max_connections = cube_size, idle_timeout, max_connections
+        z, y, x = self.volume.shape
+        self.size = (x, y, z)
+        self.mips = max(1, sum(1 for m in range(max(1, self.volume.mips)) if x >> m and y >> m))
+        self.segmentation = SparseLabels(self.volume.shape)
+        self.view = (x // 2, y // 2, z // 2)
+        self.calls: list[tuple[str | int, ...]] = []
+
+        self._em = _Layer("em", em_name or Path(self.volume.name).stem or "EM", volume=self.volume)
+        self._seg = _Layer("seg", segmentation_name)
+        self._loaded: list[_Layer] = []
+        self._skeleton_path: Path | None = None
+        self._skeleton_stamp: tuple[int, int, int] | None = None
+        if isinstance(skeletons, (str, Path)):
+            self._skeleton_path = Path(skeletons)
+            self._skeleton_stamp = self._stamp()
+            self._anno = load_skeleton_file(self._skeleton_path)
+        else:
+            self._anno = list(skeletons or [])
+        self._api_enabled = False
+        self._ui_selected = {"any": 0}  # family -> layer number; unset families fall back to the first layer
+        self._api_selected = {"any": 0}
+        self._selected_object: dict[str, int] = {}  # annotation layer name -> selected object id
+
+        self._state = threading.RLock()  # one request at a time touches the emulated VAST
+        self._io = threading.Condition()  # guards fault, calls, connections
+        self._fault: str | None = None
+        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._stopping = threading.Event()
+        self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
+        self._handlers: dict[int, Callable[[TaggedValues], bytes]] = {
+            Command.GETINFO: self._getinfo,
+            Command.GETVIEWCOORDINATES: self._getview,
+            Command.SETVIEWCOORDINATES: self._setview,
+            Command.GETNROFLAYERS: lambda v: self._no_params(v) or encode_values(len(self._layers())),
+            Command.GETLAYERINFO: self._getlayerinfo,
+            Command.GETAPIVERSION: lambda v: self._no_params(v) or encode_values(API_VERSION),
+            Command.GETAPILAYERSENABLED: lambda v: self._no_params(v) or encode_values(int(self._api_enabled)),
+            Command.SETAPILAYERSENABLED: self._setapienabled,
+            Command.GETSELECTEDAPILAYERNR: self._getselectedapi,
+            Command.SETSELECTEDAPILAYERNR: self._setselectedapi,
+            Command.GETMIPMAPSCALEFACTORS: self._scalefactors,
+            Command.GETEMIMAGERAW: self._getem,
+            Command.GETSEGIMAGERAW: lambda v: self._getseg(v, rle=False),
+            Command.GETSEGIMAGERLE: lambda v: self._getseg(v, rle=True),
+            Command.SETSEGIMAGERAW: lambda v: self._setseg(v, rle=False),
+            Command.SETSEGIMAGERLE: lambda v: self._setseg(v, rle=True),
+            Command.GETANNOLAYERNROFOBJECTS: self._nrofobjects,
+            Command.GETANNOLAYEROBJECTDATA: self._objectdata,
+            Command.GETANNOLAYEROBJECTNAMES: self._objectnames,
+            Command.SETSELECTEDANNOOBJECTNR: self._selectobject,
+            Command.GETSELECTEDANNOOBJECTNR: self._selectedobject,
+            Command.GETAONODEDATA: self._nodedata,
+            Command.LOADLAYER: self._loadlayer,
+            Command.REFRESHLAYERREGION: self._refresh,
+        }
+
+    # ------------------------------------------------------------------ server
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def fault(self) -> str | None:
+        """The fault applied to the next reply (None: none); cleared once applied."""
+        return self._fault
+
+    @fault.setter
+    def fault(self, value: str | None) -> None:
+        if value is not None and value not in FAULTS:
+            raise ValueError(f"unknown fault {value!r}; choose one of {', '.join(FAULTS)} or None")
+        with self._io:
+            self._fault = value
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now."""
+        with self._io:
+            return len(self._conns)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no connection is being served; False if some still are after ``timeout`` s."""
+        with self._io:
+            return self._io.wait_for(lambda: not self._conns, timeout)
+
+    def start(self) -> int:
+        """Listen and serve in background threads; returns the port."""
+        if self._listener is not None:
+            return self.port
+        self._stopping.clear()
+        self._listener = socket.create_server((self.host, self.port))
+        self._listener.settimeout(0.5)  # the accept loop notices stop() even where shutdown does not wake it
+        self.port = self._listener.getsockname()[1]
+        self._acceptor = threading.Thread(target=self._accept_loop, name=f"vast-emulator:{self.port}", daemon=True)
+        self._acceptor.start()
+        log.info("VAST emulator listening on %s", self.address)
+        return self.port
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop listening, close every connection and wait for the threads serving them."""
+        self._stopping.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            _shutdown(listener)
+            listener.close()
+        if self._acceptor is not None:
+            self._acceptor.join(timeout)
+            self._acceptor = None
+        with self._io:
+            conns = dict(self._conns)
+        for conn in conns:
+            _shutdown(conn)  # wakes the thread blocked in recv
+        for thread in conns.values():
+            thread.join(timeout)
+
+    def __enter__(self) -> "VastEmulator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        while listener is not None and not self._stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break  # listener closed by stop()
+            with self._io:
+                if len(self._conns) >= self.max_connections or self._stopping.is_set():
+                    log.warning("VAST emulator: refusing a connection, %d already open", len(self._conns))
+                    conn.close()
+                    continue
+                thread = threading.Thread(target=self._serve, args=(conn,), daemon=True, name="vast-emulator-conn")
+                self._conns[conn] = thread
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(self.idle_timeout)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while not self._stopping.is_set():
+                try:
+                    command, params = read_frame(conn, limit=REQUEST_LIMIT)
+                except (VastProtocolError, OSError) as exc:  # includes timeouts and resets
+                    log.debug("VAST emulator: closing a connection (%s)", exc)
+                    return
+                reply = self._answer(command, params)
+                if not self._send(conn, reply):
+                    return
+        finally:
+            conn.close()
+            with self._io:
+                self._conns.pop(conn, None)
+                self._io.notify_all()
+
+    def _send(self, conn: socket.socket, reply: bytes) -> bool:
+        """Send ``reply``, applying a pending fault; False when the connection must close."""
+        with self._io:
+            fault, self._fault = self._fault, None
+        try:
+            if fault is None:
+                conn.sendall(reply)
+                return True
+            log.info("VAST emulator: injecting fault %s", fault)
+            if fault == "close_mid_reply":
+                conn.sendall(reply[: len(reply) // 2])
+            elif fault == "wrong_magic":
+                conn.sendall(b"VASX" + reply[len(MAGIC) :])
+            elif fault == "length_too_large":
+                length = HEADER.unpack_from(reply)[1]
+                conn.sendall(HEADER.pack(MAGIC, length + 1024) + reply[HEADER.size :])
+                self._stall(conn)
+            else:
+                self._stall(conn)
+        except OSError as exc:
+            log.debug("VAST emulator: reply not sent (%s)", exc)
+        return False
+
+    def _stall(self, conn: socket.socket) -> None:
+        """Say nothing until the peer closes, the emulator stops, or ``idle_timeout`` passes."""
+        waited = 0.0
+        while not self._stopping.is_set() and waited < self.idle_timeout:
+            ready, _, _ = select.select([conn], [], [], 0.2)
+            waited += 0.2
+            if ready and not conn.recv(1 << 16):
+                return  # the client gave up and closed
+
+    def _answer(self, command: int, params: bytes) -> bytes:
+        """The reply frame to one request; never raises."""
+        with self._state:
+            try:
+                handler = self._handlers.get(command)
+                if handler is None:
+                    raise _Refused(2, f"unknown command id {command}")
+                self._refresh_skeletons()
+                return encode_frame(1, handler(decode_values(params)), signed=True)
+            except _Refused as exc:
+                log.debug("VAST emulator: command %d refused with %d: %s", command, exc.code, exc)
+                return encode_frame(0, encode_values(exc.code), signed=True)
+            except VastProtocolError as exc:
+                log.debug("VAST emulator: command %d carries invalid values: %s", command, exc)
+                return encode_frame(0, encode_values(3), signed=True)
+            except Exception:  # a bug here must not take the server down
+                log.exception("VAST emulator: internal error answering command %d", command)
+                return encode_frame(0, encode_values(5), signed=True)
+
+    # ------------------------------------------------------------------ layers and state
+
+    def _layers(self) -> list[_Layer]:
+        annos = [_Layer("anno", data.name, anno=data) for data in self._anno]
+        return [self._em, *annos, self._seg, *self._loaded]
+
+    def layer_names(self) -> list[str]:
+        """Every layer as ``"N kind 'name'"``, in VAST order."""
+        kinds = {"em": "EM", "anno": "annotation", "seg": "segmentation", "loaded": "loaded"}
+        with self._state:
+            return [f"{n} {kinds[layer.kind]} {layer.name!r}" for n, layer in enumerate(self._layers())]
+
+    def _layer(self, number: int) -> _Layer:
+        layers = self._layers()
+        if not 0 <= number < len(layers):
+            raise _Refused(30, f"layer {number} does not exist (0..{len(layers) - 1})")
+        return layers[number]
+
+    def _layer_for(self, family: str, selection: dict[str, int] | None = None) -> tuple[int, _Layer]:
+        """The layer annotation (``anno``) or segmentation (``seg``) commands act on now."""
+        layers = self._layers()
+        if selection is None:
+            selection = self._api_selected if self._api_enabled else self._ui_selected
+        chosen = selection.get(family, -1)
+        if 0 <= chosen < len(layers) and layers[chosen].family == family:
+            return chosen, layers[chosen]
+        for number, layer in enumerate(layers):
+            if layer.family == family:
+                return number, layer
+        raise _Refused(21, f"no {family} layer")
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self._skeleton_path.stat()  # type: ignore[union-attr]
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _refresh_skeletons(self) -> None:
+        if self._skeleton_path is None:
+            return
+        stamp = self._stamp()
+        if stamp is None or stamp == self._skeleton_stamp:
+            return
+        self._skeleton_stamp = stamp
+        try:
+            self._anno = load_skeleton_file(self._skeleton_path)
+            log.info("VAST emulator: re-read %s", self._skeleton_path)
+        except MembraindError as exc:  # keep serving what was last read, like VAST keeps its layer
+            log.warning("VAST emulator: keeping the previous skeletons: %s", exc)
+
+    # ------------------------------------------------------------------ parameters
+
+    @staticmethod
+    def _params(values: TaggedValues, numbers: int, texts: int = 0, blocks: int = 0) -> list[int]:
+        if values.uints and values.ints:
+            raise _Refused(3, "parameters mix uint32 and int32 values; their order would be lost")
+        nums = values.uints or values.ints
+        if (len(nums), len(values.texts), len(values.blocks), len(values.doubles), len(values.uint64s)) != (
+            numbers, texts, blocks, 0, 0):  # fmt: skip
+            raise _Refused(3, f"expected {numbers} numbers, {texts} texts, {blocks} data blocks")
+        return list(nums)
+
+    def _no_params(self, values: TaggedValues) -> None:
+        self._params(values, 0)
+
+    def _mip(self, mip: int) -> int:
+        if not 0 <= mip < self.mips:
+            raise _Refused(11, f"mip {mip} is not in 0..{self.mips - 1}")
+        return mip
+
+    def _box(self, mip: int, coords: list[int]) -> Box:
+        """The half-open box of VAST's inclusive ``minx, maxx, miny, maxy, minz, maxz`` at ``mip``."""
+        x0, x1, y0, y1, z0, z1 = coords
+        limits = (self.size[0] >> mip, self.size[1] >> mip, self.size[2])
+        for lo, hi, limit in ((x0, x1, limits[0]), (y0, y1, limits[1]), (z0, z1, limits[2])):
+            if not 0 <= lo <= hi < limit:
+                raise _Refused(10, f"box {coords} leaves the volume ({limits} at mip {mip}) or has min > max")
+        return Box(x0=x0, x1=x1 + 1, y0=y0, y1=y1 + 1, z0=z0, z1=z1 + 1, mip=mip)
+
+    # ------------------------------------------------------------------ volume, view, layers
+
+    def _getinfo(self, values: TaggedValues) -> bytes:
+        self._no_params(values)
+        return VolumeInfo(size=self.size, cube_size=self.cube_size, mips=self.mips, voxel_size=self.voxel_size,
+                          view=self.view).to_payload()  # fmt: skip
+
+    def _getview(self, values: TaggedValues) -> bytes:
+        self._no_params(values)
+        return encode_values(*((Tag.INT32, v) for v in self.view))
+
+    def _setview(self, values: TaggedValues) -> bytes:
+        x, y, z = self._params(values, 3)
+        if not all(0 <= v < limit for v, limit in zip((x, y, z), self.size)):
+            raise _Refused(10, f"view ({x}, {y}, {z}) lies outside the volume {self.size}")
+        self.view = (x, y, z)
+        return b""
+
+    def _getlayerinfo(self, values: TaggedValues) -> bytes:
+        (number,) = self._params(values, 1)
+        layer = self._layer(number)
+        bpp = {"anno": 0, "seg": 2}.get(layer.kind, 3 if layer.volume and layer.volume.channels == 3 else 1)
+        info = LayerInfo(type=_TYPE[layer.kind], name=layer.name, bytes_per_pixel=bpp, editable=int(layer.kind != "em"))
+        return info.to_payload()
+
+    def _setapienabled(self, values: TaggedValues) -> bytes:
+        (flag,) = self._params(values, 1)
+        self._api_enabled = bool(flag)
+        return b""
+
+    def _getselectedapi(self, values: TaggedValues) -> bytes:
+        self._no_params(values)
+        layers, chosen = self._layers(), self._api_selected
+        slots = [chosen["any"] if chosen["any"] < len(layers) else 0]
+        for family in ("em", "anno", "seg"):
+            try:
+                slots.append(self._layer_for(family, chosen)[0])
+            except _Refused:
+                slots.append(-1)
+        return encode_values(*((Tag.INT32, v) for v in (*slots, -1)))  # -1: no tool layer
+
+    def _setselectedapi(self, values: TaggedValues) -> bytes:
+        (number,) = self._params(values, 1)
+        layer = self._layer(number)
+        self._api_selected["any"] = self._api_selected[layer.family] = number
+        return b""
+
+    def _scalefactors(self, values: TaggedValues) -> bytes:
+        (number,) = self._params(values, 1)
+        self._layer(number)
+        return encode_scale_factors([(2**m, 2**m, 1) for m in range(self.mips)])
+
+    def _loadlayer(self, values: TaggedValues) -> bytes:
+        (reference,) = self._params(values, 1, texts=1)
+        filename = values.texts[0]
+        if not filename.strip():
+            raise _Refused(32, "LOADLAYER without a file name")
+        if reference != -1 and not 0 <= reference < len(self._layers()):
+            raise _Refused(30, f"reference layer {reference} does not exist")
+        with self._io:
+            self.calls.append(("LOADLAYER", filename))
+        try:
+            volume = open_volume(Path(filename))
+        except (MembraindError, OSError, ValueError) as exc:
+            raise _Refused(32, f"cannot load {filename}: {exc}") from None
+        descriptor = getattr(volume, "descriptor", None)
+        name = getattr(descriptor, "TargetLayerName", "") or Path(filename).stem
+        self._loaded.append(_Layer("loaded", name, volume=volume, path=filename))
+        return encode_values(len(self._layers()) - 1)
+
+    def _refresh(self, values: TaggedValues) -> bytes:
+        number, *coords = self._params(values, 7)
+        layer = self._layer(number)
+        # Only a cache invalidation: a region reaching past the volume (whole tiles of a
+        # tile store at its edge) is accepted; only min > max is refused.
+        if any(lo > hi for lo, hi in zip(coords[0::2], coords[1::2])):
+            raise _Refused(10, f"refresh region {coords} has min > max")
+        with self._io:
+            self.calls.append(("REFRESHLAYERREGION", number, *coords))
+        clear = getattr(layer.volume, "clear_cache", None)
+        if callable(clear):
+            clear()  # show tiles written since they were first read
+        return b""
+
+    # ------------------------------------------------------------------ image data
+
+    def _getem(self, values: TaggedValues) -> bytes:
+        number, mip, *coords = self._params(values, 8)
+        layer = self._layer(number)
+        if not layer.is_image:
+            raise _Refused(31, f"layer {number} ({layer.name}) is not an image layer")
+        box = self._box(self._mip(mip), coords)
+        channels = 3 if layer.volume is not None and layer.volume.channels == 3 else 1
+        if box.voxels * channels > MAX_REPLY:
+            raise _Refused(12, f"{box.voxels * channels} bytes asked for; at most {MAX_REPLY}")
+        try:
+            pixels = self._read_image(layer, box, channels)
+        except (MembraindError, OSError, ValueError) as exc:
+            log.warning("VAST emulator: cannot read %s of layer %d: %s", box, number, exc)
+            raise _Refused(4, str(exc)) from None
+        if pixels.dtype == np.uint16:
+            pixels = (pixels >> 8).astype(np.uint8)  # VAST image layers are 8 bit per channel
+        if channels == 3:
+            pixels = pixels[..., ::-1]  # VAST sends B, G, R
+        return np.ascontiguousarray(pixels, np.uint8).tobytes()
+
+    @staticmethod
+    def _read_image(layer: _Layer, box: Box, channels: int) -> np.ndarray:
+        volume = layer.volume
+        assert volume is not None
+        if layer.kind == "em":
+            return volume.read(box)
+        # A loaded layer may be smaller than the volume or lack mips: that part reads as black.
+        out = np.zeros(box.shape + ((3,) if channels == 3 else ()), volume.dtype)
+        if box.mip < volume.mips:
+            inside = box.intersect(volume.bounds(box.mip))
+            if not inside.empty:
+                out[inside.slices(box)] = volume.read(inside)
+        return out
+
+    def _seg_box(self, values: TaggedValues, blocks: int) -> Box:
+        mip, *coords = self._params(values, 7, blocks=blocks)
+        self._layer_for("seg")
+        return self._box(self._mip(mip), coords)
+
+    def _getseg(self, values: TaggedValues, rle: bool) -> bytes:
+        box = self._seg_box(values, 0)
+        if box.voxels * 2 > MAX_REPLY:
+            raise _Refused(12, f"{box.voxels * 2} bytes asked for; at most {MAX_REPLY}")
+        s = 2**box.mip
+        # Mip m voxel (x, y) is mip-0 voxel (x * s, y * s): read the covering mip-0 rows, keep every s-th.
+        labels = self.segmentation.read(box.z0, box.z1, box.y0 * s, (box.y1 - 1) * s + 1, box.x0 * s,
+                                        (box.x1 - 1) * s + 1)[:, ::s, ::s]  # fmt: skip
+        return encode_rle(labels) if rle else np.ascontiguousarray(labels, "<u2").tobytes()
+
+    def _setseg(self, values: TaggedValues, rle: bool) -> bytes:
+        box = self._seg_box(values, 1)
+        data = values.blocks[0]
+        if rle:
+            try:
+                labels = decode_rle(data, box.shape)
+            except VastProtocolError as exc:
+                raise _Refused(13, str(exc)) from None
+        else:
+            if len(data) != 2 * box.voxels:
+                raise _Refused(13, f"{len(data)} bytes for {box.voxels} voxels of 2 bytes")
+            labels = np.frombuffer(data, "<u2").reshape(box.shape)
+        s = 2**box.mip
+        if s > 1:
+            labels = np.repeat(np.repeat(labels, s, axis=1), s, axis=2)
+        self.segmentation.write(box.z0, box.y0 * s, box.x0 * s, labels)
+        return b""
+
+    # ------------------------------------------------------------------ annotation
+
+    def _anno_layer(self) -> AnnotationLayerData:
+        _, layer = self._layer_for("anno")
+        assert layer.anno is not None
+        return layer.anno
+
+    @staticmethod
+    def _table(data: AnnotationLayerData) -> list[SkeletonObject | None]:
+        """Objects by row (row i = id i + 1); ids nobody uses are None."""
+        rows: list[SkeletonObject | None] = [None] * max((obj.id for obj in data.objects), default=0)
+        for obj in data.objects:
+            rows[obj.id - 1] = obj
+        return rows
+
+    def _selected(self, data: AnnotationLayerData) -> int:
+        chosen = self._selected_object.get(data.name, 0)
+        return chosen if chosen <= len(self._table(data)) else 0
+
+    def _nrofobjects(self, values: TaggedValues) -> bytes:
+        self._no_params(values)
+        count = len(self._table(self._anno_layer()))
+        return encode_values(count, 1 if count else 0)
+
+    def _objectdata(self, values: TaggedValues) -> bytes:
+        self._no_params(values)
+        return encode_object_table(
+            [_anno_object(i + 1, obj) for i, obj in enumerate(self._table(self._anno_layer()))]
+        )
+
+    def _objectnames(self, values: TaggedValues) -> bytes:
+        self._no_params(values)
+        return encode_names([obj.name if obj else "" for obj in self._table(self._anno_layer())])
+
+    def _selectobject(self, values: TaggedValues) -> bytes:
+        (object_id,) = self._params(values, 1)
+        data = self._anno_layer()
+        count = len(self._table(data))
+        if not 1 <= object_id <= count:
+            raise _Refused(20, f"object {object_id} is not in 1..{count} of layer {data.name}")
+        self._selected_object[data.name] = object_id
+        return b""
+
+    def _selectedobject(self, values: TaggedValues) -> bytes:
+        self._no_params(values)
+        return encode_values(self._selected(self._anno_layer()))
+
+    def _nodedata(self, values: TaggedValues) -> bytes:
+        self._no_params(values)
+        data = self._anno_layer()
+        selected = self._selected(data)
+        if not selected:
+            raise _Refused(20, f"no object of layer {data.name} is selected")
+        obj = self._table(data)[selected - 1]
+        return encode_node_table(obj.nodes if obj else [])
+
+
+def _anno_object(object_id: int, obj: SkeletonObject | None) -> AnnoObject:
+    """The object-table row of ``obj``; an unused id is an empty folder row."""
+    if obj is None:
+        return AnnoObject(id=object_id, type=0)
+    if not obj.nodes:
+        return AnnoObject(id=object_id)
+    xs, ys, zs = ([getattr(n, axis) for n in obj.nodes] for axis in "xyz")
+    root = obj.nodes[0]
+    return AnnoObject(id=object_id, anchor=(root.x, root.y, root.z),
+                      bbox=(min(xs), min(ys), min(zs), max(xs), max(ys), max(zs)))  # fmt: skip
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed or never connected

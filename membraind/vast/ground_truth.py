@@ -1,0 +1,52 @@
+"""Ground truth painted in VAST: EM and a segmentation layer of a box, as training images."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from membraind.groundtruth.instances import instances_to_membrane
+from membraind.groundtruth.label_mapping import LabelMapping
+from membraind.groundtruth.pairs import GroundTruthImage
+from membraind.vast.client import VastClient
+from membraind.vast.volume import VastVolume
+from membraind.volumes.box import Box
+from membraind.volumes.gray import as_gray
+
+__all__ = ["ground_truth_from_vast"]
+
+
+def ground_truth_from_vast(
+    client: VastClient,
+    em_layer: int | str,
+    segmentation_layer: int | str,
+    box: Box,
+    *,
+    convention: Literal["classes", "instances"] = "classes",
+    mapping: LabelMapping | None = None,
+    membrane_thickness: int = 3,
+) -> list[GroundTruthImage]:
+    """One training image per section of ``box``.
+
+    ``convention="classes"``: segment ids are classes (mEMbrain's way: paint interior as
+    one segment, membrane as another), turned into classes by ``mapping`` (default: id =
+    class, 0 = not annotated). ``"instances"``: every cell is its own segment; membranes
+    are drawn ``membrane_thickness`` pixels wide where segments meet, unpainted pixels
+    stay unannotated.
+    """
+    volume = as_gray(VastVolume(client, em_layer))
+    seg_layer = client.find_layer(segmentation_layer) if isinstance(segmentation_layer, str) else segmentation_layer
+    em = volume.read(box)
+    with client.api_layer(seg_layer):
+        ids = client.read_segmentation(box)
+    mapping = mapping or LabelMapping()
+    images = []
+    for z, (em_section, id_section) in enumerate(zip(em, ids), start=box.z0):
+        name = f"vast-z{z}-x{box.x0}-y{box.y0}-mip{box.mip}"
+        if convention == "instances":
+            labels = instances_to_membrane(id_section, membrane_thickness)
+        else:
+            labels = mapping.apply(id_section, f"VAST layer {seg_layer}, section {z}")
+        images.append(GroundTruthImage(name=name, em=np.asarray(em_section), labels=labels))
+    return images

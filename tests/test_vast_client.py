@@ -1,0 +1,226 @@
+"""The VAST client over real TCP against the emulator: every call membraind uses, faults, reconnects.
+
+The emulator serves a volume cut from ISBI sections (500 x 300 pixels, not a multiple of
+the tile size or of 2^mip), annotation layers from a skeleton file, and a segmentation
+layer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from membraind.predict.request import PredictRequest, VastSource
+from membraind.predict.run import plan_tiles, run_prediction
+from membraind.predict.settings import PredictSettings
+from membraind.predict.tiling import TileGrid
+from membraind.vast.anchors import AnchorPoller
+from membraind.vast.client import VastClient, VastConnectionError
+from membraind.vast.editable import renumber_segments, write_unpainted
+from membraind.vast.emulator import VastEmulator
+from membraind.vast.ground_truth import ground_truth_from_vast
+from membraind.vast.layouts import SkeletonNode
+from membraind.vast.protocol import VastProtocolError, VastRefused
+from membraind.vast.publish import LayerPublisher
+from membraind.vast.skeletons import AnnotationLayerData, SkeletonObject, save_skeleton_json
+from membraind.vast.volume import VastVolume
+from membraind.volumes.box import Box
+from membraind.volumes.image_files import read_image, write_image
+from membraind.volumes.open_volume import open_volume
+from membraind.volumes.tile_store import TileStore
+from tests.conftest import run_cli
+
+TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def em_folder(isbi, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vast-em")
+    for z in range(3):
+        write_image(folder / f"{z:02d}.png", read_image(isbi / "train" / "image" / f"{z:02d}.png")[:300, :500])
+    return folder
+
+
+def _skeleton_file(path, nodes_a, nodes_b=((400, 250, 2),)):
+    def nodes(points):
+        return [SkeletonNode(index=i, x=x, y=y, z=z, parent=i - 1 if i else None) for i, (x, y, z) in enumerate(points)]
+
+    layers = [
+        AnnotationLayerData(
+            name="anchors",
+            objects=[SkeletonObject(id=1, name="axon", nodes=nodes(nodes_a)), SkeletonObject(id=2, name="dendrite", nodes=nodes(nodes_b))],
+        )
+    ]
+    return save_skeleton_json(path, layers)
+
+
+@pytest.fixture
+def emulator(em_folder, tmp_path):
+    skeletons = _skeleton_file(tmp_path / "skeletons.json", [(10, 10, 0), (100, 40, 1)])
+    emulator = VastEmulator(open_volume(em_folder), skeletons=skeletons, port=0)
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def client(emulator):
+    with VastClient("127.0.0.1", emulator.port, timeout=TIMEOUT, connect_attempts=2, backoff=0.05) as client:
+        yield client
+
+
+def test_volume_and_layers(client, em_folder):
+    info = client.info()
+    assert info.size == (500, 300, 3) and info.mips >= 3
+    layers = client.layers()
+    assert layers[0].bytes_per_pixel == 1
+    assert "anchors" in [layer.name for layer in layers]
+    assert client.find_layer("anchors") == [layer.name for layer in layers].index("anchors")
+    with pytest.raises(Exception, match="no layer named 'nope'.*anchors"):
+        client.find_layer("nope")
+    assert client.scale_factors(0)[:3] == [(1, 1, 1), (2, 2, 1), (4, 4, 1)]
+    assert client.api_version() >= 1
+
+
+@pytest.mark.parametrize("mip", [0, 1, 2])
+def test_em_reads_match_the_files_at_every_mip(client, em_folder, mip):
+    files = open_volume(em_folder)
+    vast = VastVolume(client, 0)
+    _, height, width = vast.shape_at(mip)
+    box = Box(x0=3, x1=width - 1, y0=0, y1=height, z0=0, z1=3, mip=mip)
+    assert np.array_equal(vast.read(box), files.read(box))
+
+
+def test_reads_come_in_cube_deep_chunks(client, em_folder):
+    # The emulator's cube depth is smaller than 3 sections only if it says so; either way the result is whole.
+    box = Box(x0=0, x1=500, y0=0, y1=300, z0=0, z1=3, mip=0)
+    assert client.read_em(0, box).shape == (3, 300, 500)
+
+
+def test_refusal_names_what_vast_refused(client):
+    with pytest.raises(VastRefused, match=r"coordinates out of bounds.*box x 0-599, y 0-9, z 0-0 at mip 0"):
+        client.read_em(0, Box(x0=0, x1=600, y0=0, y1=10, z0=0, z1=1, mip=0))
+    with pytest.raises(VastRefused, match="mip level out of bounds"):
+        client.read_em(0, Box(x0=0, x1=1, y0=0, y1=1, z0=0, z1=1, mip=12))
+    assert client.info().size == (500, 300, 3)  # the connection is still fine
+
+
+def test_segmentation_round_trip_raw_and_rle_and_editable_writes(client):
+    seg = next(i for i, layer in enumerate(client.layers()) if layer.type == 1)
+    box = Box(x0=10, x1=60, y0=20, y1=50, z0=1, z1=3, mip=0)
+    painted = np.zeros(box.shape, np.uint16)
+    painted[:, :5] = 7  # the user's own strokes
+    with client.api_layer(seg):
+        assert client.write_segmentation(box, painted) == "rle"
+        noisy = np.random.default_rng(0).integers(0, 60000, box.shape).astype(np.uint16)
+        assert client.write_segmentation(box, noisy) == "raw"  # RLE would be larger
+        assert np.array_equal(client.read_segmentation(box, rle=False), noisy)
+        client.write_segmentation(box, painted)
+        assert np.array_equal(client.read_segmentation(box, rle=True), painted)
+    predicted = renumber_segments(np.arange(np.prod(box.shape)).reshape(box.shape) % 3, first_id=100)
+    written = write_unpainted(client, seg, box, predicted)
+    with client.api_layer(seg):
+        after = client.read_segmentation(box)
+    assert np.all(after[:, :5] == 7)  # never painted over the user's segments
+    assert written == np.count_nonzero((painted == 0) & (predicted > 0))
+    assert set(np.unique(after[:, 5:])) <= {0, 100, 101}
+
+
+def test_skeletons_and_anchor_polling(client, emulator, tmp_path):
+    layer = client.find_layer("anchors")
+    skeletons = client.skeletons(layer)
+    assert skeletons[1][0] == "axon" and [(n.x, n.y, n.z) for n in skeletons[1][1]] == [(10, 10, 0), (100, 40, 1)]
+    assert skeletons[1][1][1].parent == 0
+    poller = AnchorPoller(client, ["anchors"])
+    first = poller.poll()
+    assert {(a.x, a.y, a.z) for a in first} == {(10, 10, 0), (100, 40, 1), (400, 250, 2)}
+    assert poller.poll() == []  # nothing changed
+    # Move one node in the skeleton file the emulator serves: one new anchor, one cube.
+    path = tmp_path / "skeletons.json"
+    _skeleton_file(path, [(10, 10, 0), (300, 200, 1)])
+    _touch_later(path)
+    moved = poller.poll()
+    assert [(a.x, a.y, a.z) for a in moved] == [(300, 200, 1)]
+    # The anchors reach the tiles around them.
+    request = PredictRequest(
+        volume=VastSource(port=emulator.port), bundles=["unused"], out=tmp_path,
+        target={"mode": "anchors", "points": [a.model_dump() for a in moved], "cube_xy": 64, "cube_z": 1},
+    )  # fmt: skip
+    grid = TileGrid(VastVolume(client, 0), 0, 128)
+    keys = plan_tiles(request, grid)
+    assert {(k.z, k.row, k.col) for k in keys} == {(1, 1, 2)}  # x 268-331 -> col 2, y 168-231 -> row 1
+
+
+def _touch_later(path):
+    """Make sure the rewritten file's mtime differs from the one the emulator saw."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+
+
+def test_load_layer_once_then_refresh(client, emulator, tmp_path):
+    store = TileStore(tmp_path / "store", (3, 300, 500), layer_name="membrane", tile_size=128)
+    store.write_tile(0, 0, 0, 0, np.full((128, 128), 200, np.uint8))
+    vsvi = store.write_vsvi()
+    publisher = LayerPublisher(client, tmp_path / "vast-layers.json")
+    layer = publisher.publish(vsvi)
+    region = Box(x0=0, x1=1024, y0=0, y1=1024, z0=0, z1=1, mip=0)
+    assert LayerPublisher(client, tmp_path / "vast-layers.json").publish(vsvi, region) == layer  # after a restart too
+    names = [call[0] for call in emulator.calls]
+    assert names.count("LOADLAYER") == 1 and names.count("REFRESHLAYERREGION") == 1
+
+
+def test_ground_truth_from_a_segmentation_layer(client, em_folder):
+    seg = next(i for i, layer in enumerate(client.layers()) if layer.type == 1)
+    box = Box(x0=0, x1=64, y0=0, y1=64, z0=0, z1=2, mip=0)
+    labels = np.zeros(box.shape, np.uint16)
+    labels[:, :32] = 1
+    labels[:, 32:40] = 2
+    with client.api_layer(seg):
+        client.write_segmentation(box, labels)
+    images = ground_truth_from_vast(client, 0, seg, box)
+    assert len(images) == 2 and images[0].em.shape == (64, 64)
+    assert np.array_equal(images[1].labels, labels[1])
+    assert np.array_equal(images[0].em, open_volume(em_folder).read(box)[0])
+
+
+@pytest.mark.parametrize("fault", ["close_mid_reply", "wrong_magic", "length_too_large", "stall"])
+def test_faults_raise_clear_errors_within_the_timeout_and_the_next_call_reconnects(emulator, fault):
+    with VastClient("127.0.0.1", emulator.port, timeout=1.0, connect_attempts=2, backoff=0.05) as client:
+        client.info()
+        emulator.fault = fault
+        started = time.monotonic()
+        with pytest.raises((VastConnectionError, VastProtocolError)) as error:
+            client.read_em(0, Box(x0=0, x1=100, y0=0, y1=100, z0=0, z1=1, mip=0))
+        assert time.monotonic() - started < 10  # the timeout (1 s) plus slack on a busy machine
+        assert "GETEMIMAGERAW" in str(error.value)
+        assert client.read_em(0, Box(x0=0, x1=10, y0=0, y1=10, z0=0, z1=1, mip=0)).shape == (1, 10, 10)
+
+
+def test_unreachable_vast_says_how_to_enable_it():
+    with pytest.raises(VastConnectionError, match="Remote Control API Server"):
+        VastClient("127.0.0.1", 1, timeout=1.0, connect_attempts=2, backoff=0.01).info()
+
+
+def test_prediction_from_a_live_vast_equals_prediction_from_files(em_folder, trained_bundle, emulator, tmp_path):
+    target = {"mode": "box", "box": {"x0": 0, "x1": 300, "y0": 0, "y1": 200, "z0": 0, "z1": 2, "mip": 0}}
+    settings = PredictSettings(tile_size=128)
+    for name, volume in (("vast", VastSource(port=emulator.port)), ("files", em_folder)):
+        run_prediction(PredictRequest(volume=volume, bundles=[trained_bundle], out=tmp_path / name, target=target), settings)
+    stores = [next((tmp_path / name).glob("*/membrane/*.vsvi")) for name in ("vast", "files")]
+    a, b = (open_volume(p).read(Box(x0=0, x1=300, y0=0, y1=200, z0=0, z1=2, mip=0)) for p in stores)
+    assert np.array_equal(a, b) and a.std() > 10
+
+
+def test_command_line_predicts_around_the_nodes_of_a_vast_annotation_layer(emulator, trained_bundle, tmp_path):
+    source = f"vast://127.0.0.1:{emulator.port}/0"
+    result = run_cli("predict", source, "--bundle", str(trained_bundle), "--out", str(tmp_path / "out"),
+                     "--anchor-layer", "anchors", "--cube-xy", "64", "--cube-z", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    # Nodes (10, 10, 0), (100, 40, 1), (400, 250, 2) with 1024 px tiles: one tile in each of sections 0-2.
+    assert "3 tiles predicted" in result.stdout
+    bad = run_cli("predict", source, "--bundle", str(trained_bundle), "--out", str(tmp_path / "out"),
+                  "--anchor-layer", "nope")  # fmt: skip
+    assert bad.returncode == 2 and "no layer named 'nope'" in bad.stderr and "Traceback" not in bad.stderr
