@@ -237,3 +237,30 @@ def test_colour_layer_arrives_as_rgb_and_reads_as_gray_when_channels_agree(em_fo
         box = Box(x0=5, x1=105, y0=7, y1=57, z0=0, z1=1, mip=1)
         assert volume.read(box).shape == (1, 50, 100, 3)
         assert np.array_equal(as_gray(volume).read(box), open_volume(rgb_folder).read(box)[..., 0])
+
+
+def test_predict_then_paint_cells_around_skeleton_nodes_from_the_command_line(emulator, trained_bundle, tmp_path):
+    """The editable-prediction loop: predict around nodes, paint cells into VAST, keep the user's strokes."""
+    vast = f"vast://127.0.0.1:{emulator.port}"
+    with VastClient("127.0.0.1", emulator.port, timeout=TIMEOUT) as client:
+        seg = client.find_layer("segmentation")
+        user = Box(x0=90, x1=110, y0=30, y1=50, z0=1, z1=2, mip=0)  # a stroke near node (100, 40, 1)
+        with client.api_layer(seg):
+            client.write_segmentation(user, np.full(user.shape, 9, np.uint16))
+    predicted = run_cli("predict", f"{vast}/0", "--bundle", str(trained_bundle), "--out", str(tmp_path / "out"),
+                        "--anchor-layer", "anchors", "--cube-xy", "64", "--cube-z", "1")  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr
+    (store,) = (tmp_path / "out").glob("*/membrane")
+    painted = run_cli("vast-paint", vast, "--membrane", str(store), "--segmentation-layer", "segmentation",
+                      "--anchor-layer", "anchors", "--cube-xy", "64", "--cube-z", "1")  # fmt: skip
+    assert painted.returncode == 0, painted.stderr
+    assert "in 3 cubes" in painted.stdout
+    with VastClient("127.0.0.1", emulator.port, timeout=TIMEOUT) as client, client.api_layer(seg):
+        whole = client.read_segmentation(Box(x0=0, x1=500, y0=0, y1=300, z0=0, z1=3, mip=0))
+    assert np.all(whole[1, 30:50, 90:110] == 9)  # the user's stroke is untouched
+    cube = whole[1, 8:72, 68:132]  # the cube around (100, 40, 1), clipped at y 0
+    assert np.count_nonzero((cube > 0) & (cube != 9)) > 1000 and len(np.unique(cube)) > 3  # several cells
+    outside = whole.copy()
+    for x, y, z in ((10, 10, 0), (100, 40, 1), (400, 250, 2)):
+        outside[z, max(0, y - 32) : y + 32, max(0, x - 32) : x + 32] = 0
+    assert not outside.any()  # nothing painted outside the cubes

@@ -34,28 +34,42 @@ def _anchors(args: argparse.Namespace) -> list[dict]:
     return points
 
 
-def _layer_anchors(args: argparse.Namespace) -> list[dict]:
-    """Every skeleton node of the ``--anchor-layer`` annotation layers of the VAST source."""
-    if not args.anchor_layer:
+def layer_anchors(source_text: str, layer_names: list[str] | None) -> list[dict]:
+    """Every skeleton node of the annotation layers ``layer_names`` of the VAST at ``source_text``."""
+    if not layer_names:
         return []
-    source = _source(args.volume)
+    source = vast_source(source_text)
     if not isinstance(source, dict):
-        raise InputError("--anchor-layer reads skeletons from VAST: give the volume as vast://HOST:PORT/LAYER")
+        raise InputError("--anchor-layer reads skeletons from VAST: give the source as vast://HOST:PORT/LAYER")
     from membraind.vast.anchors import AnchorPoller
     from membraind.vast.client import VastClient
 
     with VastClient(source["host"], source["port"]) as client:
-        anchors = AnchorPoller(client, args.anchor_layer).poll()
+        anchors = AnchorPoller(client, layer_names).poll()
     if not anchors:
-        raise InputError(f"annotation layers {', '.join(args.anchor_layer)} hold no skeleton nodes; nothing to predict")
+        raise InputError(f"annotation layers {', '.join(layer_names)} hold no skeleton nodes; nothing to do")
     return [a.model_dump() for a in anchors]
+
+
+def anchor_points(args: argparse.Namespace) -> list[dict]:
+    """Anchors from ``--anchor``, ``--anchors`` and ``--anchor-layer``."""
+    return _anchors(args) + layer_anchors(args.volume, args.anchor_layer)
+
+
+def add_anchor_arguments(p: argparse.ArgumentParser) -> None:
+    """``--anchor``, ``--anchors``, ``--anchor-layer``, ``--cube-xy``, ``--cube-z``."""
+    p.add_argument("--anchor", action="append", help="x,y,z (mip 0): a cube around it (repeatable)")
+    p.add_argument("--anchors", type=Path, help="JSON file of anchor points [[x, y, z], ...] (mip 0)")
+    p.add_argument("--anchor-layer", action="append", help="VAST source: every skeleton node of this annotation layer")
+    p.add_argument("--cube-xy", type=int, default=1024, help="anchor cube side in mip-0 pixels (default 1024)")
+    p.add_argument("--cube-z", type=int, default=16, help="anchor cube depth in sections (default 16)")
 
 
 def _target(args: argparse.Namespace) -> dict:
     if args.box:
         x0, x1, y0, y1, z0, z1 = _ints(args.box, 6, "--box")
         return {"mode": "box", "box": dict(x0=x0, x1=x1, y0=y0, y1=y1, z0=z0, z1=z1, mip=args.box_mip)}
-    points = _anchors(args) + _layer_anchors(args)
+    points = anchor_points(args)
     if points:
         return {"mode": "anchors", "points": points, "cube_xy": args.cube_xy, "cube_z": args.cube_z}
     path = Path(args.volume)
@@ -73,7 +87,7 @@ def _single_page(path: Path) -> bool:
         return len(tif.pages) == 1
 
 
-def _source(text: str) -> Path | dict:
+def vast_source(text: str) -> Path | dict:
     """A path, or ``vast://HOST:PORT/LAYER`` (layer number or name) for a live VAST."""
     if not text.startswith("vast://"):
         return Path(text)
@@ -100,7 +114,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         request = PredictRequest(
-            volume=_source(args.volume), bundles=args.bundle, out=args.out, target=_target(args), mip=args.mip
+            volume=vast_source(args.volume), bundles=args.bundle, out=args.out, target=_target(args), mip=args.mip
         )
     except ValidationError as exc:
         raise InputError(f"invalid prediction request: {describe_validation_error(exc)}") from None
@@ -118,11 +132,7 @@ def register(add: Add) -> None:
     p.add_argument("--mip", type=int, help="mip level to predict at (default: the bundle's)")
     p.add_argument("--box", help="x0,x1,y0,y1,z0,z1: predict the tiles touching this half-open box")
     p.add_argument("--box-mip", type=int, default=0, help="mip of the --box coordinates (default 0)")
-    p.add_argument("--anchor", action="append", help="x,y,z (mip 0): predict a cube around it (repeatable)")
-    p.add_argument("--anchors", type=Path, help="JSON file of anchor points [[x, y, z], ...] (mip 0)")
-    p.add_argument("--anchor-layer", action="append", help="VAST source: every skeleton node of this annotation layer")
-    p.add_argument("--cube-xy", type=int, default=1024, help="anchor cube side in mip-0 pixels (default 1024)")
-    p.add_argument("--cube-z", type=int, default=16, help="anchor cube depth in sections (default 16)")
+    add_anchor_arguments(p)
     p.add_argument("--image-root", type=Path, help="single image: the watched folder its output path mirrors")
     p.add_argument("--engine", choices=("auto", "torch", "onnx"), help="inference engine (default: config)")
     p.add_argument("--device", help="auto, cpu, cuda, ... (default: config)")

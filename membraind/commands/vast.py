@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 
 from membraind.commands import Add
+from membraind.commands.predict import add_anchor_arguments
 from membraind.config import Settings
-from membraind.errors import InputError
+from membraind.errors import InputError, describe_validation_error
 
 DEFAULT_PORT = 22081  # VAST's own default, so clients need no --port
 
@@ -56,6 +57,34 @@ def cmd_vast_emulator(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_vast_paint(args: argparse.Namespace, settings: Settings) -> int:
+    from pydantic import ValidationError
+
+    from membraind.commands.predict import anchor_points, vast_source
+    from membraind.predict.request import Anchors
+    from membraind.vast.client import VastClient
+    from membraind.vast.paint import paint_around_anchors
+    from membraind.volumes.open_volume import open_volume
+
+    source = vast_source(args.vast)
+    if not isinstance(source, dict):
+        raise InputError(f"{args.vast!r} is not a VAST address; write vast://HOST:PORT, e.g. vast://127.0.0.1:22081")
+    args.volume = args.vast  # anchor layers are read from the same VAST
+    try:
+        anchors = Anchors(points=anchor_points(args), cube_xy=args.cube_xy, cube_z=args.cube_z)
+    except ValidationError as exc:
+        raise InputError(f"invalid anchors: {describe_validation_error(exc)} (give --anchor, --anchors or --anchor-layer)") from None
+    membrane = open_volume(args.membrane)
+    with VastClient(source["host"], source["port"]) as client:
+        layer = client.find_layer(args.segmentation_layer)
+        report = paint_around_anchors(
+            client, layer, membrane, anchors, mode=args.mode, settings=settings.segment2d,
+            threshold=args.threshold, first_id=args.first_id,
+        )  # fmt: skip
+    print(report.summary())
+    return 0
+
+
 def register(add: Add) -> None:
     """Add the VAST subcommands."""
     p = add(
@@ -68,3 +97,16 @@ def register(add: Add) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--skeletons", type=Path, help="skeleton file (membraind JSON or VAST CSV), re-read when it changes")
     p.add_argument("--voxel-size", help="X,Y,Z voxel size in nm (default: the volume's, 1,1,1 for image folders)")
+
+    p = add(
+        "vast-paint",
+        cmd_vast_paint,
+        "paint predicted cells (or membrane) into a VAST segmentation layer around anchors, never over painted voxels",
+    )
+    p.add_argument("vast", help="the VAST: vast://HOST:PORT")
+    p.add_argument("--membrane", type=Path, required=True, help="predicted membrane layer (its store folder or .vsvi)")
+    p.add_argument("--segmentation-layer", required=True, help="name of the VAST segmentation layer to paint into")
+    p.add_argument("--mode", choices=("cells", "membrane"), default="cells", help="2D cells (default) or membrane")
+    p.add_argument("--threshold", type=float, default=0.5, help="membrane mode: probability above which to paint")
+    p.add_argument("--first-id", type=int, default=2, help="first segment id to use (default 2, as mEMbrain)")
+    add_anchor_arguments(p)
