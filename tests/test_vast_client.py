@@ -264,3 +264,30 @@ def test_predict_then_paint_cells_around_skeleton_nodes_from_the_command_line(em
     for x, y, z in ((10, 10, 0), (100, 40, 1), (400, 250, 2)):
         outside[z, max(0, y - 32) : y + 32, max(0, x - 32) : x + 32] = 0
     assert not outside.any()  # nothing painted outside the cubes
+
+
+def test_ground_truth_painted_in_vast_becomes_a_training_run(isbi, emulator, tmp_path):
+    """Paint ISBI's expert classes into the VAST layer, export them, train one tiny epoch on them."""
+    from tests.test_training import TINY
+
+    box = Box(x0=0, x1=256, y0=0, y1=256, z0=0, z1=2, mip=0)
+    truth = np.stack([read_image(isbi / "train" / "label" / f"{z:02d}.png")[:256, :256] for z in range(2)])
+    classes = np.where(truth < 128, 2, 1).astype(np.uint16)  # 2 membrane, 1 interior
+    classes[:, 200:] = 0  # a region not painted: unannotated
+    with VastClient("127.0.0.1", emulator.port, timeout=TIMEOUT) as client:
+        with client.api_layer(client.find_layer("segmentation")):
+            client.write_segmentation(box, classes)
+    vast = f"vast://127.0.0.1:{emulator.port}"
+    exported = run_cli("vast-ground-truth", vast, "--segmentation-layer", "segmentation", "--box", "0,256,0,256,0,2",
+                       "--out", str(tmp_path / "gt"))  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert "2 sections (78% of pixels annotated)" in exported.stdout
+    labels = sorted((tmp_path / "gt" / "labels").glob("*.png"))
+    assert len(labels) == 2 and np.array_equal(read_image(labels[1]), classes[1])
+    trained = run_cli("train", "--em", str(tmp_path / "gt" / "em"), "--labels", str(tmp_path / "gt" / "labels"),
+                      "--mapping", "classes", "--out", str(tmp_path / "run"), "--epochs", "1", env=TINY)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert (tmp_path / "run" / "model" / "model.json").is_file()
+    bad = run_cli("vast-ground-truth", vast, "--segmentation-layer", "segmentation", "--box", "0,900,0,10,0,1",
+                  "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert bad.returncode == 2 and "lies outside VAST layer 0" in bad.stderr and "Traceback" not in bad.stderr

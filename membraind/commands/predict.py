@@ -6,9 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from membraind.commands import Add, run_with_progress
 from membraind.config import Settings, with_overrides
 from membraind.errors import InputError, describe_validation_error
+from membraind.volumes.box import Box
 
 _IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 
@@ -21,6 +24,15 @@ def _ints(text: str, count: int, what: str) -> list[int]:
     if len(values) != count:
         raise InputError(f"{what} must be {count} comma-separated integers, got {text!r}")
     return values
+
+
+def parse_box(text: str, mip: int) -> Box:
+    """``x0,x1,y0,y1,z0,z1`` (half-open) at ``mip`` as a box, or an error saying how to write it."""
+    x0, x1, y0, y1, z0, z1 = _ints(text, 6, "--box")
+    try:
+        return Box(x0=x0, x1=x1, y0=y0, y1=y1, z0=z0, z1=z1, mip=mip)
+    except ValidationError as exc:
+        raise InputError(f"--box {text!r}: {describe_validation_error(exc)}") from None
 
 
 def _anchors(args: argparse.Namespace) -> list[dict]:
@@ -67,8 +79,7 @@ def add_anchor_arguments(p: argparse.ArgumentParser) -> None:
 
 def _target(args: argparse.Namespace) -> dict:
     if args.box:
-        x0, x1, y0, y1, z0, z1 = _ints(args.box, 6, "--box")
-        return {"mode": "box", "box": dict(x0=x0, x1=x1, y0=y0, y1=y1, z0=z0, z1=z1, mip=args.box_mip)}
+        return {"mode": "box", "box": parse_box(args.box, args.box_mip)}
     points = anchor_points(args)
     if points:
         return {"mode": "anchors", "points": points, "cube_xy": args.cube_xy, "cube_z": args.cube_z}
@@ -99,8 +110,6 @@ def vast_source(text: str) -> Path | dict:
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
-    from pydantic import ValidationError
-
     from membraind.predict.request import PredictRequest
     from membraind.predict.run import run_prediction
 

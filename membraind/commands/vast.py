@@ -85,6 +85,30 @@ def cmd_vast_paint(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_vast_ground_truth(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.commands.predict import parse_box, vast_source
+    from membraind.vast.client import VastClient
+    from membraind.vast.ground_truth import export_ground_truth, ground_truth_from_vast
+
+    source = vast_source(args.vast)
+    if not isinstance(source, dict):
+        raise InputError(f"{args.vast!r} is not a VAST address; write vast://HOST:PORT, e.g. vast://127.0.0.1:22081")
+    box = parse_box(args.box, args.mip)
+    with VastClient(source["host"], source["port"]) as client:
+        images = ground_truth_from_vast(
+            client, _layer(args.em_layer), _layer(args.segmentation_layer), box, convention=args.convention
+        )
+    em, labels = export_ground_truth(images, args.out)
+    annotated = sum(image.annotated_fraction for image in images) / len(images)
+    print(f"{len(images)} sections ({annotated:.0%} of pixels annotated): EM in {em}, labels in {labels}")
+    print(f"train with: membraind train --em {em} --labels {labels} --mapping classes --out RUN")
+    return 0
+
+
+def _layer(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
 def register(add: Add) -> None:
     """Add the VAST subcommands."""
     p = add(
@@ -110,3 +134,19 @@ def register(add: Add) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="membrane mode: probability above which to paint")
     p.add_argument("--first-id", type=int, default=2, help="first segment id to use (default 2, as mEMbrain)")
     add_anchor_arguments(p)
+
+    p = add(
+        "vast-ground-truth",
+        cmd_vast_ground_truth,
+        "read EM and a painted segmentation layer of a box from VAST as training images (em/ and labels/ folders)",
+    )
+    p.add_argument("vast", help="the VAST: vast://HOST:PORT")
+    p.add_argument("--em-layer", default="0", help="EM layer name or number (default 0)")
+    p.add_argument("--segmentation-layer", required=True, help="painted segmentation layer, name or number")
+    p.add_argument("--box", required=True, help="x0,x1,y0,y1,z0,z1: the half-open box to read")
+    p.add_argument("--mip", type=int, default=0, help="mip of the box and of the images (default 0)")
+    p.add_argument(
+        "--convention", choices=("classes", "instances"), default="classes",
+        help="segment ids are classes (1 interior, 2 membrane, 3 third; default) or one segment per cell",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="output folder: em/ and labels/")

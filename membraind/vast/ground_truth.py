@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -13,8 +14,9 @@ from membraind.vast.client import VastClient
 from membraind.vast.volume import VastVolume
 from membraind.volumes.box import Box
 from membraind.volumes.gray import as_gray
+from membraind.volumes.image_files import write_image
 
-__all__ = ["ground_truth_from_vast"]
+__all__ = ["ground_truth_from_vast", "export_ground_truth"]
 
 
 def ground_truth_from_vast(
@@ -50,3 +52,13 @@ def ground_truth_from_vast(
             labels = mapping.apply(id_section, f"VAST layer {seg_layer}, section {z}")
         images.append(GroundTruthImage(name=name, em=np.asarray(em_section), labels=labels))
     return images
+
+
+def export_ground_truth(images: list[GroundTruthImage], out: Path) -> tuple[Path, Path]:
+    """Write ``images`` as ``out/em/<name>.png`` and ``out/labels/<name>.png`` (class values),
+    the folders ``membraind train --em ... --labels ... --mapping classes`` reads."""
+    em_dir, label_dir = Path(out) / "em", Path(out) / "labels"
+    for image in images:
+        write_image(em_dir / f"{image.name}.png", image.em)
+        write_image(label_dir / f"{image.name}.png", image.labels)
+    return em_dir, label_dir
