@@ -95,10 +95,21 @@ def test_em_reads_match_the_files_at_every_mip(client, em_folder, mip):
     assert np.array_equal(vast.read(box), files.read(box))
 
 
-def test_reads_come_in_cube_deep_chunks(client, em_folder):
-    # The emulator's cube depth is smaller than 3 sections only if it says so; either way the result is whole.
-    box = Box(x0=0, x1=500, y0=0, y1=300, z0=0, z1=3, mip=0)
-    assert client.read_em(0, box).shape == (3, 300, 500)
+def test_reads_come_in_chunks_aligned_to_vast_cubes(em_folder):
+    box = Box(x0=0, x1=50, y0=0, y1=30, z0=0, z1=3, mip=0)
+    with VastEmulator(em_folder, port=0, cube_size=(16, 16, 2)) as emulator:
+        with VastClient("127.0.0.1", emulator.port, timeout=TIMEOUT) as client:
+            sent = []
+            call = client.call
+
+            def spy(command, *values, **kwargs):
+                sent.append(values[6:8] if command == 30 else None)  # minz, maxz of EM reads
+                return call(command, *values, **kwargs)
+
+            client.call = spy
+            assert np.array_equal(client.read_em(0, box.model_copy(update={"z0": 1})), open_volume(em_folder).read(
+                box.model_copy(update={"z0": 1})))
+            assert [s for s in sent if s] == [(1, 1), (2, 2)]  # z 1 ends cube 0-1; z 2 starts cube 2-3
 
 
 def test_refusal_names_what_vast_refused(client):
@@ -222,6 +233,15 @@ def test_command_line_predicts_around_the_nodes_of_a_vast_annotation_layer(emula
     assert result.returncode == 0, result.stderr
     # Nodes (10, 10, 0), (100, 40, 1), (400, 250, 2) with 1024 px tiles: one tile in each of sections 0-2.
     assert "3 tiles predicted" in result.stdout
+    # The result appears in VAST as a layer: loaded once, then only refreshed.
+    assert [c[0] for c in emulator.calls] == ["LOADLAYER"] and emulator.calls[0][1].endswith(".vsvi")
+    assert "VAST layer" in result.stdout
+    again = run_cli("predict", source, "--bundle", str(trained_bundle), "--out", str(tmp_path / "out"),
+                    "--anchor-layer", "anchors", "--cube-xy", "64", "--cube-z", "1")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "0 tiles predicted, 3 already up to date" in again.stdout
+    assert [c[0] for c in emulator.calls] == ["LOADLAYER", "REFRESHLAYERREGION"]
+    assert emulator.calls[1][2:] == (0, 431, 0, 281, 0, 2)  # the anchors' cubes from 0, inclusive, mip 0
     bad = run_cli("predict", source, "--bundle", str(trained_bundle), "--out", str(tmp_path / "out"),
                   "--anchor-layer", "nope")  # fmt: skip
     assert bad.returncode == 2 and "no layer named 'nope'" in bad.stderr and "Traceback" not in bad.stderr

@@ -62,11 +62,9 @@ def progress_bar(unit_scale: int = 1000) -> tuple[Callable[[float, str], None], 
     return progress, bar.close
 
 
-def run_with_progress(work: Callable[[Callable[[float, str], None]], Any]) -> int:
-    """Run ``work(progress)`` under a progress bar, then print its report's summary and outputs.
-
-    The report is any object with ``summary()`` and ``outputs`` (prediction, segmentation).
-    """
+def run_with_progress(work: Callable[[Callable[[float, str], None]], Any]) -> Any:
+    """Run ``work(progress)`` under a progress bar, print its report's summary and outputs,
+    and return the report (any object with ``summary()`` and ``outputs``)."""
     progress, close_bar = progress_bar()
     try:
         report = work(progress)
@@ -75,4 +73,4 @@ def run_with_progress(work: Callable[[Callable[[float, str], None]], Any]) -> in
     print(report.summary())
     for path in report.outputs:
         print(f"output: {path}")
-    return 0
+    return report

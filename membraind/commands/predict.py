@@ -11,9 +11,11 @@ from pydantic import ValidationError
 from membraind.commands import Add, run_with_progress
 from membraind.config import Settings, with_overrides
 from membraind.errors import InputError, describe_validation_error
+from membraind.predict.request import PredictRequest, VastSource
 from membraind.volumes.box import Box
 
 _IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+VAST_LAYERS_FILE = ".vast-layers.json"  # which VAST layer each output store became
 
 
 def _ints(text: str, count: int, what: str) -> list[int]:
@@ -110,7 +112,6 @@ def vast_source(text: str) -> Path | dict:
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
-    from membraind.predict.request import PredictRequest
     from membraind.predict.run import run_prediction
 
     predict = with_overrides(
@@ -127,7 +128,26 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
         )
     except ValidationError as exc:
         raise InputError(f"invalid prediction request: {describe_validation_error(exc)}") from None
-    return run_with_progress(lambda progress: run_prediction(request, predict, progress=progress))
+    report = run_with_progress(lambda progress: run_prediction(request, predict, progress=progress))
+    if isinstance(request.volume, VastSource) and not args.no_vast_layer:
+        _show_in_vast(request, report.outputs, report.mip)
+    return 0
+
+
+def _show_in_vast(request: PredictRequest, stores: list[Path], mip: int) -> None:
+    """Load each output layer into the VAST it was predicted from (once), or refresh what changed."""
+    from membraind.vast.client import VastClient
+    from membraind.vast.publish import LayerPublisher
+
+    source = request.volume
+    region = request.region()
+    if region is not None:  # in the store's own pixels: its level 0 is the predicted mip
+        region = region.at_mip(mip).model_copy(update={"mip": 0})
+    with VastClient(source.host, source.port) as client:
+        publisher = LayerPublisher(client, Path(request.out) / VAST_LAYERS_FILE)
+        for vsvi in stores:
+            layer = publisher.publish(vsvi, region)
+            print(f"VAST layer {layer}: {vsvi.name}")
 
 
 def register(add: Add) -> None:
@@ -146,4 +166,7 @@ def register(add: Add) -> None:
     p.add_argument("--engine", choices=("auto", "torch", "onnx"), help="inference engine (default: config)")
     p.add_argument("--device", help="auto, cpu, cuda, ... (default: config)")
     p.add_argument("--outputs", help="comma list of membrane, classes, rgb (default: config)")
+    p.add_argument(
+        "--no-vast-layer", action="store_true", help="VAST source: do not load the results into VAST as layers"
+    )
     p.add_argument("--overwrite", action="store_true", help="recompute tiles whose outputs are already up to date")

@@ -34,7 +34,7 @@ def cmd_segment2d(args: argparse.Namespace, settings: Settings) -> int:
         min_size=args.min_size,
         membrane_threshold=args.threshold,
     )
-    return run_with_progress(
+    run_with_progress(
         lambda progress: run_segmentation(
             args.membrane,
             args.out,
@@ -46,6 +46,7 @@ def cmd_segment2d(args: argparse.Namespace, settings: Settings) -> int:
             progress=progress,
         )
     )
+    return 0
 
 
 def register(add: Add) -> None:

@@ -59,6 +59,7 @@ class PredictionReport:
     seconds: float = 0.0
     megapixels: float = 0.0
     outputs: list[Path] = field(default_factory=list)
+    mip: int = 0  # the mip predicted at: level 0 of the output stores
 
     def summary(self) -> str:
         """One line for people."""

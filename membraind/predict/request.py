@@ -95,3 +95,16 @@ class PredictRequest(_Strict):
     voxel_size_nm: tuple[float, float, float] | None = Field(
         None, description="(x, y, z) voxel size for sources that do not say (image folders, TIFF stacks)"
     )
+
+    def region(self) -> Box | None:
+        """The mip-0 box the target covers (None: the whole volume, or one image)."""
+        if isinstance(self.target, BoxRegion):
+            return self.target.box.at_mip(0)
+        if isinstance(self.target, Anchors):
+            boxes = self.target.boxes()
+            return Box(
+                x0=min(b.x0 for b in boxes), x1=max(b.x1 for b in boxes),
+                y0=min(b.y0 for b in boxes), y1=max(b.y1 for b in boxes),
+                z0=min(b.z0 for b in boxes), z1=max(b.z1 for b in boxes), mip=0,
+            )  # fmt: skip
+        return None

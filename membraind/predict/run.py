@@ -92,7 +92,7 @@ def run_prediction(
         else:
             sink = TileStoreSink(request.out, volume, grid, models, settings.pyramid)
         cpu = all(m.engine.device.type == "cpu" for m in models)
-        return predict_tiles(
+        report = predict_tiles(
             volume, grid, keys, models, sink,
             context=settings.context,
             batch_size=settings.batch_size or (1 if cpu else 4),
@@ -101,5 +101,7 @@ def run_prediction(
             progress=progress,
             cancel=cancel,
         )  # fmt: skip
+        report.mip = mip
+        return report
     finally:
         volume.close()

@@ -217,8 +217,11 @@ class VastClient:
         return values.expect("LOADLAYER", uints=1).uints[0]
 
     def refresh_layer_region(self, layer: int, box: Box) -> None:
-        """REFRESHLAYERREGION: make VAST re-read ``layer`` inside ``box`` (mip-0 box)."""
-        self.call(Command.REFRESHLAYERREGION, layer, *_inclusive(box.at_mip(0)), context=f"layer {layer}, {_where(box)}")
+        """REFRESHLAYERREGION: make VAST re-read ``layer`` inside ``box`` (mip-0 box; the part
+        below 0, e.g. of an anchor cube at the edge, is dropped: VAST coordinates are unsigned)."""
+        box = box.at_mip(0)
+        box = box.model_copy(update={"x0": max(box.x0, 0), "y0": max(box.y0, 0), "z0": max(box.z0, 0)})
+        self.call(Command.REFRESHLAYERREGION, layer, *_inclusive(box), context=f"layer {layer}, {_where(box)}")
 
     # ------------------------------------------------------------------ API layer selection
 
@@ -238,9 +241,11 @@ class VastClient:
         """EM voxels of ``box`` (at ``box.mip``) from ``layer``: ``(z, y, x)`` uint8, or
         ``(z, y, x, 3)`` RGB for colour layers. Reads VAST-cube-deep z chunks."""
         step = max(1, self.info().cube_size[2])
+        # Chunk limits on multiples of the cube depth: each request touches whole VAST cubes.
+        limits = [box.z0, *range((box.z0 // step + 1) * step, box.z1, step), box.z1]
         chunks = []
-        for z0 in range(box.z0, box.z1, step):
-            part = box.model_copy(update={"z0": z0, "z1": min(box.z1, z0 + step)})
+        for z0, z1 in zip(limits, limits[1:]):
+            part = box.model_copy(update={"z0": z0, "z1": z1})
             raw = self._bulk(
                 Command.GETEMIMAGERAW, layer, part.mip, *_inclusive(part), context=f"layer {layer}, {_where(part)}"
             )

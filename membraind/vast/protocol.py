@@ -168,7 +168,10 @@ def encode_values(*values: int | float | str | bytes | tuple[Tag, int | float]) 
         elif tag == Tag.DATA:
             out += WORD.pack(len(raw)) + bytes(raw)
         else:
-            out += _SCALARS[Tag(tag)].pack(raw)
+            try:
+                out += _SCALARS[Tag(tag)].pack(raw)
+            except struct.error:
+                raise ValueError(f"{raw!r} does not fit a VAST {Tag(tag).name} value") from None
     return bytes(out)
 
 
