@@ -8,6 +8,7 @@ layer.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import numpy as np
@@ -23,7 +24,7 @@ from membraind.vast.editable import renumber_segments, write_unpainted
 from membraind.vast.emulator import VastEmulator
 from membraind.vast.ground_truth import ground_truth_from_vast
 from membraind.vast.layouts import SkeletonNode
-from membraind.vast.protocol import VastProtocolError, VastRefused
+from membraind.vast.protocol import VastOutOfBounds, VastProtocolError, VastRefused
 from membraind.vast.publish import LayerPublisher
 from membraind.vast.skeletons import AnnotationLayerData, SkeletonObject, save_skeleton_json
 from membraind.vast.volume import VastVolume
@@ -113,7 +114,7 @@ def test_reads_come_in_chunks_aligned_to_vast_cubes(em_folder):
 
 
 def test_refusal_names_what_vast_refused(client):
-    with pytest.raises(VastRefused, match=r"coordinates out of bounds.*box x 0-599, y 0-9, z 0-0 at mip 0"):
+    with pytest.raises(VastOutOfBounds, match=r"coordinates out of bounds.*box x 0-599, y 0-9, z 0-0 at mip 0"):
         client.read_em(0, Box(x0=0, x1=600, y0=0, y1=10, z0=0, z1=1, mip=0))
     with pytest.raises(VastRefused, match="mip level out of bounds"):
         client.read_em(0, Box(x0=0, x1=1, y0=0, y1=1, z0=0, z1=1, mip=12))
@@ -130,6 +131,7 @@ def test_segmentation_round_trip_raw_and_rle_and_editable_writes(client):
         noisy = np.random.default_rng(0).integers(0, 60000, box.shape).astype(np.uint16)
         assert client.write_segmentation(box, noisy) == "raw"  # RLE would be larger
         assert np.array_equal(client.read_segmentation(box, rle=False), noisy)
+        assert np.array_equal(client.read_segmentation(box, rle=True), noisy)  # VAST says 22: read raw instead
         client.write_segmentation(box, painted)
         assert np.array_equal(client.read_segmentation(box, rle=True), painted)
     predicted = renumber_segments(np.arange(np.prod(box.shape)).reshape(box.shape) % 3, first_id=100)
@@ -311,3 +313,22 @@ def test_ground_truth_painted_in_vast_becomes_a_training_run(isbi, emulator, tmp
     bad = run_cli("vast-ground-truth", vast, "--segmentation-layer", "segmentation", "--box", "0,900,0,10,0,1",
                   "--out", str(tmp_path / "bad"))  # fmt: skip
     assert bad.returncode == 2 and "lies outside VAST layer 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_view_position_and_calls_from_several_threads_are_serialised(client, em_folder):
+    client.set_view_position(250, 150, 2)
+    assert client.view_position() == (250, 150, 2)
+    files = open_volume(em_folder)
+    boxes = [Box(x0=i * 40, x1=i * 40 + 60, y0=i * 20, y1=i * 20 + 50, z0=i % 3, z1=i % 3 + 1, mip=0) for i in range(8)]
+    results: dict[int, np.ndarray] = {}
+
+    def read(i: int) -> None:
+        for _ in range(5):  # interleave many requests on the one connection
+            results[i] = client.read_em(0, boxes[i])
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(boxes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert all(np.array_equal(results[i], files.read(box)) for i, box in enumerate(boxes))

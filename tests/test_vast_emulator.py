@@ -230,8 +230,10 @@ def test_segmentation_write_raw_and_rle_read_back_both_ways(client):
     expected[b.slices()] = labels_b
     raw = client.call(Command.GETSEGIMAGERAW, 0, *inclusive(whole))
     np.testing.assert_array_equal(np.frombuffer(raw, "<u2").reshape(whole.shape), expected)
-    rle = client.call(Command.GETSEGIMAGERLE, 0, *inclusive(a))
-    np.testing.assert_array_equal(decode_rle(rle, a.shape), labels_a)
+    rle = client.call(Command.GETSEGIMAGERLE, 0, *inclusive(b))
+    np.testing.assert_array_equal(decode_rle(rle, b.shape), labels_b)
+    with pytest.raises(Refused, match="error code 22"):  # noise: RLE would be larger, "request raw instead"
+        client.call(Command.GETSEGIMAGERLE, 0, *inclusive(a))
     # Mip 1: every other mip-0 voxel.
     half = Box(x0=0, x1=WIDTH >> 1, y0=0, y1=HEIGHT >> 1, z0=0, z1=3, mip=1)
     rle = client.call(Command.GETSEGIMAGERLE, 1, *inclusive(half))

@@ -39,8 +39,9 @@ from membraind.vast.protocol import (
     Tag,
     TaggedValues,
     VastError,
+    VastDataError,
     VastProtocolError,
-    VastRefused,
+    refusal,
     decode_values,
     encode_frame,
     encode_values,
@@ -53,6 +54,7 @@ __all__ = ["VastClient", "VastConnectionError", "DEFAULT_PORT"]
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 22081
+RLE_OVERFLOW = 22  # VAST's error code: the RLE reply would be larger than raw
 
 
 class VastConnectionError(VastError):
@@ -157,7 +159,7 @@ class VastClient:
                 raise VastConnectionError(f"connection to VAST at {self.address} broke during {name} ({exc})") from None
         if result != 1:
             values = decode_values(payload)
-            raise VastRefused(int(command), values.uints[0] if values.uints else 1, context)
+            raise refusal(int(command), values.uints[0] if values.uints else 1, context)
         return payload if int(command) in BULK_COMMANDS else decode_values(payload)
 
     def _values(self, command: int, *values: int | float | str | bytes | tuple[Tag, int | float], context: str = "") -> TaggedValues:
@@ -255,8 +257,12 @@ class VastClient:
     def read_segmentation(self, box: Box, rle: bool = True) -> np.ndarray:
         """uint16 ids of ``box`` from the selected API segmentation layer."""
         if rle:
-            raw = self._bulk(Command.GETSEGIMAGERLE, box.mip, *_inclusive(box), context=_where(box))
-            return decode_rle(raw, box.shape)
+            try:
+                raw = self._bulk(Command.GETSEGIMAGERLE, box.mip, *_inclusive(box), context=_where(box))
+                return decode_rle(raw, box.shape)
+            except VastDataError as exc:
+                if exc.code != RLE_OVERFLOW:
+                    raise  # else: too fragmented for RLE, VAST asks for raw
         raw = self._bulk(Command.GETSEGIMAGERAW, box.mip, *_inclusive(box), context=_where(box))
         if len(raw) != 2 * int(np.prod(box.shape)):
             raise VastProtocolError(f"segmentation of {box}: {len(raw)} bytes, expected 2 per voxel")

@@ -30,6 +30,8 @@ Emulation choices where VAST's behaviour is not documented:
   :func:`open_volume` cannot open, as VAST refuses a layer file it cannot parse.
 - Parameters may come as uint32 or int32 values but not both in one request, and their
   count must be exact.
+- GETSEGIMAGERLE answers 22 ("RLE overflow, request raw instead") when the RLE reply would
+  be larger than the raw one, which is what the code's wording suggests VAST does.
 
 Error codes (result 0, then one tagged uint32): 2 unknown command id; 3 wrong parameter
 count or types, undecodable tagged values; 4 the volume could not be read; 5 an internal
@@ -631,7 +633,13 @@ class VastEmulator:
         # Mip m voxel (x, y) is mip-0 voxel (x * s, y * s): read the covering mip-0 rows, keep every s-th.
         labels = self.segmentation.read(box.z0, box.z1, box.y0 * s, (box.y1 - 1) * s + 1, box.x0 * s,
                                         (box.x1 - 1) * s + 1)[:, ::s, ::s]  # fmt: skip
-        return encode_rle(labels) if rle else np.ascontiguousarray(labels, "<u2").tobytes()
+        raw = np.ascontiguousarray(labels, "<u2").tobytes()
+        if not rle:
+            return raw
+        encoded = encode_rle(labels)
+        if len(encoded) > len(raw):  # as error 22's wording says: "request raw instead"
+            raise _Refused(22, f"RLE would take {len(encoded)} bytes, raw {len(raw)}")
+        return encoded
 
     def _setseg(self, values: TaggedValues, rle: bool) -> bytes:
         box = self._seg_box(values, 1)

@@ -19,7 +19,7 @@ from membraind.errors import MembraindError
 __all__ = [
     "MAGIC", "HEADER", "MAX_PAYLOAD", "Command", "Tag", "TaggedValues", "VastError", "VastProtocolError",
     "VastRefused", "ERROR_MEANINGS", "encode_values", "decode_values", "encode_frame", "read_frame",
-    "BULK_COMMANDS",
+    "BULK_COMMANDS", "VastOutOfBounds", "VastLayerError", "VastDataError", "VastReadOnly", "refusal",
 ]  # fmt: skip
 
 MAGIC = b"VAST"
@@ -127,6 +127,35 @@ class VastRefused(VastError):
             name = f"command {command}"
         meaning = ERROR_MEANINGS.get(code, f"error code {code}")
         super().__init__(f"VAST refused {name}: {meaning}" + (f" ({detail})" if detail else ""))
+
+
+class VastOutOfBounds(VastRefused):
+    """Coordinates, mip, parameter or object number outside what VAST holds (10, 11, 14, 20)."""
+
+
+class VastLayerError(VastRefused):
+    """No such layer, the wrong kind of layer, or a layer operation failed (21, 30, 31, 32)."""
+
+
+class VastDataError(VastRefused):
+    """VAST could not use the data sent or cannot send that much (2, 3, 12, 13, 22)."""
+
+
+class VastReadOnly(VastRefused):
+    """The view or segmentation may not be modified (6, 7): unlock it in VAST."""
+
+
+_REFUSALS: dict[int, type[VastRefused]] = {
+    **dict.fromkeys((10, 11, 14, 20), VastOutOfBounds),
+    **dict.fromkeys((21, 30, 31, 32), VastLayerError),
+    **dict.fromkeys((2, 3, 12, 13, 22), VastDataError),
+    **dict.fromkeys((6, 7), VastReadOnly),
+}
+
+
+def refusal(command: int, code: int, detail: str = "") -> VastRefused:
+    """The exception for VAST's error ``code`` in reply to ``command`` (a :class:`VastRefused` subclass)."""
+    return _REFUSALS.get(code, VastRefused)(command, code, detail)
 
 
 @dataclass
