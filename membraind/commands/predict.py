@@ -52,22 +52,20 @@ def layer_anchors(source_text: str, layer_names: list[str] | None) -> list[dict]
     """Every skeleton node of the annotation layers ``layer_names`` of the VAST at ``source_text``."""
     if not layer_names:
         return []
-    source = vast_source(source_text)
-    if not isinstance(source, dict):
-        raise InputError("--anchor-layer reads skeletons from VAST: give the source as vast://HOST:PORT/LAYER")
+    source = require_vast(source_text, "--anchor-layer reads skeletons from VAST")
     from membraind.vast.anchors import AnchorPoller
     from membraind.vast.client import VastClient
 
-    with VastClient(source["host"], source["port"]) as client:
+    with VastClient(source.host, source.port) as client:
         anchors = AnchorPoller(client, layer_names).poll()
     if not anchors:
         raise InputError(f"annotation layers {', '.join(layer_names)} hold no skeleton nodes; nothing to do")
     return [a.model_dump() for a in anchors]
 
 
-def anchor_points(args: argparse.Namespace) -> list[dict]:
-    """Anchors from ``--anchor``, ``--anchors`` and ``--anchor-layer``."""
-    return _anchors(args) + layer_anchors(args.volume, args.anchor_layer)
+def anchor_points(args: argparse.Namespace, source_text: str) -> list[dict]:
+    """Anchors from ``--anchor``, ``--anchors`` and ``--anchor-layer`` (read from the VAST at ``source_text``)."""
+    return _anchors(args) + layer_anchors(source_text, args.anchor_layer)
 
 
 def add_anchor_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,7 +80,7 @@ def add_anchor_arguments(p: argparse.ArgumentParser) -> None:
 def _target(args: argparse.Namespace) -> dict:
     if args.box:
         return {"mode": "box", "box": parse_box(args.box, args.box_mip)}
-    points = anchor_points(args)
+    points = anchor_points(args, args.volume)
     if points:
         return {"mode": "anchors", "points": points, "cube_xy": args.cube_xy, "cube_z": args.cube_z}
     path = Path(args.volume)
@@ -100,7 +98,7 @@ def _single_page(path: Path) -> bool:
         return len(tif.pages) == 1
 
 
-def vast_source(text: str) -> Path | dict:
+def vast_source(text: str) -> Path | VastSource:
     """A path, or ``vast://HOST:PORT/LAYER`` (layer number or name) for a live VAST."""
     if not text.startswith("vast://"):
         return Path(text)
@@ -108,7 +106,23 @@ def vast_source(text: str) -> Path | dict:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise InputError(f"{text!r}: write a VAST source as vast://HOST:PORT[/LAYER], e.g. vast://127.0.0.1:22081/EM")
-    return {"host": host, "port": int(port), "layer": int(layer) if layer.isdigit() else (layer or 0)}
+    try:
+        return VastSource(host=host, port=int(port), layer=layer_ref(layer or "0"))
+    except ValidationError as exc:
+        raise InputError(f"{text!r}: {describe_validation_error(exc)}") from None
+
+
+def require_vast(text: str, why: str) -> VastSource:
+    """The VAST that ``text`` names; an error saying ``why`` a VAST is needed when it names a path."""
+    source = vast_source(text)
+    if not isinstance(source, VastSource):
+        raise InputError(f"{why}: write it as vast://HOST:PORT, e.g. vast://127.0.0.1:22081 (got {text!r})")
+    return source
+
+
+def layer_ref(text: str) -> int | str:
+    """A VAST layer given on the command line: its number when all digits, else its name."""
+    return int(text) if text.isdigit() else text
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:

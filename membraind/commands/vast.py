@@ -11,8 +11,8 @@ from membraind.commands import Add
 from membraind.commands.predict import add_anchor_arguments
 from membraind.config import Settings
 from membraind.errors import InputError, describe_validation_error
+from membraind.vast.protocol import DEFAULT_PORT
 
-DEFAULT_PORT = 22081  # VAST's own default, so clients need no --port
 
 
 def _voxel_size(text: str | None) -> tuple[float, float, float] | None:
@@ -60,23 +60,20 @@ def cmd_vast_emulator(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_vast_paint(args: argparse.Namespace, settings: Settings) -> int:
     from pydantic import ValidationError
 
-    from membraind.commands.predict import anchor_points, vast_source
+    from membraind.commands.predict import anchor_points, layer_ref, require_vast
     from membraind.predict.request import Anchors
     from membraind.vast.client import VastClient
     from membraind.vast.paint import paint_around_anchors
     from membraind.volumes.open_volume import open_volume
 
-    source = vast_source(args.vast)
-    if not isinstance(source, dict):
-        raise InputError(f"{args.vast!r} is not a VAST address; write vast://HOST:PORT, e.g. vast://127.0.0.1:22081")
-    args.volume = args.vast  # anchor layers are read from the same VAST
+    source = require_vast(args.vast, "vast-paint paints into a running VAST")
     try:
-        anchors = Anchors(points=anchor_points(args), cube_xy=args.cube_xy, cube_z=args.cube_z)
+        anchors = Anchors(points=anchor_points(args, args.vast), cube_xy=args.cube_xy, cube_z=args.cube_z)
     except ValidationError as exc:
         raise InputError(f"invalid anchors: {describe_validation_error(exc)} (give --anchor, --anchors or --anchor-layer)") from None
     membrane = open_volume(args.membrane)
-    with VastClient(source["host"], source["port"]) as client:
-        layer = client.find_layer(args.segmentation_layer)
+    with VastClient(source.host, source.port) as client:
+        layer = client.layer_number(layer_ref(args.segmentation_layer))
         report = paint_around_anchors(
             client, layer, membrane, anchors, mode=args.mode, settings=settings.segment2d,
             threshold=args.threshold, first_id=args.first_id,
@@ -86,27 +83,21 @@ def cmd_vast_paint(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_vast_ground_truth(args: argparse.Namespace, settings: Settings) -> int:
-    from membraind.commands.predict import parse_box, vast_source
+    from membraind.commands.predict import layer_ref, parse_box, require_vast
     from membraind.vast.client import VastClient
     from membraind.vast.ground_truth import export_ground_truth, ground_truth_from_vast
 
-    source = vast_source(args.vast)
-    if not isinstance(source, dict):
-        raise InputError(f"{args.vast!r} is not a VAST address; write vast://HOST:PORT, e.g. vast://127.0.0.1:22081")
+    source = require_vast(args.vast, "vast-ground-truth reads from a running VAST")
     box = parse_box(args.box, args.mip)
-    with VastClient(source["host"], source["port"]) as client:
+    with VastClient(source.host, source.port) as client:
         images = ground_truth_from_vast(
-            client, _layer(args.em_layer), _layer(args.segmentation_layer), box, convention=args.convention
+            client, layer_ref(args.em_layer), layer_ref(args.segmentation_layer), box, convention=args.convention
         )
     em, labels = export_ground_truth(images, args.out)
     annotated = sum(image.annotated_fraction for image in images) / len(images)
     print(f"{len(images)} sections ({annotated:.0%} of pixels annotated): EM in {em}, labels in {labels}")
     print(f"train with: membraind train --em {em} --labels {labels} --mapping classes --out RUN")
     return 0
-
-
-def _layer(text: str) -> int | str:
-    return int(text) if text.isdigit() else text
 
 
 def register(add: Add) -> None:
@@ -129,7 +120,7 @@ def register(add: Add) -> None:
     )
     p.add_argument("vast", help="the VAST: vast://HOST:PORT")
     p.add_argument("--membrane", type=Path, required=True, help="predicted membrane layer (its store folder or .vsvi)")
-    p.add_argument("--segmentation-layer", required=True, help="name of the VAST segmentation layer to paint into")
+    p.add_argument("--segmentation-layer", required=True, help="VAST segmentation layer to paint into, name or number")
     p.add_argument("--mode", choices=("cells", "membrane"), default="cells", help="2D cells (default) or membrane")
     p.add_argument("--threshold", type=float, default=0.5, help="membrane mode: probability above which to paint")
     p.add_argument("--first-id", type=int, default=2, help="first segment id to use (default 2, as mEMbrain)")

@@ -41,7 +41,7 @@ class SectionNormalizer:
         with self._lock:
             if z not in self._ranges:
                 if self.normalization.method == "percentile" and self.normalization.scope == "section":
-                    section = self.volume.read(self.volume.bounds(self.stats_mip).intersect(_plane(z, self.stats_mip)))[0]
+                    section = self.volume.read(self.volume.bounds(self.stats_mip).section(z))[0]
                 else:  # dataset statistics or no stretch: nothing to read
                     section = np.zeros((1, 1), self.volume.dtype)
                 self._ranges[z] = self.normalization.section_range(section)
@@ -54,20 +54,15 @@ class SectionNormalizer:
         if not self.normalization.clahe:
             return self.normalization.apply(raw, self.value_range(core.z0))
         whole = self._clahe_whole(core.z0)
-        bounds = self.volume.bounds(self.mip).intersect(_plane(core.z0, self.mip))
+        bounds = self.volume.bounds(self.mip).section(core.z0)
         return crop_with_context(whole[None], bounds, core, context, raw.shape[0])[0]
 
     def _clahe_whole(self, z: int) -> np.ndarray:
         with self._lock:  # one whole section at a time: memory bounded by a section
             if self._clahe_section is None or self._clahe_section[0] != z:
-                plane = self.volume.read(self.volume.bounds(self.mip).intersect(_plane(z, self.mip)))[0]
+                plane = self.volume.read(self.volume.bounds(self.mip).section(z))[0]
                 self._clahe_section = (z, self.normalization.normalize_section(plane))
             return self._clahe_section[1]
-
-
-def _plane(z: int, mip: int) -> Box:
-    big = 1 << 40
-    return Box(x0=0, x1=big, y0=0, y1=big, z0=z, z1=z + 1, mip=mip)
 
 
 def _pixels(shape: tuple[int, int, int]) -> int:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from membraind.vast.protocol import DEFAULT_PORT
 from membraind.volumes.box import Box
 
 __all__ = ["PredictRequest", "WholeVolume", "BoxRegion", "Anchor", "Anchors", "SingleImage", "Target", "VastSource"]
@@ -78,7 +79,7 @@ class VastSource(_Strict):
     """An EM layer of a running VAST (its remote API server) as the data to predict."""
 
     host: str = "127.0.0.1"
-    port: int = Field(22081, ge=1, le=65535)
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     layer: int | str = Field(0, description="EM layer: its number (0-based) or its name")
 
 

@@ -109,15 +109,15 @@ def run_segmentation(
     manifest are skipped unless ``overwrite``; a manifest written with other settings, mip
     or source is an error unless ``overwrite``, which starts the folder over.
     """
-    started, report = time.monotonic(), SegmentationReport()
+    started, report, out = time.monotonic(), SegmentationReport(), Path(out)
     volume = as_gray(open_volume(membrane))
     try:
         if not 0 <= mip < volume.mips:
             raise InputError(f"{volume.name} has mip levels 0-{volume.mips - 1}; mip {mip} was asked for")
         shape = volume.shape_at(mip)
         todo = _sections(sections, shape[0], membrane)
-        manifest = _open_manifest(Path(out), membrane, mip, shape, settings, overwrite)
-        store = _store(Path(out), volume, mip)
+        manifest = _open_manifest(out, membrane, mip, shape, settings, overwrite)
+        store = _store(out, volume, mip)
         for done, z in enumerate(todo):
             if cancel is not None and cancel():
                 raise SegmentationCancelled(
@@ -126,20 +126,24 @@ def run_segmentation(
             if z in manifest.sections:
                 report.skipped += 1
                 continue
-            ids = _segment(volume, z, mip, settings, manifest.next_id())
+            first = manifest.next_id()
+            ids, count = _segment(volume, z, mip, settings, first)
             store.write_region(store.bounds(0).section(z), ids[None])
             if store.max_mip >= 1:
                 store.build_pyramid(range(z, z + 1))
-            first, count = manifest.next_id(), int(np.count_nonzero(np.bincount(ids.ravel())[1:]))
             manifest.sections[z] = SectionIds(first=first, count=count)
-            write_text_atomic(Path(out) / MANIFEST_NAME, manifest.model_dump_json(indent=2))
+            write_text_atomic(out / MANIFEST_NAME, manifest.model_dump_json(indent=2))
             report.sections += 1
             if progress is not None:
                 progress((done + 1) / len(todo), f"section {z}: {count} segments")
         report.segments = sum(s.count for s in manifest.sections.values())
         report.outputs.append(store.write_vsvi())
         if label_tiff:
-            report.outputs.append(_write_tiff(Path(out) / TIFF_NAME, store, manifest))
+            tiff = out / TIFF_NAME
+            # The manifest changes with every finished section: a newer stack is already complete.
+            if not tiff.exists() or tiff.stat().st_mtime <= (out / MANIFEST_NAME).stat().st_mtime:
+                _write_tiff(tiff, store, manifest)
+            report.outputs.append(tiff)
     finally:
         volume.close()
     report.seconds = time.monotonic() - started
@@ -184,17 +188,18 @@ def _store(out: Path, volume: Volume, mip: int) -> TileStore:
     )
 
 
-def _segment(volume: Volume, z: int, mip: int, settings: Segment2DSettings, first: int) -> np.ndarray:
-    """Ids of section ``z`` numbered from ``first`` (0 stays boundary)."""
+def _segment(volume: Volume, z: int, mip: int, settings: Segment2DSettings, first: int) -> tuple[np.ndarray, int]:
+    """Ids of section ``z`` numbered from ``first`` (0 stays boundary), and how many there are."""
     section = volume.read(volume.bounds(mip).section(z))[0]
     ids = segment_section(section, settings).astype(np.int64)
+    count = int(ids.max(initial=0))  # segment_section numbers its cells 1..count
     ids[ids > 0] += first - 1
     if ids.max(initial=0) > MAX_RGB_ID:
         raise InputError(
             f"section {z} would need segment ids above {MAX_RGB_ID}, the most a VAST RGB segmentation layer holds; "
             "segment fewer sections per output folder (--sections), or raise min_size/h to make fewer segments"
         )
-    return ids
+    return ids, count
 
 
 def _write_tiff(path: Path, store: TileStore, manifest: SegmentationManifest) -> Path:

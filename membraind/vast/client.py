@@ -10,7 +10,6 @@ backoff while VAST is not reachable. Boxes are this project's half-open
 
 from __future__ import annotations
 
-import logging
 import socket
 import threading
 import time
@@ -35,6 +34,7 @@ from membraind.vast.layouts import (
 )
 from membraind.vast.protocol import (
     BULK_COMMANDS,
+    DEFAULT_PORT,
     Command,
     Tag,
     TaggedValues,
@@ -51,9 +51,6 @@ from membraind.volumes.box import Box
 
 __all__ = ["VastClient", "VastConnectionError", "DEFAULT_PORT"]
 
-log = logging.getLogger(__name__)
-
-DEFAULT_PORT = 22081
 RLE_OVERFLOW = 22  # VAST's error code: the RLE reply would be larger than raw
 
 
@@ -201,6 +198,10 @@ class VastClient:
                 return number
         names = ", ".join(repr(layer.name) for layer in layers) or "none"
         raise VastError(f"VAST has no layer named {name!r}; its layers are {names}")
+
+    def layer_number(self, layer: int | str) -> int:
+        """``layer`` itself when a number, else the number of the layer of that name."""
+        return self.find_layer(layer) if isinstance(layer, str) else layer
 
     def scale_factors(self, layer: int) -> list[tuple[int, int, int]]:
         """GETMIPMAPSCALEFACTORS: (x, y, z) reduction of each mip of ``layer``, mip 0 first."""

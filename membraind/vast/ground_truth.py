@@ -38,7 +38,7 @@ def ground_truth_from_vast(
     stay unannotated.
     """
     volume = as_gray(VastVolume(client, em_layer))
-    seg_layer = client.find_layer(segmentation_layer) if isinstance(segmentation_layer, str) else segmentation_layer
+    seg_layer = client.layer_number(segmentation_layer)
     em = volume.read(box)
     with client.api_layer(seg_layer):
         ids = client.read_segmentation(box)

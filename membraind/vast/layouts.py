@@ -132,7 +132,7 @@ def encode_names(names: list[str]) -> bytes:
 def decode_names(raw: bytes) -> list[str]:
     n = _count(raw, "name list", 0)
     parts = raw[4:].split(b"\0")
-    if len(parts) < n + 1 and not (n == 0):
+    if len(parts) < n + 1:  # n names, each NUL-terminated
         raise VastProtocolError(f"name list announces {n} names but holds {len(parts) - 1}")
     return [p.decode("utf-8", errors="replace") for p in parts[:n]]
 

@@ -17,12 +17,13 @@ from enum import IntEnum
 from membraind.errors import MembraindError
 
 __all__ = [
-    "MAGIC", "HEADER", "MAX_PAYLOAD", "Command", "Tag", "TaggedValues", "VastError", "VastProtocolError",
+    "MAGIC", "DEFAULT_PORT", "HEADER", "MAX_PAYLOAD", "Command", "Tag", "TaggedValues", "VastError", "VastProtocolError",
     "VastRefused", "ERROR_MEANINGS", "encode_values", "decode_values", "encode_frame", "read_frame",
     "BULK_COMMANDS", "VastOutOfBounds", "VastLayerError", "VastDataError", "VastReadOnly", "refusal",
 ]  # fmt: skip
 
 MAGIC = b"VAST"
+DEFAULT_PORT = 22081  # VAST's remote API server default
 HEADER = struct.Struct("<4sQ")  # magic, number of bytes that follow
 WORD = struct.Struct("<I")
 RESULT = struct.Struct("<i")

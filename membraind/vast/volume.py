@@ -27,7 +27,7 @@ class VastVolume(Volume):
 
     def __init__(self, client: VastClient, layer: int | str = 0) -> None:
         self.client = client
-        self.layer = client.find_layer(layer) if isinstance(layer, str) else layer
+        self.layer = client.layer_number(layer)
         info = client.info()
         layer_info = client.layer_info(self.layer)
         if layer_info.bytes_per_pixel not in (1, 3):
