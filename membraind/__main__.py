@@ -1,3 +1,4 @@
 from membraind.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # a spawned engine process imports this module too
+    raise SystemExit(main())

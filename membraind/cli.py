@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Sequence
 
 from membraind import __version__
-from membraind.commands import Command, demo, groundtruth, predict, segment, training, vast
+from membraind.commands import Command, demo, groundtruth, predict, segment, service, training, vast
 from membraind.config import Settings, load_settings
 from membraind.errors import MembraindError
 
-AREAS = (demo, groundtruth, training, predict, segment, vast)
+AREAS = (demo, groundtruth, training, predict, segment, vast, service)
 
 
 def cmd_show_config(args: argparse.Namespace, settings: Settings) -> int:

@@ -24,6 +24,7 @@ from membraind.nn.architecture import UNetConfig
 from membraind.nn.train_settings import TrainingSettings, TransferSettings
 from membraind.predict.settings import PredictSettings
 from membraind.segment.settings import Segment2DSettings
+from membraind.service.settings import ServiceSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,6 +86,7 @@ class Settings(BaseSettings):
     transfer: TransferSettings = TransferSettings()
     predict: PredictSettings = PredictSettings()
     segment2d: Segment2DSettings = Segment2DSettings()
+    service: ServiceSettings = ServiceSettings()
 
     @classmethod
     def settings_customise_sources(

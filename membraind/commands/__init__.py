@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from membraind.config import Settings
+from membraind.errors import InputError, describe_validation_error
 from membraind.groundtruth.label_mapping import PRESETS, LabelMapping
 
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -62,15 +63,26 @@ def progress_bar(unit_scale: int = 1000) -> tuple[Callable[[float, str], None], 
     return progress, bar.close
 
 
-def run_with_progress(work: Callable[[Callable[[float, str], None]], Any]) -> Any:
-    """Run ``work(progress)`` under a progress bar, print its report's summary and outputs,
-    and return the report (any object with ``summary()`` and ``outputs``)."""
+def spec_from_args(spec_type: type, **values: Any) -> Any:
+    """A job spec from command-line values (None: not given, the configuration decides)."""
+    from pydantic import ValidationError
+
+    try:
+        return spec_type(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        raise InputError(f"invalid {spec_type.model_fields['kind'].default} request: {describe_validation_error(exc)}") from None
+
+
+def run_spec(spec: Any, settings: Settings) -> Any:
+    """Run a job spec under a progress bar, print its summary and outputs, return its result."""
+    from membraind.jobs.execute import run_job
+
     progress, close_bar = progress_bar()
     try:
-        report = work(progress)
+        result = run_job(spec, settings, progress, lambda: False)
     finally:
         close_bar()
-    print(report.summary())
-    for path in report.outputs:
+    print(result.summary)
+    for path in result.outputs:
         print(f"output: {path}")
-    return report
+    return result

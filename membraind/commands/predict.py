@@ -8,14 +8,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from membraind.commands import Add, run_with_progress
-from membraind.config import Settings, with_overrides
+from membraind.commands import Add, run_spec, spec_from_args
+from membraind.config import Settings
 from membraind.errors import InputError, describe_validation_error
-from membraind.predict.request import PredictRequest, VastSource
+from membraind.predict.request import VastSource
 from membraind.volumes.box import Box
 
 _IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
-VAST_LAYERS_FILE = ".vast-layers.json"  # which VAST layer each output store became
 
 
 def _ints(text: str, count: int, what: str) -> list[int]:
@@ -126,42 +125,15 @@ def layer_ref(text: str) -> int | str:
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
-    from membraind.predict.run import run_prediction
+    from membraind.jobs.specs import PredictSpec
 
-    predict = with_overrides(
-        settings.predict,
-        "the command line",
-        engine=args.engine,
-        device=args.device,
-        overwrite=True if args.overwrite else None,
-        outputs=args.outputs.split(",") if args.outputs else None,
-    )
-    try:
-        request = PredictRequest(
-            volume=vast_source(args.volume), bundles=args.bundle, out=args.out, target=_target(args), mip=args.mip
-        )
-    except ValidationError as exc:
-        raise InputError(f"invalid prediction request: {describe_validation_error(exc)}") from None
-    report = run_with_progress(lambda progress: run_prediction(request, predict, progress=progress))
-    if isinstance(request.volume, VastSource) and not args.no_vast_layer:
-        _show_in_vast(request, report.outputs, report.mip)
+    spec = spec_from_args(
+        PredictSpec, volume=vast_source(args.volume), bundles=args.bundle, out=args.out, target=_target(args),
+        mip=args.mip, engine=args.engine, device=args.device, overwrite=args.overwrite,
+        outputs=args.outputs.split(",") if args.outputs else None, show_in_vast=not args.no_vast_layer,
+    )  # fmt: skip
+    run_spec(spec, settings)
     return 0
-
-
-def _show_in_vast(request: PredictRequest, stores: list[Path], mip: int) -> None:
-    """Load each output layer into the VAST it was predicted from (once), or refresh what changed."""
-    from membraind.vast.client import VastClient
-    from membraind.vast.publish import LayerPublisher
-
-    source = request.volume
-    region = request.region()
-    if region is not None:  # in the store's own pixels: its level 0 is the predicted mip
-        region = region.at_mip(mip).model_copy(update={"mip": 0})
-    with VastClient(source.host, source.port) as client:
-        publisher = LayerPublisher(client, Path(request.out) / VAST_LAYERS_FILE)
-        for vsvi in stores:
-            layer = publisher.publish(vsvi, region)
-            print(f"VAST layer {layer}: {vsvi.name}")
 
 
 def register(add: Add) -> None:

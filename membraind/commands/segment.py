@@ -5,47 +5,33 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from membraind.commands import Add, run_with_progress
-from membraind.config import Settings, with_overrides
+from membraind.commands import Add, run_spec, spec_from_args
+from membraind.config import Settings
 from membraind.errors import InputError
 
 
-def _sections(text: str | None) -> range | None:
+def _sections(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     first, _, last = text.partition("-")
     try:
-        start, stop = int(first), int(last or first) + 1
+        start, stop = int(first), int(last or first)
     except ValueError:
-        start, stop = 0, 0
-    if stop <= start or start < 0:
+        start, stop = 0, -1
+    if stop < start or start < 0:
         raise InputError(f"--sections must be FIRST-LAST or one section number (e.g. 0-99), got {text!r}")
-    return range(start, stop)
+    return start, stop
 
 
 def cmd_segment2d(args: argparse.Namespace, settings: Settings) -> int:
-    from membraind.segment.run import run_segmentation
+    from membraind.jobs.specs import Segment2DSpec
 
-    segment = with_overrides(
-        settings.segment2d,
-        "the command line",
-        h=args.h,
-        sigma=args.sigma,
-        min_size=args.min_size,
-        membrane_threshold=args.threshold,
-    )
-    run_with_progress(
-        lambda progress: run_segmentation(
-            args.membrane,
-            args.out,
-            segment,
-            mip=args.mip,
-            sections=_sections(args.sections),
-            overwrite=args.overwrite,
-            label_tiff=not args.no_tiff,
-            progress=progress,
-        )
-    )
+    spec = spec_from_args(
+        Segment2DSpec, membrane=args.membrane, out=args.out, mip=args.mip, sections=_sections(args.sections),
+        h=args.h, sigma=args.sigma, min_size=args.min_size, membrane_threshold=args.threshold,
+        overwrite=args.overwrite, label_tiff=not args.no_tiff,
+    )  # fmt: skip
+    run_spec(spec, settings)
     return 0
 
 

@@ -5,76 +5,64 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from membraind.commands import Add, add_ground_truth_arguments, add_mapping_argument, mapping_from, progress_bar
-from membraind.config import Settings, with_overrides
+from membraind.commands import Add, add_ground_truth_arguments, add_mapping_argument, mapping_from, progress_bar, spec_from_args
+from membraind.config import Settings
 
 
-def _with_overrides(args: argparse.Namespace, settings: Settings) -> Settings:
-    """Settings with the command line's training options applied on top (validated)."""
-    training = with_overrides(
-        settings.training,
-        "the command line",
-        epochs=args.epochs,
-        steps_per_epoch=args.steps,
-        max_minutes=args.minutes,
-        device=args.device,
-        seed=args.seed,
-    )
-    sampler = with_overrides(settings.sampler, "the command line", patch_size=args.patch_size)
-    return settings.model_copy(update={"training": training, "sampler": sampler})
+def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
+    """The train (or finetune) job spec the command line describes."""
+    from membraind.jobs.specs import TrainSpec
+
+    return spec_from_args(
+        spec_type or TrainSpec,
+        em=args.em, labels=args.labels, mapping=args.mapping, val_em=args.val_em, val_labels=args.val_labels,
+        out=args.out, name=args.name, epochs=args.epochs, steps_per_epoch=args.steps, max_minutes=args.minutes,
+        patch_size=args.patch_size, device=args.device, seed=args.seed, restart=args.restart, **extra,
+    )  # fmt: skip
 
 
-def _train(args: argparse.Namespace, settings: Settings, transfer=None, parent=None) -> int:
-    from membraind.nn.trainer import Trainer, TrainingCancelled, load_training_data
+def _train(spec, settings: Settings) -> int:
+    from membraind.jobs.execute import make_trainer, training_result
+    from membraind.nn.trainer import TrainingCancelled
 
-    settings = _with_overrides(args, settings)
-    if args.restart:
-        (args.out / "checkpoint.pt").unlink(missing_ok=True)
-    data = load_training_data(
-        args.em, args.labels, mapping_from(args, settings), settings.training.validation_fraction,
-        args.val_em, args.val_labels,
-    )
-    trainer = Trainer(args.out, data, settings, name=args.name, parent=parent, transfer=transfer)
+    trainer = make_trainer(spec, settings)
+    data = trainer.data
     print(
         f"training on {len(data.train)} image(s), validating on {len(data.validation)}, device {trainer.device}; "
-        f"run folder {args.out}"
+        f"run folder {spec.out}"
     )
     progress, close_bar = progress_bar()
-
     try:
         bundle = trainer.run(progress)
     except (TrainingCancelled, KeyboardInterrupt):
         close_bar()
-        print(f"stopped; the last finished epoch is kept. Run the same command again to resume ({args.out}).")
+        print(f"stopped; the last finished epoch is kept. Run the same command again to resume ({spec.out}).")
         return 130
     close_bar()
-    print(f"model bundle: {bundle}\nlearning curve: {args.out / 'learning_curve.png'}")
+    print(training_result(spec.out, bundle).summary)
     return 0
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    return _train(args, settings)
+    return _train(_spec(args), settings)
 
 
 def cmd_finetune(args: argparse.Namespace, settings: Settings) -> int:
-    from membraind.nn.bundle import load_bundle
+    from membraind.jobs.specs import FinetuneSpec
 
-    transfer = with_overrides(
-        settings.transfer,
-        "the command line",
-        mode=args.mode,
-        leaky_factor=args.leaky_factor,
+    spec = _spec(
+        args, FinetuneSpec, parent=args.parent, mode=args.mode, leaky_factor=args.leaky_factor,
         episodic_ratio=args.episodic_ratio,
-    )
-    return _train(args, settings, transfer=transfer, parent=load_bundle(args.parent))
+    )  # fmt: skip
+    return _train(spec, settings)
 
 
 def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
-    from membraind.nn.bundle import load_bundle
-    from membraind.nn.onnx_io import export_onnx
+    from membraind.jobs.execute import run_export_onnx
+    from membraind.jobs.specs import ExportOnnxSpec
 
-    out = args.out or args.bundle / "model.onnx"
-    print(f"ONNX model: {export_onnx(load_bundle(args.bundle), out)}")
+    spec = spec_from_args(ExportOnnxSpec, bundle=args.bundle, out=args.out)
+    print(run_export_onnx(spec, settings, lambda fraction, message: None, lambda: False).summary)
     return 0
 
 

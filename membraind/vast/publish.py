@@ -16,7 +16,9 @@ from membraind.vast.client import VastClient
 from membraind.vast.protocol import VastRefused
 from membraind.volumes.box import Box
 
-__all__ = ["LayerPublisher"]
+__all__ = ["LayerPublisher", "show_prediction_in_vast", "VAST_LAYERS_FILE"]
+
+VAST_LAYERS_FILE = ".vast-layers.json"  # in a prediction's output folder: which layer each store became
 
 
 class _Loaded(BaseModel):
@@ -75,3 +77,11 @@ class LayerPublisher:
 
     def _save(self) -> None:
         write_text_atomic(self.state_path, self.state.model_dump_json(indent=2))
+
+
+def show_prediction_in_vast(host: str, port: int, out: Path, stores: list[Path], region: Box | None) -> list[int]:
+    """Load each predicted store into the VAST at ``host:port`` (once), or refresh ``region``
+    (in the stores' own level-0 pixels) of layers loaded before; returns the layer numbers."""
+    with VastClient(host, port) as client:
+        publisher = LayerPublisher(client, Path(out) / VAST_LAYERS_FILE)
+        return [publisher.publish(vsvi, region) for vsvi in stores]

@@ -1,0 +1,172 @@
+"""Carrying out a job spec: the one place that turns each kind into library calls.
+
+The command line runs specs here in its own process; the daemon's engine process runs
+them here too, keeping bundles and engines loaded between jobs (:class:`ModelCache`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, Field
+
+from membraind.config import Settings, with_overrides
+from membraind.jobs.specs import ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
+from membraind.predict.request import VastSource
+from membraind.predict.settings import PredictSettings
+
+__all__ = ["JobResult", "ModelCache", "run_job", "predict_settings", "training_settings"]
+
+Progress = Callable[[float, str], None]
+Cancel = Callable[[], bool]
+
+
+class JobResult(BaseModel):
+    """What a finished job produced: its output paths and a line for people."""
+
+    outputs: list[str] = []
+    summary: str = ""
+    seconds: float | None = Field(None, description="time the engine spent on the job")
+
+
+class ModelCache:
+    """Bundles and engines kept loaded between prediction jobs (reloaded when the files change)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple[Any, Any]] = {}
+
+    def get(self, path: Path, settings: PredictSettings) -> tuple[Any, Any]:
+        """(bundle, engine) for the bundle at ``path`` under ``settings``."""
+        from membraind.nn.bundle import load_bundle
+        from membraind.predict.engines import load_engine
+
+        path = Path(path).resolve()
+        stamp = max((f.stat().st_mtime_ns for f in path.iterdir()), default=0) if path.is_dir() else 0
+        key = (str(path), stamp, settings.engine, settings.device, settings.precision)
+        if key not in self._entries:
+            self._entries = {k: v for k, v in self._entries.items() if k[0] != key[0]}  # drop stale versions
+            bundle = load_bundle(path)
+            self._entries[key] = (bundle, load_engine(bundle, settings))
+        return self._entries[key]
+
+
+def predict_settings(spec: PredictSpec, settings: Settings) -> PredictSettings:
+    """The configured prediction settings with the spec's choices on top (validated)."""
+    return with_overrides(
+        settings.predict, "the request", engine=spec.engine, device=spec.device, outputs=spec.outputs,
+        overwrite=True if spec.overwrite else None,
+    )  # fmt: skip
+
+
+def run_predict(spec: PredictSpec, settings: Settings, progress: Progress, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
+    """Predict; results from a VAST source are shown in that VAST unless the spec says not to."""
+    from membraind.predict.run import run_prediction
+
+    predict = predict_settings(spec, settings)
+    loaded = [cache.get(path, predict) for path in spec.bundles] if cache else None
+    report = run_prediction(
+        spec, predict, bundles=[b for b, _ in loaded] if loaded else None,
+        engines=[e for _, e in loaded] if loaded else None, progress=progress, cancel=cancel,
+    )  # fmt: skip
+    summary = report.summary()
+    if isinstance(spec.volume, VastSource) and spec.show_in_vast:
+        from membraind.vast.publish import show_prediction_in_vast
+
+        region = spec.region()
+        if region is not None:  # in the store's own pixels: its level 0 is the predicted mip
+            region = region.at_mip(report.mip).model_copy(update={"mip": 0})
+        layers = show_prediction_in_vast(spec.volume.host, spec.volume.port, spec.out, report.outputs, region)
+        summary += "; shown in VAST as layer(s) " + ", ".join(map(str, layers))
+    return JobResult(outputs=[str(p) for p in report.outputs], summary=summary)
+
+
+def training_settings(spec: TrainSpec, settings: Settings) -> Settings:
+    """Settings with the spec's training choices on top (validated)."""
+    training = with_overrides(
+        settings.training, "the request", epochs=spec.epochs, steps_per_epoch=spec.steps_per_epoch,
+        max_minutes=spec.max_minutes, device=spec.device, seed=spec.seed,
+    )  # fmt: skip
+    sampler = with_overrides(settings.sampler, "the request", patch_size=spec.patch_size)
+    return settings.model_copy(update={"training": training, "sampler": sampler})
+
+
+def make_trainer(spec: TrainSpec, settings: Settings):
+    """The :class:`~membraind.nn.trainer.Trainer` for a train or finetune spec (data loaded)."""
+    from membraind.groundtruth.label_mapping import LabelMapping
+    from membraind.nn.bundle import load_bundle
+    from membraind.nn.trainer import Trainer, load_training_data
+
+    settings = training_settings(spec, settings)
+    if spec.restart:
+        (spec.out / "checkpoint.pt").unlink(missing_ok=True)
+    mapping = LabelMapping.preset(spec.mapping) if spec.mapping else settings.groundtruth.mapping()
+    data = load_training_data(
+        spec.em, spec.labels, mapping, settings.training.validation_fraction, spec.val_em, spec.val_labels
+    )
+    parent = transfer = None
+    if isinstance(spec, FinetuneSpec):
+        parent = load_bundle(spec.parent)
+        transfer = with_overrides(
+            settings.transfer, "the request", mode=spec.mode, leaky_factor=spec.leaky_factor,
+            episodic_ratio=spec.episodic_ratio,
+        )  # fmt: skip
+    return Trainer(spec.out, data, settings, name=spec.name, parent=parent, transfer=transfer)
+
+
+def training_result(run_dir: Path, bundle: Path) -> JobResult:
+    """The outputs of a finished training run."""
+    curve = Path(run_dir) / "learning_curve.png"
+    return JobResult(
+        outputs=[str(bundle), str(curve), str(Path(run_dir) / "history.csv")],
+        summary=f"model bundle {bundle}; learning curve {curve}",
+    )
+
+
+def run_train(spec: TrainSpec, settings: Settings, progress: Progress, cancel: Cancel) -> JobResult:
+    """Train (or fine-tune), resuming a run left in ``spec.out``."""
+    trainer = make_trainer(spec, settings)
+    return training_result(spec.out, trainer.run(progress, cancel))
+
+
+def segment_settings(spec: Segment2DSpec, settings: Settings):
+    """The configured 2D segmentation settings with the spec's choices on top (validated)."""
+    return with_overrides(
+        settings.segment2d, "the request", h=spec.h, sigma=spec.sigma, min_size=spec.min_size,
+        membrane_threshold=spec.membrane_threshold,
+    )  # fmt: skip
+
+
+def run_segment2d(spec: Segment2DSpec, settings: Settings, progress: Progress, cancel: Cancel) -> JobResult:
+    """Segment the membrane volume section by section."""
+    from membraind.segment.run import run_segmentation
+
+    sections = range(spec.sections[0], spec.sections[1] + 1) if spec.sections else None
+    report = run_segmentation(
+        spec.membrane, spec.out, segment_settings(spec, settings), mip=spec.mip, sections=sections,
+        overwrite=spec.overwrite, label_tiff=spec.label_tiff, progress=progress, cancel=cancel,
+    )  # fmt: skip
+    return JobResult(outputs=[str(p) for p in report.outputs], summary=report.summary())
+
+
+def run_export_onnx(spec: ExportOnnxSpec, settings: Settings, progress: Progress, cancel: Cancel) -> JobResult:
+    """Export a bundle to ONNX."""
+    from membraind.nn.bundle import load_bundle
+    from membraind.nn.onnx_io import export_onnx
+
+    out = export_onnx(load_bundle(spec.bundle), spec.out or spec.bundle / "model.onnx")
+    progress(1.0, f"exported {out}")
+    return JobResult(outputs=[str(out)], summary=f"ONNX model {out}")
+
+
+def run_job(spec: Any, settings: Settings, progress: Progress, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
+    """Carry out any job spec."""
+    if isinstance(spec, PredictSpec):
+        return run_predict(spec, settings, progress, cancel, cache)
+    if isinstance(spec, TrainSpec):  # FinetuneSpec too
+        return run_train(spec, settings, progress, cancel)
+    if isinstance(spec, Segment2DSpec):
+        return run_segment2d(spec, settings, progress, cancel)
+    if isinstance(spec, ExportOnnxSpec):
+        return run_export_onnx(spec, settings, progress, cancel)
+    raise TypeError(f"unknown job spec {type(spec).__name__}")

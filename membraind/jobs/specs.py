@@ -1,0 +1,151 @@
+"""The job kinds, as pydantic models: one per kind, told apart by ``kind``.
+
+A request file or a ZeroMQ submission is one of these; every path in it is checked
+against the daemon's configured roots before the job is accepted (see
+:func:`paths_of`). Fields left out take the configuration's value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from membraind.nn.train_settings import TransferMode
+from membraind.predict.request import Anchors, PredictRequest, SingleImage
+from membraind.predict.settings import OutputKind
+
+__all__ = [
+    "PredictSpec", "TrainSpec", "FinetuneSpec", "Segment2DSpec", "ExportOnnxSpec", "JobSpec", "SPEC_TYPES",
+    "Priority", "default_priority", "queue_of", "paths_of",
+]  # fmt: skip
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictSpec(PredictRequest):
+    """Predict membranes (see :class:`~membraind.predict.request.PredictRequest`)."""
+
+    kind: Literal["predict"] = "predict"
+    engine: Literal["auto", "torch", "onnx"] | None = Field(None, description="inference engine (default: config)")
+    device: str | None = Field(None, description="auto, cpu, cuda, cuda:1 ... (default: config)")
+    outputs: list[OutputKind] | None = Field(None, description="membrane, classes, rgb (default: config)")
+    overwrite: bool = Field(False, description="recompute tiles whose outputs are already up to date")
+    show_in_vast: bool = Field(True, description="VAST source: load the results into VAST as layers")
+
+
+class TrainSpec(_Spec):
+    """Train a network on (partially) annotated ground truth into the run folder ``out``."""
+
+    kind: Literal["train"] = "train"
+    em: Path = Field(description="folder of EM images or a TIFF stack")
+    labels: Path = Field(description="folder of label images or a TIFF stack")
+    mapping: str | None = Field(None, description="label-mapping preset (default: config)")
+    val_em: Path | None = Field(None, description="validation EM (default: hold out part of the data)")
+    val_labels: Path | None = None
+    out: Path = Field(description="run folder: checkpoint, history, learning curve, model/")
+    name: str | None = Field(None, description="model name (default: the run folder's name)")
+    epochs: int | None = Field(None, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    patch_size: int | None = Field(None, ge=16)
+    device: str | None = None
+    seed: int | None = None
+    restart: bool = Field(False, description="start over instead of resuming a run in out")
+
+    @model_validator(mode="after")
+    def _validation_pair(self) -> "TrainSpec":
+        if (self.val_em is None) != (self.val_labels is None):
+            raise ValueError("give both val_em and val_labels, or neither (then part of the data is held out)")
+        return self
+
+
+class FinetuneSpec(TrainSpec):
+    """Fine-tune the bundle ``parent`` on new ground truth (transfer learning)."""
+
+    kind: Literal["finetune"] = "finetune"  # type: ignore[assignment]
+    parent: Path = Field(description="the parent model bundle")
+    mode: TransferMode | None = Field(None, description="what learns (default: config, continue)")
+    leaky_factor: float | None = Field(None, gt=0, le=1)
+    episodic_ratio: float | None = Field(None, gt=0, lt=1)
+
+
+class Segment2DSpec(_Spec):
+    """Cut each section of a membrane-probability volume into cells."""
+
+    kind: Literal["segment2d"] = "segment2d"
+    membrane: Path = Field(description="membrane probability: a predicted layer's .vsvi or folder, or images")
+    out: Path
+    mip: int = Field(0, ge=0)
+    sections: tuple[int, int] | None = Field(None, description="[first, last] sections, inclusive (default all)")
+    h: float | None = Field(None, gt=0)
+    sigma: float | None = Field(None, ge=0)
+    min_size: int | None = Field(None, ge=0)
+    membrane_threshold: float | None = Field(None, gt=0, lt=1)
+    overwrite: bool = False
+    label_tiff: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Segment2DSpec":
+        if self.sections is not None and not 0 <= self.sections[0] <= self.sections[1]:
+            raise ValueError(f"sections must be [first, last] with 0 <= first <= last, got {list(self.sections)}")
+        return self
+
+
+class ExportOnnxSpec(_Spec):
+    """Export a model bundle to ONNX (metadata embedded)."""
+
+    kind: Literal["export-onnx"] = "export-onnx"
+    bundle: Path
+    out: Path | None = Field(None, description="ONNX file (default: <bundle>/model.onnx)")
+
+
+SPEC_TYPES = (PredictSpec, TrainSpec, FinetuneSpec, Segment2DSpec, ExportOnnxSpec)
+JobSpec = Annotated[Union[SPEC_TYPES], Field(discriminator="kind")]
+
+
+class Priority:
+    """GPU queue priorities (higher runs first), design decision 4."""
+
+    INTERACTIVE = 30  # anchors and single images a person is waiting for
+    SCOPE = 20  # tiles arriving from the microscope
+    VOLUME = 10  # boxes and whole volumes
+    TRAINING = 0
+    LIGHT = 0  # CPU queue: segment2d, export-onnx run in submission order
+
+
+def default_priority(spec: Any) -> int:
+    """The priority of a spec submitted by a person (the scope watcher sets SCOPE itself)."""
+    if isinstance(spec, PredictSpec):
+        interactive = isinstance(spec.target, (Anchors, SingleImage))
+        return Priority.INTERACTIVE if interactive else Priority.VOLUME
+    if isinstance(spec, TrainSpec):
+        return Priority.TRAINING
+    return Priority.LIGHT
+
+
+GPU_KINDS = ("predict", "train", "finetune")
+
+
+def queue_of(kind: str) -> str:
+    """The queue a job kind runs on: "gpu" (prediction and training, one at a time) or "cpu"."""
+    return "gpu" if kind in GPU_KINDS else "cpu"
+
+
+def paths_of(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, Path]]:
+    """Every path in ``model`` (nested models and lists too), with its dotted field name."""
+    for name in type(model).model_fields:
+        yield from _paths(getattr(model, name), f"{prefix}{name}")
+
+
+def _paths(value: Any, where: str) -> Iterator[tuple[str, Path]]:
+    if isinstance(value, Path):
+        yield where, value
+    elif isinstance(value, BaseModel):
+        yield from paths_of(value, where + ".")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _paths(item, f"{where}[{i}]")

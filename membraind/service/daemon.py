@@ -1,0 +1,139 @@
+"""The composition root of ``membraind serve``: starts, watches over and stops everything.
+
+Start-up order: take the instance lock, open the journal, start the GPU engine process,
+rebuild the queues from the journal, start the queue consumers and the watchers, then
+tell systemd READY. While running, the main thread checks health and pings the systemd
+watchdog only while every part is healthy. SIGTERM or SIGINT stops gracefully: the
+running job reaches a safe point (a prediction finishes its tile, training keeps its
+checkpoint) and goes back to the queue with everything still queued; the next start
+picks them all up.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from membraind.config import Settings
+from membraind.service.dispatcher import Dispatcher
+from membraind.service.engine import EngineProcess
+from membraind.service.instance_lock import InstanceLock
+from membraind.service.jobs import Job, JobRecord
+from membraind.service.journal import Journal
+from membraind.service.systemd import Notifier
+from membraind.service.watchers.requests import RequestFolder
+from membraind.service.watchers.scope import ScopeWatcher
+from membraind.service.watchers.vast_anchors import VastAnchorWatcher
+
+__all__ = ["Daemon", "JOURNAL_FILE", "QUEUE_FILE"]
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "journal.db"
+QUEUE_FILE = "queue.db"
+HEALTH_INTERVAL = 5.0
+
+
+class Daemon:
+    """membraind as a service, built from ``settings``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings, self.service = settings, settings.service
+        self.state = self.service.state_path()
+        self.notifier = Notifier()
+        self.lock = InstanceLock(self.state)
+        self._stop = threading.Event()
+        self.dispatcher: Dispatcher | None = None
+        self.requests: RequestFolder | None = None
+        self.watchers: list = []
+        self.started = False
+
+    # -- the one way in -------------------------------------------------------------------
+    def submit(self, job: Job) -> tuple[JobRecord, bool]:
+        """Record and queue a job (see :meth:`Dispatcher.submit`)."""
+        return self.dispatcher.submit(job)
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Bring everything up; READY is sent at the end."""
+        if not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("huey").setLevel(logging.WARNING)  # its start-up banner is noise in the journal
+        self.lock.acquire()
+        self.notifier.status("starting: loading the engine")
+        self.notifier.extend_timeout(300)
+        journal = Journal(self.state / JOURNAL_FILE)
+        settings_json = self.settings.model_dump_json()
+        options = {"hang_seconds": self.service.hang_seconds, "cancel_grace": self.service.cancel_grace_seconds}
+        engines = {"gpu": EngineProcess("gpu", settings_json, **options), "cpu": EngineProcess("cpu", settings_json, **options)}
+        self.dispatcher = Dispatcher(self.settings, journal, self.state / QUEUE_FILE, engines)
+        engines["gpu"].start()  # eagerly: the first tile from the scope should not wait for imports
+        requeued = self.dispatcher.recover()
+
+        self.requests = RequestFolder(
+            self.service.requests_path(), self.submit, polling=self.service.request_polling,
+            rescan_seconds=self.service.rescan_seconds,
+        )  # fmt: skip
+        self.dispatcher.add_listener(self.requests.on_job)
+        self.watchers = [self.requests.folder]
+        self.watchers += [ScopeWatcher(w, self.submit, self.service.rescan_seconds).folder for w in self.service.scope]
+        self.watchers += [VastAnchorWatcher(w, self.submit) for w in self.service.vast]
+
+        self.dispatcher.queues.start()
+        for watcher in self.watchers:
+            watcher.start()
+        self.started = True
+        status = f"ready: {requeued} job(s) re-queued, watching {self.service.requests_path()}"
+        if self.service.scope:
+            status += f" and {len(self.service.scope)} scope folder(s)"
+        log.info(status)
+        self.notifier.ready(status)
+
+    def healthy(self) -> bool:
+        """Whether every part works: queue workers, watchers, the journal (dead parts are restarted)."""
+        ok = self.dispatcher.queues.healthy()
+        for watcher in self.watchers:
+            ok = watcher.healthy() and ok
+        try:
+            self.dispatcher.journal.counts()
+        except Exception as exc:
+            log.error("the journal cannot be read: %s", exc)
+            ok = False
+        return ok
+
+    def request_stop(self, *_: object) -> None:
+        """Ask the daemon to stop (signal handler)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, stop. Must be called from the main thread."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no reload; a stray HUP must not kill the service
+        try:
+            self.start()
+            interval = HEALTH_INTERVAL
+            if self.notifier.watchdog_seconds:
+                interval = min(interval, self.notifier.watchdog_seconds / 2)
+            while not self._stop.wait(interval):
+                if self.healthy():
+                    self.notifier.watchdog()
+                else:
+                    log.warning("a part of the daemon is unhealthy; not pinging the systemd watchdog")
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Graceful stop: the running job reaches a safe point and is re-queued."""
+        self.notifier.stopping()
+        if self.dispatcher is not None:
+            log.info("stopping: the running job is brought to a safe point and re-queued")
+            self.dispatcher.stopping.set()
+            for watcher in self.watchers:
+                watcher.stop()
+            self.dispatcher.queues.stop()
+            for engine in self.dispatcher.engines.values():
+                engine.stop()
+            self.dispatcher.journal.close()
+        self.lock.release()
+        log.info("stopped")

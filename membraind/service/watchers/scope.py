@@ -1,0 +1,69 @@
+"""The scope watcher: every complete image the microscope writes is predicted once.
+
+The job id is derived from the tile's path, size and mtime, so duplicate events, the
+start-up scan and the rescans all name the same job (the journal keeps one), and a tile
+overwritten by a new acquisition (new size or mtime) is predicted again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from membraind.jobs.specs import PredictSpec, Priority
+from membraind.predict.request import SingleImage
+from membraind.service.jobs import Job
+from membraind.service.settings import ScopeWatch
+from membraind.service.watchers.folder import FolderWatcher
+
+__all__ = ["ScopeWatcher", "image_complete"]
+
+log = logging.getLogger(__name__)
+
+
+def image_complete(path: Path) -> bool:
+    """Whether the image at ``path`` decodes completely (a file still being copied does not)."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                tif.pages[0].asarray()
+        else:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                image.load()
+        return True
+    except Exception:  # any decoder complaint means "not (yet) a whole image"
+        return False
+
+
+class ScopeWatcher:
+    """Predicts each tile arriving below ``watch.folder`` into ``watch.out`` (same relative path)."""
+
+    def __init__(self, watch: ScopeWatch, submit, rescan_seconds: float) -> None:
+        self.watch, self.submit = watch, submit
+        self.folder = FolderWatcher(
+            f"scope {watch.folder}", watch.folder, self.handle, watch.patterns, recursive=True, polling=watch.polling,
+            poll_seconds=watch.poll_seconds, stable_seconds=watch.stable_seconds, rescan_seconds=rescan_seconds,
+        )  # fmt: skip
+
+    def job_for(self, path: Path) -> Job:
+        """The prediction job of the tile at ``path`` in its current version."""
+        st = path.stat()
+        relative = path.resolve().relative_to(self.watch.folder.resolve())
+        key = hashlib.sha1(f"{relative}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+        spec = PredictSpec(
+            volume=path.resolve(), bundles=self.watch.bundles, out=self.watch.out,
+            target=SingleImage(root=self.watch.folder.resolve()),
+        )  # fmt: skip
+        return Job(id=f"scope-{key}", spec=spec, priority=Priority.SCOPE, source="scope", client=str(relative))
+
+    def handle(self, path: Path) -> bool:
+        """Submit the tile's job once it decodes; False while it is incomplete."""
+        if not image_complete(path):
+            return False
+        self.submit(self.job_for(path))
+        return True
