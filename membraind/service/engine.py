@@ -146,8 +146,7 @@ class EngineProcess:
                     raise JobCancelled(message["message"])
                 elif op == "error":
                     raise JobFailed(message["message"], retry=message["retry"])
-                continue
-            now = time.monotonic()
+            now = time.monotonic()  # checked on every pass: a chatty job must still notice a cancel
             if cancel_sent is None and should_cancel():
                 self._send({"op": "cancel"})
                 cancel_sent = now

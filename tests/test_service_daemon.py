@@ -1,0 +1,273 @@
+"""The daemon as a real process: signals, restarts, the engine process, the request
+folder and the scope folder, with the real ISBI data and a small trained network."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from membraind.service.journal import Journal
+from membraind.service.supervised import SupervisedDaemon
+
+pytestmark = pytest.mark.isbi
+
+
+def wait_until(predicate, timeout: float = 120.0, what: str = "condition", daemon: SupervisedDaemon | None = None):
+    """Poll ``predicate`` until it returns something truthy (returned), or fail saying ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    tail = f"\ndaemon log:\n{daemon.log_tail()}" if daemon else ""
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
+
+
+class Lab:
+    """A daemon home with a config: scope folder, request folder, outputs."""
+
+    def __init__(self, tmp: Path, bundle: Path, isbi: Path, extra: str = "", service: str = "") -> None:
+        self.home, self.bundle, self.isbi = tmp / "home", bundle, isbi
+        self.scope, self.scope_out = self.home / "scope", self.home / "scope-out"
+        self.requests = self.home / "requests"
+        self.config = tmp / "membraind.toml"
+        self.config.write_text(
+            f"""
+[service]
+home = "{self.home}"
+roots = ["{bundle.parent}", "{isbi}"]
+retry_delay_seconds = 0.2
+{service}
+[[service.scope]]
+folder = "{self.scope}"
+out = "{self.scope_out}"
+bundles = ["{bundle}"]
+stable_seconds = 0.5
+
+[predict]
+device = "cpu"
+engine = "torch"
+{extra}
+"""
+        )
+        self.log = tmp / "daemon.log"
+
+    def daemon(self) -> SupervisedDaemon:
+        return SupervisedDaemon(self.config, self.log)
+
+    def journal(self) -> Journal:
+        return Journal(self.home / "state" / "journal.db")
+
+    def records(self, **kw):
+        journal = self.journal()
+        try:
+            return journal.list(limit=None, **kw)
+        finally:
+            journal.close()
+
+    def events(self, job_id: str | None = None):
+        journal = self.journal()
+        try:
+            return journal.events(job_id)
+        finally:
+            journal.close()
+
+    def drop_tile(self, name: str, section: int = 0) -> Path:
+        """Copy an ISBI test section into the scope folder (written, then renamed into place)."""
+        target = self.scope / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name("." + target.name + ".part")
+        shutil.copy(self.isbi / "test" / "image" / f"{section:02d}.png", tmp)
+        os.rename(tmp, target)
+        return target
+
+    def drop_request(self, name: str, request: dict) -> Path:
+        self.requests.mkdir(parents=True, exist_ok=True)
+        tmp = self.requests / f".{name}.part"
+        tmp.write_text(json.dumps(request))
+        os.rename(tmp, self.requests / name)
+        return self.requests / "accepted" / name
+
+
+def state_of(lab: Lab, job_id: str) -> str | None:
+    journal = lab.journal()
+    try:
+        record = journal.get(job_id)
+    finally:
+        journal.close()
+    return record.state if record else None
+
+
+def all_done(lab: Lab, count: int) -> bool:
+    records = lab.records()
+    return len(records) == count and all(r.state == "done" for r in records)
+
+
+def hidden_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*") if p.is_file()]
+
+
+def test_sigkill_while_jobs_run_then_restart_completes_each_job_once(tmp_path, trained_bundle, isbi):
+    lab = Lab(tmp_path, trained_bundle, isbi, extra="tile_size = 128\ncontext = 32")
+    tiles = [lab.drop_tile(f"run1/tile_{i}.png", i) for i in range(5)]  # 16 network tiles each
+    daemon = lab.daemon().start()
+    try:
+        wait_until(lambda: any(r.state == "running" for r in lab.records()) and any(r.state == "done" for r in lab.records()),
+                   what="one scope job done and one running", daemon=daemon)  # fmt: skip
+        engines = daemon.engines()
+        assert engines, "the daemon should have spawned an engine process"
+    finally:
+        daemon.kill()
+    interrupted = [r.id for r in lab.records() if r.state == "running"]
+    assert interrupted
+    # The engine notices its daemon is gone and exits rather than write on unrecorded.
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in engines), 60, "the orphaned engine to exit")
+
+    with lab.daemon() as daemon:
+        wait_until(lambda: all_done(lab, len(tiles)), what="every scope job done after the restart", daemon=daemon)
+    for record in lab.records():
+        done_events = [e for e in lab.events(record.id) if e[3] == "done"]
+        assert len(done_events) == 1, f"job {record.id} completed {len(done_events)} times"
+        (output,) = record.result.outputs
+        with Image.open(output) as image:
+            assert image.size == (512, 512)
+            assert np.asarray(image).std() > 10  # a real prediction, not an empty tile
+    assert {r.id: r.attempts for r in lab.records() if r.id in interrupted} == {i: 2 for i in interrupted}
+    assert hidden_files(lab.scope_out) == []  # no half-written temporary files left
+
+
+def test_sigterm_finishes_the_running_tile_and_requeues_the_rest(tmp_path, trained_bundle, isbi):
+    lab = Lab(tmp_path, trained_bundle, isbi, extra="tile_size = 128\ncontext = 32\npyramid = false")
+    out = lab.home / "box-out"
+    request = {
+        "id": "box-1", "kind": "predict", "volume": str(isbi / "test" / "image"), "bundles": [str(trained_bundle)],
+        "out": str(out), "target": {"mode": "box", "box": {"x0": 0, "x1": 512, "y0": 0, "y1": 512, "z0": 0, "z1": 30}},
+    }  # fmt: skip
+    daemon = lab.daemon().start()
+    try:
+        lab.drop_request("box.json", request)
+        wait_until(lambda: (r := lab.journal().get("box-1")) and r.state == "running" and r.progress > 0.1,
+                   what="the box job to be under way", daemon=daemon)  # fmt: skip
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(120) == 0
+    finally:
+        daemon.kill()
+    assert "STOPPING=1" in "\n".join(daemon.notifications)
+    (record,) = lab.records()
+    assert record.state == "queued" and record.attempts == 0  # a stop is not a failed attempt
+    assert [e[3] for e in lab.events("box-1")] == ["queued", "running", "queued"]
+    total = 30 * 16  # sections x 128-pixel tiles
+    written = sorted(out.rglob("mip0/*/*.png"))
+    assert 0 < len(written) < total, f"{len(written)} of {total} tiles written before the stop"
+    for tile in written:  # each finished tile is whole
+        with Image.open(tile) as image:
+            image.load()
+    assert hidden_files(out) == []
+
+    with lab.daemon() as daemon:
+        wait_until(lambda: state_of(lab, "box-1") == "done", what="the box job to finish after the restart", daemon=daemon)
+    (record,) = lab.records()
+    assert f"{total - len(written)} tiles predicted, {len(written)} already up to date" in record.result.summary
+    status = json.loads((lab.requests / "accepted" / "box.json.status.json").read_text())
+    assert status["state"] == "done" and status["result"]["outputs"]
+
+
+def test_tile_written_slowly_in_chunks_is_predicted_once_after_it_is_complete(tmp_path, trained_bundle, isbi):
+    lab = Lab(tmp_path, trained_bundle, isbi)
+    data = (isbi / "test" / "image" / "03.png").read_bytes()
+    target = lab.scope / "slow" / "tile.png"
+    target.parent.mkdir(parents=True)
+    with lab.daemon() as daemon:
+        chunks = np.array_split(np.frombuffer(data, np.uint8), 6)
+        for chunk in chunks:  # a slow writer: open, append, close, pause
+            with open(target, "ab") as f:
+                f.write(chunk.tobytes())
+            last_write = time.time()
+            time.sleep(0.4)  # the writer's pace, not synchronisation
+        (record,) = wait_until(lambda: [r for r in lab.records() if r.state == "done"], what="the tile's job", daemon=daemon)
+    assert len(lab.records()) == 1
+    assert record.created >= last_write - 0.05  # not submitted before the last chunk landed
+    assert record.attempts == 1
+    with Image.open(record.result.outputs[0]) as image:
+        assert image.size == (512, 512)
+
+
+def test_second_daemon_on_the_same_state_folder_refuses_to_start(tmp_path, trained_bundle, isbi):
+    lab = Lab(tmp_path, trained_bundle, isbi)
+    with lab.daemon() as first:
+        second = run_cli("--config", str(lab.config), "serve")
+        assert second.returncode == 2
+        assert "another membraind daemon" in second.stderr and str(first.process.pid) in second.stderr
+        assert first.process.poll() is None
+
+
+def test_engine_crash_and_hang_are_retried_and_the_daemon_stays_up(tmp_path, trained_bundle, isbi):
+    lab = Lab(tmp_path, trained_bundle, isbi, extra="tile_size = 128\ncontext = 32", service="hang_seconds = 4")
+    with lab.daemon() as daemon:
+        lab.drop_tile("a/crash.png", 5)
+        (record,) = wait_until(lambda: [r for r in lab.records() if r.state == "running" and r.progress > 0],
+                               what="the job to run", daemon=daemon)  # fmt: skip
+        (engine,) = daemon.engines()
+        os.kill(engine, signal.SIGKILL)  # the engine dies mid-job (as if out of memory)
+        wait_until(lambda: state_of(lab, record.id) == "done", what="the crashed job to be retried", daemon=daemon)
+
+        lab.drop_tile("a/hang.png", 6)
+        (hung,) = wait_until(lambda: [r for r in lab.records() if r.state == "running" and r.progress > 0],
+                             what="the second job to run", daemon=daemon)  # fmt: skip
+        (engine,) = daemon.engines()
+        os.kill(engine, signal.SIGSTOP)  # the engine hangs
+        wait_until(lambda: state_of(lab, hung.id) == "done", what="the hung job to be killed and retried", daemon=daemon)
+        assert daemon.process.poll() is None
+    by_id = {r.id: r for r in lab.records()}
+    assert by_id[record.id].attempts == 2 and by_id[hung.id].attempts == 2
+    details = " ".join(e[5] for e in lab.events())
+    assert "engine process died" in details and "no progress" in details
+
+
+def test_cancel_stops_running_training_and_keeps_its_checkpoint(tmp_path, trained_bundle, isbi):
+    lab = Lab(
+        tmp_path, trained_bundle, isbi,
+        extra='[unet]\ndepth = 3\nbase_filters = 8\n[training]\nsteps_per_epoch = 4\nbatch_size = 4\nepochs = 1000\ndevice = "cpu"\n[sampler]\npatch_size = 64',
+    )  # fmt: skip
+    run = lab.home / "train-run"
+    request = {"id": "train-1", "kind": "train", "em": str(isbi / "train" / "image"), "labels": str(isbi / "train" / "label"),
+               "mapping": "isbi", "out": str(run)}  # fmt: skip
+    with lab.daemon() as daemon:
+        lab.drop_request("train.json", request)
+        wait_until(lambda: (run / "checkpoint.pt").exists(), what="a first epoch checkpoint", daemon=daemon)
+        result = run_cli("--config", str(lab.config), "cancel", "train-1")
+        assert result.returncode == 0, result.stderr
+        asked = time.monotonic()
+        wait_until(lambda: state_of(lab, "train-1") == "cancelled", 60, "the training to stop", daemon)
+        assert time.monotonic() - asked < 30
+    assert (run / "checkpoint.pt").exists() and (run / "history.csv").exists()
+    status = run_cli("--config", str(lab.config), "status")
+    assert "train-1" in status.stdout and "cancelled" in status.stdout
+
+
+def test_bad_requests_are_rejected_and_the_daemon_keeps_serving(tmp_path, trained_bundle, isbi):
+    lab = Lab(tmp_path, trained_bundle, isbi)
+    outside = {"kind": "export-onnx", "bundle": str(trained_bundle), "out": str(tmp_path / "elsewhere" / "m.onnx")}
+    good = {"kind": "export-onnx", "bundle": str(trained_bundle), "out": str(lab.home / "exports" / "m.onnx")}
+    with lab.daemon() as daemon:
+        lab.drop_request("outside.json", outside)
+        for i, text in enumerate(["{", "[]", '{"kind": 3}', "\xff\xfe", '{"kind": "predict"}']):
+            (lab.requests / f"bad{i}.json").write_text(text, errors="surrogateescape")
+        lab.drop_request("good.json", good)
+        wait_until(lambda: len(list((lab.requests / "rejected").glob("*.error.txt"))) == 6, what="six rejections", daemon=daemon)
+        (record,) = wait_until(lambda: [r for r in lab.records() if r.state == "done"], what="the good job", daemon=daemon)
+        assert daemon.process.poll() is None
+    error = (lab.requests / "rejected" / "outside.json.error.txt").read_text()
+    assert "out:" in error and "outside the folders" in error
+    assert Path(record.result.outputs[0]).is_file()
+    assert not (tmp_path / "elsewhere").exists()
