@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -67,10 +70,23 @@ def test_preview_patches_writes_sheet_and_exports(tmp_path, isbi):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = run_cli("demo", "--out", str(tmp_path / "demo"))
+    result = run_cli("demo-groundtruth", "--out", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
     sheet = read_image(tmp_path / "demo" / "preview" / "patches.png")
     assert sheet.ndim == 3 and sheet.shape[0] > 128
     for folder in ("data/em", "data/instances", "groundtruth/membrane", "groundtruth/skeleton", "groundtruth/partial"):
         assert len(list((tmp_path / "demo" / folder).iterdir())) == 8, folder
     assert "agreement with the generator's exact membranes" in result.stdout
+
+
+def test_service_demo_runs_the_daemon_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", str(out), "--minutes", "0.1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "4 of 4 tiles predicted as they landed" in result.stdout
+    for name in ("train-demo.json", "box-demo.json"):
+        status = json.loads((out / "home" / "requests" / "accepted" / f"{name}.status.json").read_text())
+        assert status["state"] == "done", status
+        assert all(Path(p).exists() for p in status["result"]["outputs"])
+    tiles = sorted((out / "home" / "scope-predictions").rglob("tile_*.png"))
+    assert [t.name for t in tiles] == [f"tile_{i:03d}.png" for i in range(4)]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from tests.conftest import run_cli
 from membraind.service.journal import Journal
 from membraind.service.supervised import SupervisedDaemon
 

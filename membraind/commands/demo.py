@@ -10,6 +10,13 @@ from membraind.config import Settings
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.demo.service_demo import run_service_demo
+
+    records = run_service_demo(args.out, settings, minutes=args.minutes, seed=args.seed)
+    return 0 if all(r.state == "done" for r in records) else 1
+
+
+def cmd_demo_groundtruth(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.demo.pipeline import run_demo
 
     run_demo(args.out, settings, seed=args.seed)
@@ -27,7 +34,12 @@ def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(add: Add) -> None:
     """Add the demo subcommands."""
-    p = add("demo", cmd_demo, "run the ground-truth pipeline end to end on generated demo EM data")
+    p = add("demo", cmd_demo, "the service end to end on generated EM: daemon, training request, scope tiles, box request")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder, replaced (default: demo-output)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data (default: 0)")
+    p.add_argument("--minutes", type=float, default=1.0, help="training budget in minutes (default: 1)")
+
+    p = add("demo-groundtruth", cmd_demo_groundtruth, "run the ground-truth pipeline alone on generated demo EM data")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder (default: demo-output)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data (default: 0)")
 

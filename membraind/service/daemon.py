@@ -16,11 +16,13 @@ import signal
 import threading
 
 from membraind.config import Settings
+from membraind.errors import ConfigError, InputError
 from membraind.service.dispatcher import Dispatcher
 from membraind.service.engine import EngineProcess
 from membraind.service.instance_lock import InstanceLock
 from membraind.service.jobs import Job, JobRecord
 from membraind.service.journal import Journal
+from membraind.service.paths import check_paths
 from membraind.service.systemd import Notifier
 from membraind.service.watchers.requests import RequestFolder
 from membraind.service.watchers.scope import ScopeWatcher
@@ -59,6 +61,13 @@ class Daemon:
         """Bring everything up; READY is sent at the end."""
         if not log.isEnabledFor(logging.DEBUG):
             logging.getLogger("huey").setLevel(logging.WARNING)  # its start-up banner is noise in the journal
+        roots = self.service.allowed_roots()
+        for index, watch in enumerate([*self.service.scope, *self.service.vast]):
+            try:  # a watch that can only produce refused jobs is a configuration error
+                check_paths(watch, roots)
+            except InputError as exc:
+                section = "scope" if index < len(self.service.scope) else "vast"
+                raise ConfigError(f"[[service.{section}]] {exc}") from None
         self.lock.acquire()
         self.notifier.status("starting: loading the engine")
         self.notifier.extend_timeout(300)
@@ -135,5 +144,5 @@ class Daemon:
             for engine in self.dispatcher.engines.values():
                 engine.stop()
             self.dispatcher.journal.close()
+            log.info("stopped")
         self.lock.release()
-        log.info("stopped")

@@ -90,8 +90,9 @@ class Dispatcher:
         if self.stopping.is_set():
             return  # still queued in the journal: the next start re-queues it
         record = self.journal.claim(job_id)
-        if record is None:
-            return  # cancelled, already run, or queued twice
+        if record is None:  # cancelled (perhaps by another process), already run, or queued twice
+            self._notify(self.journal.get(job_id))
+            return
         self._notify(record)
         job = record.job()
         limit = self.service.max_attempts + 2

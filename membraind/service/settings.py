@@ -56,7 +56,7 @@ class ServiceSettings(_Strict):
     scope: list[ScopeWatch] = Field(default_factory=list, description="microscope folders to predict as tiles arrive")
     vast: list[VastAnchorWatch] = Field(default_factory=list, description="VAST anchor layers to predict around")
     rescan_seconds: float = Field(120.0, gt=0, description="full rescan of watched folders (events are only hints)")
-    queue_poll_seconds: float = Field(0.05, gt=0, le=10, description="longest wait of an idle queue worker before it looks again")
+    queue_poll_seconds: float = Field(0.1, gt=0, le=10, description="longest wait of an idle queue worker before it looks again")
     max_attempts: int = Field(3, ge=1, description="runs of a failing job (engine crash, hang) before it is failed")
     retry_delay_seconds: float = Field(10.0, ge=0, description="wait before the first retry; doubles each time")
     hang_seconds: float = Field(900.0, gt=0, description="a job with no progress this long is killed as hung")
