@@ -77,7 +77,7 @@ def run_predict(spec: PredictSpec, settings: Settings, progress: Progress, cance
         if region is not None:  # in the store's own pixels: its level 0 is the predicted mip
             region = region.at_mip(report.mip).model_copy(update={"mip": 0})
         layers = show_prediction_in_vast(spec.volume.host, spec.volume.port, spec.out, report.outputs, region)
-        summary += "; shown in VAST as layer(s) " + ", ".join(map(str, layers))
+        summary += "; shown as VAST layer " + ", ".join(map(str, layers))
     return JobResult(outputs=[str(p) for p in report.outputs], summary=summary)
 
 
@@ -119,7 +119,7 @@ def training_result(run_dir: Path, bundle: Path) -> JobResult:
     curve = Path(run_dir) / "learning_curve.png"
     return JobResult(
         outputs=[str(bundle), str(curve), str(Path(run_dir) / "history.csv")],
-        summary=f"model bundle {bundle}; learning curve {curve}",
+        summary=f"model bundle: {bundle}; learning curve: {curve}",
     )
 
 
