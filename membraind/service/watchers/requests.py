@@ -33,6 +33,9 @@ __all__ = ["RequestFolder", "read_request", "RequestError", "MAX_REQUEST_BYTES"]
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1 << 20
+# tomllib needs memory quadratic in the length of a dotted key (a.b.c... = 1): 80 kB of
+# them take gigabytes. No request comes near this many dots.
+MAX_TOML_DOTS = 2000
 SOURCE = "request-file"
 HELP = "see docs/requests.md for the request format and an example of every job kind"
 
@@ -50,6 +53,9 @@ def read_request(path: Path) -> Job:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RequestError(f"the file is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON or TOML") from None
+    if path.suffix.lower() != ".json" and text.count(".") > MAX_TOML_DOTS:
+        raise RequestError(f"the file holds {text.count('.')} dots; a TOML request has at most {MAX_TOML_DOTS} "
+                           "(no dotted keys this long)")  # fmt: skip
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
@@ -63,12 +69,37 @@ def read_request(path: Path) -> Job:
         spec = parse_spec(data)
     except ValidationError as exc:
         raise RequestError(f"invalid request: {describe_validation_error(exc)}{_allowed(data, exc)}") from None
+    field = _unusable_text(spec.model_dump(), "")
+    if field is not None:
+        raise RequestError(f"invalid request: {field}: holds a NUL character (in a path) or an escaped lone surrogate "
+                           "such as \\ud800 (not a character); neither can be a file name or be stored")  # fmt: skip
     try:
         return Job(
             **({"id": job_id} if job_id is not None else {}), spec=spec, priority=priority, source=SOURCE,
         )  # fmt: skip
     except ValidationError as exc:
         raise RequestError(f"invalid request: {describe_validation_error(exc)}") from None
+
+
+def _unusable_text(value: object, where: str) -> str | None:
+    """The field of a dumped spec holding a lone surrogate (JSON lets "\\ud800" through), or a path holding NUL."""
+    if isinstance(value, dict):
+        items = [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        if isinstance(value, Path) and "\0" in str(value):
+            return where
+        try:
+            str(value).encode("utf-8") if isinstance(value, (str, Path)) else None
+        except UnicodeEncodeError:
+            return where
+        return None
+    for key, item in items:
+        found = _unusable_text(item, key)
+        if found is not None:
+            return found
+    return None
 
 
 def _allowed(data: dict, exc: ValidationError) -> str:

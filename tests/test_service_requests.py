@@ -1,0 +1,547 @@
+"""The request folder: request files read, checked, accepted or rejected, with real
+folders, a real watcher, a real journal and a real (SQLite) Huey queue behind
+``Dispatcher.submit``. Queues and engines are never started: nothing runs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import pytest
+
+from membraind.config import Settings
+from membraind.predict.request import BoxRegion
+from membraind.service.dispatcher import Dispatcher
+from membraind.service.journal import Journal
+from membraind.service.watchers.requests import MAX_REQUEST_BYTES, RequestError, RequestFolder, read_request
+
+DEADLINE = 30.0
+SEED = 20120
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE,
+               detail: Callable[[], str] | None = None) -> None:  # fmt: skip
+    """Poll ``predicate`` every 0.05 s until it holds; fail saying ``what`` did not happen (and ``detail()``)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting until {what}" + (f": {detail()}" if detail else ""))
+        time.sleep(0.05)
+
+
+# -- building requests -----------------------------------------------------------------------
+def valid_request(kind: str, data: Path) -> dict:
+    """A valid request of ``kind`` whose paths all lie below ``data``."""
+    if kind == "predict":
+        box = {"x0": 0, "x1": 512, "y0": 0, "y1": 256, "z0": 2, "z1": 5, "mip": 0}
+        return {"kind": "predict", "volume": str(data / "em"), "bundles": [str(data / "models" / "m1")],
+                "out": str(data / "pred"), "target": {"mode": "box", "box": box}}  # fmt: skip
+    if kind == "train":
+        return {"kind": "train", "em": str(data / "gt" / "em"), "labels": str(data / "gt" / "labels"),
+                "out": str(data / "runs" / "r1"), "epochs": 3, "seed": 7}  # fmt: skip
+    if kind == "finetune":
+        return {"kind": "finetune", "em": str(data / "gt" / "em"), "labels": str(data / "gt" / "labels"),
+                "out": str(data / "runs" / "ft"), "parent": str(data / "models" / "m1"), "mode": "leaky",
+                "leaky_factor": 0.2}  # fmt: skip
+    if kind == "segment2d":
+        return {"kind": "segment2d", "membrane": str(data / "pred" / "membrane"), "out": str(data / "seg"),
+                "sections": [0, 3], "min_size": 20}  # fmt: skip
+    if kind == "export-onnx":
+        return {"kind": "export-onnx", "bundle": str(data / "models" / "m1"), "out": str(data / "m1.onnx")}
+    raise AssertionError(kind)
+
+
+KINDS = ["predict", "train", "finetune", "segment2d", "export-onnx"]
+REQUIRED = {
+    "predict": ["volume", "bundles", "out"], "train": ["em", "labels", "out"],
+    "finetune": ["em", "labels", "out", "parent"], "segment2d": ["membrane", "out"], "export-onnx": ["bundle"],
+}  # fmt: skip
+
+
+def _toml_key(key: str) -> str:
+    bare = key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
+    return key if bare else json.dumps(key)
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(repr(value), repr(value))
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON's escapes are TOML basic-string escapes
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(value)
+
+
+def to_toml(data: dict, last: str | None = None) -> str:
+    """``data`` as TOML, one key per line (``last`` written last), nested objects as inline tables."""
+    keys = [k for k in data if k != last] + ([last] if last in data else [])
+    return "".join(f"{_toml_key(k)} = {toml_value(data[k])}\n" for k in keys)
+
+
+def encode(data, fmt: str) -> bytes:
+    return (json.dumps(data, indent=1) if fmt == "json" else to_toml(data)).encode("utf-8")
+
+
+# -- the service under test ----------------------------------------------------------------------
+@pytest.fixture
+def service(tmp_path):
+    """A dispatcher on real SQLite files and a started RequestFolder feeding it; home is the only root."""
+    home = tmp_path / "home"
+    data = home / "data"
+    data.mkdir(parents=True)
+    settings = Settings.model_validate({"service": {"home": str(home)}})
+    journal = Journal(tmp_path / "journal.db")
+    dispatcher = Dispatcher(settings, journal, tmp_path / "queue.db", engines={})
+    folder = RequestFolder(settings.service.requests_path(), dispatcher.submit, polling=False, rescan_seconds=5.0)
+    dispatcher.add_listener(folder.on_job)
+    folder.folder.start()
+    try:
+        yield SimpleNamespace(home=home, data=data, journal=journal, dispatcher=dispatcher, folder=folder,
+                              path=folder.path, tmp=tmp_path)  # fmt: skip
+    finally:
+        folder.folder.stop()
+        journal.close()
+
+
+_drops = itertools.count()
+
+
+def drop(folder: Path, name: str, content: bytes) -> Path:
+    """Put a request file in place the way users are told to: write a hidden file, then rename it."""
+    tmp = folder / f".tmp-{next(_drops)}"
+    tmp.write_bytes(content)
+    target = folder / name
+    os.rename(tmp, target)
+    return target
+
+
+def answer(service, name: str) -> tuple[str, Path]:
+    """Wait for the answer to request ``name``: ("accepted", status file) or ("rejected", error file)."""
+    status = service.path / "accepted" / f"{name}.status.json"
+    error = service.path / "rejected" / f"{name}.error.txt"
+    wait_until(lambda: status.exists() or error.exists(), f"{name} is accepted or rejected")
+    return ("accepted", status) if status.exists() else ("rejected", error)
+
+
+# -- read_request on valid files -------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["json", "toml"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_read_request_valid(tmp_path, kind, fmt):
+    request = valid_request(kind, tmp_path / "data") | {"id": f"run-{kind}.{fmt}"}
+    path = tmp_path / f"r.{fmt}"
+    path.write_bytes(encode(request, fmt))
+    job = read_request(path)
+    assert job.spec.kind == kind
+    assert job.id == f"run-{kind}.{fmt}"
+    assert job.source == "request-file"
+    dumped = job.spec.model_dump(mode="json")
+    for field in REQUIRED[kind]:
+        assert dumped[field] == request[field]
+    if kind == "predict":
+        assert isinstance(job.spec.target, BoxRegion)
+        assert (job.spec.target.box.x1, job.spec.target.box.z0) == (512, 2)
+        assert job.priority == 10  # a box: volume priority
+    if kind == "segment2d":
+        assert job.spec.sections == (0, 3)
+    if kind == "finetune":
+        assert (job.spec.mode, job.spec.leaky_factor) == ("leaky", 0.2)
+
+
+def test_read_request_toml_with_tables_and_defaults(tmp_path):
+    path = tmp_path / "box.toml"
+    path.write_text(textwrap.dedent(f"""\
+        # a comment
+        kind = "predict"
+        volume = "{tmp_path}/em"
+        bundles = ["{tmp_path}/m1", "{tmp_path}/m2"]
+        out = "{tmp_path}/out"
+        priority = 42
+
+        [target]
+        mode = "box"
+
+        [target.box]
+        x0 = 10
+        x1 = 20
+        y0 = 30
+        y1 = 40
+        z0 = 0
+        z1 = 1
+        mip = 1
+        """), encoding="utf-8")  # fmt: skip
+    job = read_request(path)
+    assert job.spec.target.box.at_mip(0).x0 == 20
+    assert len(job.spec.bundles) == 2 and job.priority == 42
+    assert len(job.id) == 32  # no id given: a random one
+    assert read_request(path).id != job.id
+
+
+# -- fuzz: 1,000 invalid request files ---------------------------------------------------------------
+def _valid(rng: random.Random, data: Path) -> tuple[str, dict]:
+    kind = rng.choice(KINDS)
+    return kind, valid_request(kind, data)
+
+
+def _dump(rng: random.Random, obj, fmt: str | None = None) -> tuple[str, bytes]:
+    fmt = fmt or rng.choice(["json", "toml"])
+    return fmt, encode(obj, fmt)
+
+
+def bad_random_bytes(rng, data):
+    return rng.choice(["json", "toml"]), rng.randbytes(rng.randint(1, 3000))
+
+
+def bad_utf8(rng, data):
+    fmt, raw = _dump(rng, _valid(rng, data)[1])
+    junk = rng.choice([b"\xff", b"\xc3\x28", b"\x80", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xe2\x82"])
+    at = raw.index(b"/") + 1  # inside the first path string
+    return fmt, raw[:at] + junk + raw[at:]
+
+
+def bad_truncated(rng, data):
+    kind, request = _valid(rng, data)
+    if rng.random() < 0.5:
+        raw = json.dumps(request).encode()
+        return "json", raw[: int(rng.random() * (len(raw) - 1))]  # the closing brace is always cut off
+    # TOML: kind goes last; cut before its closing quote (unterminated, or kind missing).
+    raw = to_toml(request, last="kind").encode()
+    return "toml", raw[: int(rng.random() * (len(raw) - 2))]
+
+
+def bad_not_object(rng, data):
+    request = _valid(rng, data)[1]
+    value = rng.choice([[], [request], 3, -1.5, 1e300, "predict", json.dumps(request), None, True, False, [[[]]]])
+    return "json", json.dumps(value).encode()
+
+
+def bad_kind(rng, data):
+    kind, request = _valid(rng, data)
+    fmt = rng.choice(["json", "toml"])
+    values = ["", "Predict", "TRAIN", "predict ", " train", "predikt", "export_onnx", "exportonnx", "segment3d",
+              "train\n", "fine-tune", 1, 0, -7, 2.5, True, False, [], ["predict"], [kind], {"kind": kind}, {}]  # fmt: skip
+    if fmt == "json":
+        values.append(None)
+    request["kind"] = rng.choice(values)
+    return _dump(rng, request, fmt)
+
+
+def bad_missing(rng, data):
+    kind, request = _valid(rng, data)
+    choice = rng.randrange(4)
+    if choice == 0 or kind not in ("predict", "train", "segment2d"):
+        del request[rng.choice(REQUIRED[kind] + ["kind"])]
+    elif kind == "predict":
+        request["target"] = rng.choice([{"mode": "box"}, {"mode": "anchors"}, {"box": request["target"]["box"]}])
+    elif kind == "train":
+        request[rng.choice(["val_em", "val_labels"])] = str(data / "val")  # one of a pair
+    else:
+        request = {"kind": "segment2d"}
+    return _dump(rng, request)
+
+
+def bad_type(rng, data):
+    kind, request = _valid(rng, data)
+    path_field = rng.choice([f for f in REQUIRED[kind] if f != "bundles"])
+    not_paths = [5, 2.5, True, [], [str(data)], {"path": str(data)}] + ([] if path_field == "volume" else [{}])  # {}: a VAST volume
+    changes = [
+        (path_field, rng.choice(not_paths)),
+        ("id", rng.choice([5, 1.5, True, [], {}, "", "-starts-with-dash", "has space", "x" * 129, "slash/no", "ä"])),
+        ("priority", rng.choice(["high", "", 1.5, [], {}, "ten"])),
+    ]  # fmt: skip
+    if kind == "predict":
+        changes += [("bundles", rng.choice([str(data / "m"), [], [5], [[str(data)]], {}])),
+                    ("mip", rng.choice(["zero", 0.5, [], {}])),
+                    ("target", rng.choice(["box", 5, [], {"mode": "cube"}, {"mode": "box", "box": "0,1,0,1,0,1"}])),
+                    ("volume", rng.choice([{"host": []}, {"layer": []}, {"port": "x"}])),
+                    ("outputs", rng.choice(["membrane", ["mask"], [1]])),
+                    ("overwrite", rng.choice(["maybe", 2, [], {}]))]  # fmt: skip
+    elif kind in ("train", "finetune"):
+        changes += [("epochs", rng.choice(["ten", 2.5, [], {}, "many"])),
+                    ("restart", rng.choice(["perhaps", 3, []])), ("seed", rng.choice(["x", 0.5, []]))]  # fmt: skip
+    elif kind == "segment2d":
+        changes += [("sections", rng.choice(["0-3", [1], [1, 2, 3], [0.5, 2], {}])),
+                    ("label_tiff", rng.choice(["yes please", 7]))]  # fmt: skip
+    field, value = rng.choice(changes)
+    request[field] = value
+    return _dump(rng, request)
+
+
+def bad_range(rng, data):
+    kind, request = _valid(rng, data)
+    changes = [("priority", rng.choice([101, -101, 10**40, -(10**40)]))]
+    if kind == "predict":
+        box = dict(request["target"]["box"])
+        axis = rng.choice("xyz")
+        box[f"{axis}0"], box[f"{axis}1"] = 10, 3
+        changes += [("mip", rng.choice([-1, -100])), ("target", {"mode": "box", "box": box}),
+                    ("target", {"mode": "box", "box": request["target"]["box"] | {"mip": rng.choice([17, -1])}}),
+                    ("target", {"mode": "anchors", "points": []}),
+                    ("target", {"mode": "anchors", "points": [{"x": 1, "y": 2, "z": 3}], "cube_xy": rng.choice([0, -5])}),
+                    ("volume", {"host": "localhost", "port": rng.choice([0, 70000, -1])})]  # fmt: skip
+    elif kind in ("train", "finetune"):
+        changes += [("epochs", rng.choice([0, -3])), ("steps_per_epoch", 0), ("patch_size", rng.choice([8, 15, 0])),
+                    ("max_minutes", rng.choice([0, -1.5]))]  # fmt: skip
+        if kind == "finetune":
+            changes += [("leaky_factor", rng.choice([0, 1.5, -0.1])), ("episodic_ratio", rng.choice([0, 1, 2.0]))]
+    elif kind == "segment2d":
+        changes += [("sections", rng.choice([[3, 1], [-1, 2]])), ("h", rng.choice([0, -1.0])), ("sigma", -0.5),
+                    ("min_size", -1), ("membrane_threshold", rng.choice([0, 1, 1.5])), ("mip", -2)]  # fmt: skip
+    field, value = rng.choice(changes)
+    request[field] = value
+    fmt = rng.choice(["json", "toml"])
+    if fmt == "json" and kind in ("train", "finetune") and rng.random() < 0.2:
+        request["max_minutes"] = float("nan")  # JSON as Python reads it: NaN is not > 0
+    return _dump(rng, request, fmt)
+
+
+def bad_extra(rng, data):
+    kind, request = _valid(rng, data)
+    name = rng.choice(["colour", "bundle_path", "outdir", "Kind", "ids", "priorty", "gpu", "é", "a b", "0"])
+    value = rng.choice(["blue", 1, [1, 2], {"x": 1}, True])
+    where = rng.randrange(3)
+    if where == 1 and kind == "predict":
+        request["target"][name] = value
+    elif where == 2 and kind == "predict":
+        request["target"]["box"][name] = value
+    else:
+        request[name] = value
+    return _dump(rng, request)
+
+
+def bad_nested(rng, data):
+    depth = rng.choice([100_000, 20_000, 5_000])
+    request = _valid(rng, data)[1]
+    shape = rng.randrange(5)
+    if shape == 0:
+        return "json", b"[" * depth
+    if shape == 1:
+        return "json", b'{"a":' * depth
+    if shape == 2:  # a valid request with a deep value in it
+        text = json.dumps(request)[:-1] + ', "extra": ' + "[" * depth + "]" * depth + "}"
+        return "json", text.encode()
+    if shape == 3:
+        return "toml", b"a = " + b"[" * depth + b"]" * depth
+    return "toml", b"a = " + b"{b = " * depth
+
+
+def bad_too_big(rng, data):
+    kind, request = _valid(rng, data)
+    fmt, raw = _dump(rng, request)
+    pad = MAX_REQUEST_BYTES + 1 - len(raw) + rng.randrange(0, 1000)
+    return fmt, raw + (b" " * pad if fmt == "json" else b"#" + b"x" * pad)  # valid but for its size
+
+
+def bad_empty(rng, data):
+    fmt = rng.choice(["json", "toml"])
+    return fmt, rng.choice([b"", b" ", b"\n\n", b"\t \r\n", b"\xef\xbb\xbf", b"# nothing\n"])
+
+
+def bad_path_chars(rng, data):
+    """NUL in a path, or an escaped lone surrogate in any text: no file name, and nothing the journal can store."""
+    kind, request = _valid(rng, data)
+    field = rng.choice([f for f in REQUIRED[kind] if f != "bundles"])
+    char = rng.choice(["\x00", "\ud800", "\udcff"])
+    request[field] = str(data / f"a{char}b")
+    if kind in ("train", "finetune") and char != "\x00" and rng.random() < 0.5:
+        request = valid_request(kind, data) | {rng.choice(["name", "device", "mapping"]): f"x{char}"}
+    fmt = "toml" if char == "\x00" and rng.random() < 0.5 else "json"  # TOML has no lone surrogates
+    return fmt, (json.dumps(request) if fmt == "json" else to_toml(request)).encode("ascii")  # as \u escapes
+
+
+CASES = [bad_random_bytes, bad_utf8, bad_truncated, bad_not_object, bad_kind, bad_missing, bad_type, bad_range,
+         bad_extra, bad_empty, bad_path_chars]  # fmt: skip
+HEAVY = {bad_nested: 30, bad_too_big: 3}  # fewer of the large ones: they cost disk and time
+N_BAD = 1000
+
+
+def bad_requests(data: Path) -> list[tuple[str, str, bytes]]:
+    """1,000 invalid request files, (case, name, bytes), the same on every run (but for ``data``)."""
+    makers = [m for m, n in HEAVY.items() for _ in range(n)]
+    makers += [CASES[i % len(CASES)] for i in range(N_BAD - len(makers))]
+    out = []
+    for i, maker in enumerate(makers):
+        fmt, raw = maker(random.Random(SEED * 10_000 + i), data)  # one seed per file: each can be made alone
+        out.append((maker.__name__, f"bad-{i}.{fmt}", raw))
+    return out
+
+
+def test_fuzz_cases_are_invalid_by_construction(tmp_path):
+    cases = bad_requests(tmp_path / "data")
+    assert len(cases) == N_BAD
+    assert bad_requests(tmp_path / "data") == cases, "the fuzz set must not change between runs"
+    assert {c for c, _, _ in cases} == {m.__name__ for m in [*CASES, *HEAVY]}
+    folder = tmp_path / "fuzz"
+    folder.mkdir()
+    for case, name, raw in cases:
+        path = folder / name
+        path.write_bytes(raw)
+        try:
+            read_request(path)
+        except RequestError as exc:
+            assert str(exc).strip(), f"{name} ({case}): empty message"
+        except Exception as exc:  # noqa: BLE001 - the point: nothing but RequestError
+            pytest.fail(f"{name} ({case}): read_request raised {type(exc).__name__}: {exc}")
+        else:
+            pytest.fail(f"{name} ({case}) was read as a valid request: {raw[:300]!r}")
+
+
+def test_fuzz_request_folder_rejects_every_bad_file(service):
+    cases = bad_requests(service.data)
+    for _, name, raw in cases:
+        drop(service.path, name, raw)
+    rejected = service.path / "rejected"
+
+    def unanswered() -> str:
+        left = [f"{n} ({c})" for c, n, _ in cases if not (rejected / f"{n}.error.txt").exists()]
+        return f"{len(left)} without an answer, e.g. {left[:10]}; accepted: {service.journal.counts()}"
+
+    wait_until(lambda: rejected.is_dir() and len(list(rejected.glob("*.error.txt"))) >= N_BAD,
+               f"rejected/ holds {N_BAD} error files", timeout=120, detail=unanswered)  # fmt: skip
+    for case, name, raw in cases:
+        assert not (service.path / name).exists(), f"{name} ({case}) was left in the request folder"
+        assert (rejected / name).read_bytes() == raw, f"{name} ({case}) was not moved to rejected/ unchanged"
+        error = (rejected / f"{name}.error.txt").read_text(encoding="utf-8")
+        assert error.startswith(f"{name}: ") and len(error) > len(name) + 20, f"{name} ({case}): {error!r}"
+        assert "docs/requests.md" in error
+    assert len(list(rejected.iterdir())) == 2 * N_BAD
+    accepted = service.path / "accepted"
+    assert not accepted.exists() or not any(accepted.iterdir())
+    assert service.journal.counts() == {}
+    assert service.journal.list(limit=None) == []
+    assert service.dispatcher.queues.pending() == {"gpu": 0, "cpu": 0}
+    assert service.folder.folder.healthy() is True
+    assert sorted(p.name for p in service.path.iterdir()) == ["rejected"]  # no temporary files left either
+
+
+def test_toml_with_long_dotted_keys_is_refused_quickly(tmp_path):
+    """tomllib needs memory quadratic in a dotted key's length: these 80 kB would take 6 GB."""
+    path = tmp_path / "dots.toml"
+    path.write_text("kind = 'predict'\n" + "a" + ".a" * 40_000 + " = 1\n", encoding="utf-8")
+    assert path.stat().st_size < MAX_REQUEST_BYTES
+    script = textwrap.dedent(f"""\
+        import resource, sys
+        from pathlib import Path
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+        from membraind.service.watchers.requests import RequestError, read_request
+        try:
+            read_request(Path({str(path)!r}))
+        except RequestError as exc:
+            print("RequestError:", exc)
+        """)  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("RequestError:"), result.stdout + result.stderr[-2000:]
+
+
+# -- paths: roots and relative paths ------------------------------------------------------------------------
+def test_paths_outside_the_roots_are_rejected(service):
+    sibling = service.tmp / "elsewhere"
+    sibling.mkdir()
+    link = service.data / "link"
+    link.symlink_to(sibling, target_is_directory=True)  # inside home by name, outside once resolved
+    cases = {
+        "etc.json": ("out", valid_request("segment2d", service.data) | {"out": "/etc/membraind-out"}),
+        "sibling.toml": ("out", valid_request("export-onnx", service.data) | {"out": str(sibling / "m.onnx")}),
+        "link.json": ("out", valid_request("train", service.data) | {"out": str(link / "run")}),
+        "dotdot.json": ("bundles[0]", valid_request("predict", service.data)
+                        | {"bundles": [str(service.home / ".." / "elsewhere" / "m")]}),  # fmt: skip
+        "parent.json": ("parent", valid_request("finetune", service.data) | {"parent": str(sibling / "m")}),
+    }
+    for name, (_, request) in cases.items():
+        drop(service.path, name, encode(request, name.rsplit(".", 1)[1]))
+    for name, (field, _) in cases.items():
+        outcome, path = answer(service, name)
+        assert outcome == "rejected", name
+        error = path.read_text(encoding="utf-8")
+        assert error.startswith(f"{name}: {field}: "), error
+        assert "outside the folders this daemon may use" in error and str(service.home) in error, error
+        assert (service.path / "rejected" / name).exists()
+    assert service.journal.counts() == {}
+    assert service.dispatcher.queues.pending() == {"gpu": 0, "cpu": 0}
+
+
+def test_relative_paths_are_refused(service):
+    cases = {
+        "rel-out.json": ("out", valid_request("segment2d", service.data) | {"out": "seg/out"}),
+        "rel-volume.toml": ("volume", valid_request("predict", service.data) | {"volume": "em"}),
+        "rel-bundle.json": ("bundles[1]", valid_request("predict", service.data)
+                            | {"bundles": [str(service.data / "m"), "./models/m2"]}),  # fmt: skip
+        "rel-dot.json": ("bundle", {"kind": "export-onnx", "bundle": ""}),  # "" is the folder "."
+        "rel-home.json": ("em", valid_request("train", service.data) | {"em": "~/em"}),
+    }
+    for name, (_, request) in cases.items():
+        drop(service.path, name, encode(request, name.rsplit(".", 1)[1]))
+    for name, (field, _) in cases.items():
+        outcome, path = answer(service, name)
+        assert outcome == "rejected", name
+        error = path.read_text(encoding="utf-8")
+        assert error.startswith(f"{name}: {field}: ") and "relative path" in error and "absolute" in error, error
+    assert service.journal.counts() == {}
+
+
+# -- accepted requests --------------------------------------------------------------------------------
+def test_valid_requests_are_accepted_queued_and_journaled(service):
+    requests = {
+        "predict-box.json": valid_request("predict", service.data) | {"id": "hippo-box-1"},
+        "seg.toml": valid_request("segment2d", service.data) | {"id": "seg-1", "priority": -5},
+        "no-id.json": valid_request("export-onnx", service.data),
+    }
+    for name, request in requests.items():
+        drop(service.path, name, encode(request, name.rsplit(".", 1)[1]))
+    ids = {}
+    for name, request in requests.items():
+        outcome, status_file = answer(service, name)
+        assert outcome == "accepted", status_file
+        assert (service.path / "accepted" / name).exists() and not (service.path / name).exists()
+        status = json.loads(status_file.read_text(encoding="utf-8"))
+        assert status["state"] == "queued" and status["kind"] == request["kind"] and "note" not in status
+        assert "id" in request or len(status["id"]) == 32
+        assert status["id"] == request.get("id", status["id"])
+        record = service.journal.get(status["id"])
+        assert record is not None and record.state == "queued" and record.source == "request-file"
+        assert record.client == str(service.path / "accepted" / name)
+        assert record.spec == record.job().spec.model_dump(mode="json")
+        ids[name] = status["id"]
+    assert service.journal.get("seg-1").priority == -5
+    assert service.journal.get("hippo-box-1").priority == 10
+    assert service.journal.counts() == {"queued": 3}
+    assert service.dispatcher.queues.pending() == {"gpu": 1, "cpu": 2}
+    assert not (service.path / "rejected").exists()
+    assert service.folder.folder.healthy() is True
+
+
+def test_same_id_twice_gives_one_job(service):
+    request = valid_request("train", service.data) | {"id": "train-once"}
+    drop(service.path, "first.json", encode(request, "json"))
+    assert answer(service, "first.json")[0] == "accepted"
+    drop(service.path, "again.toml", encode(request | {"epochs": 9}, "toml"))
+    outcome, status_file = answer(service, "again.toml")
+    assert outcome == "accepted"
+    status = json.loads(status_file.read_text(encoding="utf-8"))
+    assert status["id"] == "train-once" and status["state"] == "queued"
+    assert "submitted before" in status["note"]
+    first = json.loads((service.path / "accepted" / "first.json.status.json").read_text(encoding="utf-8"))
+    assert "note" not in first
+    # The same name once more: it is kept too, under a time-stamped name.
+    drop(service.path, "first.json", encode(request, "json"))
+    accepted = service.path / "accepted"
+    wait_until(lambda: len(list(accepted.glob("first*.json.status.json"))) == 2 and not (service.path / "first.json").exists(),
+               "the second first.json is accepted under a new name")  # fmt: skip
+    assert len([p for p in accepted.glob("first-*.json") if not p.name.endswith(".status.json")]) == 1
+    assert [r.id for r in service.journal.list(limit=None)] == ["train-once"]
+    assert service.journal.get("train-once").spec["epochs"] == 3  # the first request's job
+    assert service.dispatcher.queues.pending() == {"gpu": 1, "cpu": 0}
+    assert [e[3] for e in service.journal.events("train-once")] == ["queued"]
