@@ -17,7 +17,10 @@ def check_paths(spec: BaseModel, roots: list[Path]) -> None:
     for field, path in paths_of(spec):
         if not path.is_absolute():
             raise InputError(f"{field}: {str(path)!r} is a relative path; give an absolute path")
-        resolved = path.resolve()  # follows symlinks, so a link cannot lead outside
+        try:
+            resolved = path.resolve()  # follows symlinks, so a link cannot lead outside
+        except (OSError, RuntimeError) as exc:  # a symlink loop, a NUL byte
+            raise InputError(f"{field}: {str(path)!r} cannot be resolved ({exc})") from None
         if not any(resolved == root or root in resolved.parents for root in roots):
             allowed = ", ".join(str(r) for r in roots)
             raise InputError(

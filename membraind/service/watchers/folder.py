@@ -134,7 +134,9 @@ class FolderWatcher:
     def healthy(self) -> bool:
         """Whether watching works; a dead observer is re-created (with a rescan) and reported once."""
         thread_ok = self._thread is not None and self._thread.is_alive()
-        if self._observer is not None and self._observer.is_alive():
+        observer = self._observer
+        # An observer outlives its emitter: the emitter stops when the folder goes away.
+        if observer is not None and observer.is_alive() and all(e.is_alive() for e in list(observer.emitters)):
             return thread_ok
         log.warning("%s: the file watcher of %s stopped; starting it again and rescanning", self.name, self.folder)
         self._stop_observer()
@@ -153,6 +155,8 @@ class FolderWatcher:
         name = path.name
         if name.startswith((".", "~")) or any(part in IGNORED_NAMES for part in path.parts):
             return False
+        if path.is_relative_to(self.folder) and any(p.startswith(".") for p in path.relative_to(self.folder).parts):
+            return False  # in a hidden folder, which the scan does not enter either
         return any(fnmatch.fnmatchcase(name.lower(), p) for p in self.patterns)
 
     def _run(self) -> None:
