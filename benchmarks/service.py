@@ -59,14 +59,11 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
-def wait_for(predicate, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise TimeoutError("the daemon did not answer in time")
+def wait_for(predicate):
+    """Poll finely: the waits measured here are tenths of a second."""
+    from membraind.service.supervised import wait_until
+
+    return wait_until(predicate, 120.0, interval=0.005)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from tests.conftest import run_cli
 from membraind.service.journal import Journal
+from membraind.service import supervised
 from membraind.service.supervised import SupervisedDaemon
 
 pytestmark = pytest.mark.isbi
@@ -23,14 +24,11 @@ pytestmark = pytest.mark.isbi
 
 def wait_until(predicate, timeout: float = 120.0, what: str = "condition", daemon: SupervisedDaemon | None = None):
     """Poll ``predicate`` until it returns something truthy (returned), or fail saying ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    tail = f"\ndaemon log:\n{daemon.log_tail()}" if daemon else ""
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
+    try:
+        return supervised.wait_until(predicate, timeout, what=what)
+    except TimeoutError as exc:
+        tail = f"\ndaemon log:\n{daemon.log_tail()}" if daemon else ""
+        pytest.fail(f"{exc}{tail}")
 
 
 class Lab:

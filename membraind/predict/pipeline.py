@@ -202,6 +202,9 @@ def predict_tiles(
     finally:
         stop.set()
         reader.join(timeout=10)
+        # A cancel or error must not return while a tile is half-written: the process
+        # may exit next (the engine does on a stop), which would abandon the write.
+        writer.join(timeout=60)
     report.written = len(written)
     report.outputs = sink.finish(keys, written)
     report.seconds = time.monotonic() - started

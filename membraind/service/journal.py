@@ -63,6 +63,7 @@ _COLUMNS = (
     "id, kind, spec, priority, source, client, state, progress, message, result, error, attempts, "
     "cancel_requested, created, started, finished, updated"
 )
+_COLUMN_NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
 
 
 class Journal:
@@ -215,7 +216,7 @@ class Journal:
     # -- reading ------------------------------------------------------------------
     @staticmethod
     def _record(row: tuple) -> JobRecord:
-        values = dict(zip([c.strip() for c in _COLUMNS.split(",")], row))
+        values = dict(zip(_COLUMN_NAMES, row))
         values["spec"] = json.loads(values["spec"])
         values["result"] = JobResult.model_validate_json(values["result"]) if values["result"] else None
         values["cancel_requested"] = bool(values["cancel_requested"])

@@ -15,7 +15,19 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["SupervisedDaemon"]
+__all__ = ["SupervisedDaemon", "wait_until"]
+
+
+def wait_until(predicate, timeout: float = 120.0, interval: float = 0.05, what: str = "the daemon"):
+    """Poll ``predicate`` until it returns something truthy and return that, or raise
+    TimeoutError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class SupervisedDaemon:

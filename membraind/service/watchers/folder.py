@@ -91,6 +91,7 @@ class FolderWatcher:
         self._stop = threading.Event()
         self._rescan_now = threading.Event()
         self.last_loop = time.monotonic()
+        self._outage_reported = False
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -137,8 +138,11 @@ class FolderWatcher:
         observer = self._observer
         # An observer outlives its emitter: the emitter stops when the folder goes away.
         if observer is not None and observer.is_alive() and all(e.is_alive() for e in list(observer.emitters)):
+            self._outage_reported = False
             return thread_ok
-        log.warning("%s: the file watcher of %s stopped; starting it again and rescanning", self.name, self.folder)
+        if not self._outage_reported:  # once per outage, not on every health check
+            log.warning("%s: the file watcher of %s stopped; starting it again and rescanning", self.name, self.folder)
+            self._outage_reported = True
         self._stop_observer()
         try:
             self._start_observer()
