@@ -92,6 +92,9 @@ def main() -> None:
 [service]
 home = "{home}"
 roots = ["{bundle.resolve().parent}", "{args.isbi.resolve()}"]
+[service.api]
+endpoint = "ipc://{tmp}/api.sock"
+events = "ipc://{tmp}/events.sock"
 [[service.scope]]
 folder = "{home / 'scope'}"
 out = "{home / 'scope-out'}"

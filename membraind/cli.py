@@ -1,13 +1,16 @@
 """The ``membraind`` command: one entry point, one subcommand per task.
 
 Subcommands live in :mod:`membraind.commands`. Errors meant for the user
-(:class:`~membraind.errors.MembraindError`) print as one line, exit status 2.
+(:class:`~membraind.errors.MembraindError`) print as one line, exit status 2. Output
+into a pipe whose reader has gone ends quietly with status 141, as for Unix tools.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +21,7 @@ from membraind.config import Settings, load_settings
 from membraind.errors import MembraindError
 
 AREAS = (demo, groundtruth, training, predict, segment, vast, service)
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a process ended by SIGPIPE
 
 
 def cmd_show_config(args: argparse.Namespace, settings: Settings) -> int:
@@ -55,10 +59,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings = load_settings(args.config)
-        return args.func(args, settings)
+        status = args.func(args, settings)
+        sys.stdout.flush()  # here, where a closed pipe can be handled, not at interpreter exit
+        return status
     except MembraindError as exc:
         print(f"membraind: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("membraind: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`membraind status | head -1`): stop quietly, as Unix tools do.
+        # Python's final flush of what is still buffered would fail again, so it goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

@@ -27,6 +27,10 @@ def describe_validation_error(exc: Exception) -> str:
     """Every problem of a pydantic ``ValidationError`` as ``field: message``, joined by '; '."""
     parts = []
     for item in exc.errors():  # type: ignore[attr-defined]
-        field = ".".join(str(part) for part in item["loc"])
-        parts.append(f"{field}: {item['msg']}" if field else item["msg"])  # no loc: a cross-field check
+        # union branches add pydantic's schema names ("function-after[path_validator(), str]") to the location
+        field = ".".join(str(part) for part in item["loc"] if not (isinstance(part, str) and "[" in part))
+        message = item["msg"].replace("Input is not a valid path for <class 'pathlib.Path'>", "expected a path (text)")
+        part = f"{field}: {message}" if field else message  # no loc: a cross-field check
+        if part not in parts:
+            parts.append(part)
     return "; ".join(parts)

@@ -37,6 +37,47 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     )
 
 
+class ApiLab:
+    """A daemon home whose configuration serves the ZeroMQ API on ipc sockets in ``tmp``.
+
+    ``service``, ``api`` and ``extra`` are TOML lines added to ``[service]``,
+    ``[service.api]`` and after them.
+    """
+
+    def __init__(self, tmp: Path, isbi: Path, *, service: str = "", api: str = "", extra: str = "") -> None:
+        self.tmp, self.isbi, self.home = tmp, isbi, tmp / "home"
+        self.endpoint, self.events = f"ipc://{tmp}/api.sock", f"ipc://{tmp}/events.sock"
+        self.config, self.log = tmp / "membraind.toml", tmp / "daemon.log"
+        self.config.write_text(f"""
+[service]
+home = "{self.home}"
+roots = ["{isbi}"]
+{service}
+[service.api]
+endpoint = "{self.endpoint}"
+events = "{self.events}"
+{api}
+{extra}
+""")  # fmt: skip
+
+    def supervised(self):
+        """The daemon for this configuration, not started yet."""
+        from membraind.service.supervised import SupervisedDaemon
+
+        return SupervisedDaemon(self.config, self.log)
+
+    def client(self, **options):
+        """A ``membraind_client.Client`` for this daemon (5 s timeout, 2 retries unless given)."""
+        from membraind_client import Client
+
+        return Client(self.endpoint, events=self.events, **{"timeout": 5.0, "retries": 2, **options})
+
+    def segment(self, out: str, sections: tuple[int, int] = (0, 1)) -> dict:
+        """A segment2d request that really runs, on the CPU in about a second."""
+        return {"kind": "segment2d", "membrane": str(self.isbi / "train" / "label"), "out": str(self.home / out),
+                "sections": list(sections)}  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory, isbi) -> Path:
     """A small U-Net (depth 4, 8 filters) trained briefly on ISBI sections 0-9.

@@ -90,3 +90,30 @@ def test_service_demo_runs_the_daemon_end_to_end(tmp_path):
         assert all(Path(p).exists() for p in status["result"]["outputs"])
     tiles = sorted((out / "home" / "scope-predictions").rglob("tile_*.png"))
     assert [t.name for t in tiles] == [f"tile_{i:03d}.png" for i in range(4)]
+
+
+def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path):
+    """`membraind status --json | head -1`: no BrokenPipe traceback, the status of a process ended by SIGPIPE."""
+    import os
+    import subprocess
+    import sys
+
+    from membraind.jobs.specs import ExportOnnxSpec
+    from membraind.service.jobs import Job
+    from membraind.service.journal import Journal
+
+    home = tmp_path / "home"
+    journal = Journal(home / "state" / "journal.db")
+    for i in range(300):  # about 150 kB of JSON: more than a pipe holds, so the writer meets the closed end
+        journal.add(Job(id=f"job-{i}", spec=ExportOnnxSpec(bundle=home / "models" / f"m{i}")))
+    journal.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBRAIND_")} | {"MEMBRAIND_SERVICE__HOME": str(home)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "membraind", "status", "--json", "--limit", "1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    first = process.stdout.readline()  # head -1
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, stderr[-3000:]
+    assert first == b"{\n" and stderr == ""

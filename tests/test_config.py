@@ -94,3 +94,33 @@ def test_every_setting_is_documented():
     text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     missing = [path for path in _field_paths(Settings) if f"`{path}`" not in text]
     assert not missing, f"docs/configuration.md does not describe {missing}"
+
+
+def test_service_folders_are_absolute_with_the_home_folder_as_default(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    assert load_settings().service.home == Path.home() / "membraind"
+    config = tmp_path / "etc" / "membraind.toml"
+    config.parent.mkdir()
+    config.write_text('[service]\nhome = "lab-home"\nstate_dir = "../state"\nrequest_dir = "~/drop"\nroots = ["data", "/abs"]\n')
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)  # relative folders are taken from the working directory when the file is loaded
+    service = load_settings(config).service
+    monkeypatch.chdir(tmp_path)  # and stay where they were
+    assert service.home == workdir / "lab-home" and service.state_path() == workdir / ".." / "state"
+    assert service.requests_path() == Path.home() / "drop" and service.roots == [workdir / "data", Path("/abs")]
+    assert all(p.is_absolute() for p in service.allowed_roots())
+
+
+def test_default_home_does_not_depend_on_the_working_directory(tmp_path):
+    import json
+
+    homes = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        result = run_cli("show-config", cwd=tmp_path / folder, env={"HOME": str(tmp_path / "user")})
+        assert result.returncode == 0, result.stderr
+        service = json.loads(result.stdout)["service"]
+        homes.append(service["home"])
+    assert homes == [str(tmp_path / "user" / "membraind")] * 2

@@ -39,6 +39,7 @@ class Lab:
         self.scope, self.scope_out = self.home / "scope", self.home / "scope-out"
         self.requests = self.home / "requests"
         self.config = tmp / "membraind.toml"
+        self.api_endpoint, self.events_endpoint = f"ipc://{tmp}/api.sock", f"ipc://{tmp}/events.sock"
         self.config.write_text(
             f"""
 [service]
@@ -46,6 +47,10 @@ home = "{self.home}"
 roots = ["{bundle.parent}", "{isbi}"]
 retry_delay_seconds = 0.2
 {service}
+[service.api]
+endpoint = "{self.api_endpoint}"
+events = "{self.events_endpoint}"
+
 [[service.scope]]
 folder = "{self.scope}"
 out = "{self.scope_out}"
@@ -269,3 +274,51 @@ def test_bad_requests_are_rejected_and_the_daemon_keeps_serving(tmp_path, traine
     assert "out:" in error and "outside the folders" in error
     assert Path(record.result.outputs[0]).is_file()
     assert not (tmp_path / "elsewhere").exists()
+
+
+def history_rows(run: Path) -> list[list[str]]:
+    """The epochs of a training run's history.csv (replaced atomically, so never half read)."""
+    try:
+        lines = (run / "history.csv").read_text().splitlines()[1:]
+    except FileNotFoundError:
+        return []
+    return [line.split(",") for line in lines]
+
+
+def test_restart_starts_a_run_over_only_once_and_a_retry_resumes_it(tmp_path, trained_bundle, isbi):
+    lab = Lab(
+        tmp_path, trained_bundle, isbi,
+        extra='[unet]\ndepth = 3\nbase_filters = 8\n[training]\nsteps_per_epoch = 4\nbatch_size = 4\nepochs = 1000\ndevice = "cpu"\n[sampler]\npatch_size = 64',
+    )  # fmt: skip
+    run = lab.home / "train-run"
+    request = {"id": "train-over", "kind": "train", "em": str(isbi / "train" / "image"),
+               "labels": str(isbi / "train" / "label"), "mapping": "isbi", "out": str(run), "restart": True}  # fmt: skip
+    with lab.daemon() as daemon:
+        lab.drop_request("train.json", request)
+        wait_until(lambda: len(history_rows(run)) >= 2, what="two epochs (the first one's checkpoint kept)", daemon=daemon)
+        first_epoch = history_rows(run)[0]
+        (engine,) = daemon.engines()
+        os.kill(engine, signal.SIGKILL)  # the engine dies mid-run (as if out of memory): the job is retried
+        wait_until(lambda: any("engine process died" in e[5] for e in lab.events("train-over")),
+                   what="the crash to be recorded", daemon=daemon)  # fmt: skip
+        epochs_then = len(history_rows(run))
+        seen: list[int] = []  # the history's length at every look: started over, it drops to one epoch
+        wait_until(lambda: seen.append(len(history_rows(run))) or seen[-1] > epochs_then, what="an epoch of the retry",
+                   daemon=daemon)  # fmt: skip
+        assert min(seen) >= epochs_then, f"the history shrank to {min(seen)} epochs: the run started over"
+        # Resumed: the first epoch is the one trained before the crash. Started over, it would
+        # have been trained again (and taken another number of seconds).
+        assert history_rows(run)[0] == first_epoch
+    record = lab.journal().get("train-over")
+    assert record.attempts == 2 and record.spec["restart"] is True
+
+
+def test_sigterm_while_the_engine_starts_stops_at_once(tmp_path, trained_bundle, isbi):
+    lab = Lab(tmp_path, trained_bundle, isbi)
+    daemon = lab.daemon().start(until="loading the engine")  # the status sent just before the engine starts
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(120) == 0, daemon.log_tail()
+    assert time.monotonic() - started < 60, "the stop waited for the engine's start timeout"
+    assert not any("READY=1" in n for n in daemon.notifications), "it never claimed to be ready"
+    assert "stopped" in daemon.log_tail()

@@ -19,6 +19,7 @@ from typing import Callable
 import pytest
 
 from membraind.config import Settings
+from membraind.errors import MembraindError
 from membraind.predict.request import BoxRegion
 from membraind.service.dispatcher import Dispatcher
 from membraind.service.journal import Journal
@@ -304,7 +305,7 @@ def bad_range(rng, data):
         if kind == "finetune":
             changes += [("leaky_factor", rng.choice([0, 1.5, -0.1])), ("episodic_ratio", rng.choice([0, 1, 2.0]))]
     elif kind == "segment2d":
-        changes += [("sections", rng.choice([[3, 1], [-1, 2]])), ("h", rng.choice([0, -1.0])), ("sigma", -0.5),
+        changes += [("sections", rng.choice([[3, 1], [-1, 2]])), ("h", rng.choice([0, -1.0, 1.5])), ("sigma", -0.5),
                     ("min_size", -1), ("membrane_threshold", rng.choice([0, 1, 1.5])), ("mip", -2)]  # fmt: skip
     field, value = rng.choice(changes)
     request[field] = value
@@ -375,7 +376,8 @@ EXPECTED = {  # what the error of each case says (one of)
     bad_missing: ["Field required", "kind must be one of", "give both val_em and val_labels", "discriminator 'mode'"],
     bad_type: ["invalid request: "], bad_range: ["invalid request: "], bad_extra: ["Extra inputs are not permitted"],
     bad_nested: ["not valid JSON", "not valid TOML"], bad_too_big: [f"requests are at most {MAX_REQUEST_BYTES} bytes"],
-    bad_empty: ["not valid JSON", "not valid TOML", "kind must be one of"], bad_path_chars: ["NUL character"],
+    bad_empty: ["not valid JSON", "not valid TOML", "kind must be one of"],
+    bad_path_chars: ["NUL character", "unknown label mapping"],  # a mapping is checked against the presets first
 }  # fmt: skip
 CASES = [bad_random_bytes, bad_utf8, bad_truncated, bad_not_object, bad_kind, bad_missing, bad_type, bad_range,
          bad_extra, bad_empty, bad_path_chars]  # fmt: skip
@@ -506,6 +508,97 @@ def test_relative_paths_are_refused(service):
         error = path.read_text(encoding="utf-8")
         assert error.startswith(f"{name}: {field}: ") and "relative path" in error and "absolute" in error, error
     assert service.journal.counts() == {}
+
+
+# -- problems that used to surface only when the job ran ------------------------------------------------------
+VAST_LAYER = {"host": "10.0.12.34", "port": 22081, "layer": "EM"}
+
+
+def late_problems(data: Path) -> dict[str, tuple[dict, str, list[str]]]:
+    """name: (request, where the error starts, what it must say)."""
+    predict = valid_request("predict", data)
+    return {
+        "mapping": (valid_request("train", data) | {"mapping": "isbl"}, "train.mapping: ",
+                    ["unknown label mapping 'isbl'", "choose one of isbi, classes"]),
+        "finetune-mapping": (valid_request("finetune", data) | {"mapping": "ISBI"}, "finetune.mapping: ",
+                             ["unknown label mapping 'ISBI'", "membrain-patches-2"]),
+        "h": (valid_request("segment2d", data) | {"h": 1.5}, "segment2d.h: ", ["less than or equal to 1"]),
+        "vast-image": (predict | {"volume": VAST_LAYER, "target": {"mode": "image"}}, "predict: ",
+                       ["target.mode 'image'", "volume is a VAST layer", "'box', 'anchors' or 'volume'"]),
+        "vast-address": (predict | {"volume": "vast://10.0.12.34:22081/EM"}, "predict.volume: ",
+                         ["'vast://10.0.12.34:22081/EM' is a VAST address", 'volume = {host = "HOST"']),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["json", "toml"])
+def test_problems_that_showed_only_when_running_are_refused_at_submit(tmp_path, fmt):
+    for name, (request, where, words) in late_problems(tmp_path / "data").items():
+        path = tmp_path / f"{name}.{fmt}"
+        path.write_bytes(encode(request, fmt))
+        with pytest.raises(RequestError) as info:
+            read_request(path)
+        message = str(info.value)
+        assert message.startswith(f"invalid request: {where}"), message
+        assert all(word in message for word in words), message
+    fixed = {  # what each message points to is accepted
+        "mapping": valid_request("train", tmp_path) | {"mapping": "isbi"},
+        "h": valid_request("segment2d", tmp_path) | {"h": 1.0},
+        "vast-box": valid_request("predict", tmp_path) | {"volume": VAST_LAYER},
+    }
+    for name, request in fixed.items():
+        path = tmp_path / f"ok-{name}.{fmt}"
+        path.write_bytes(encode(request, fmt))
+        assert read_request(path).spec.kind == request["kind"]
+
+
+def test_late_problems_are_rejected_by_the_request_folder(service):
+    for name, (request, _, _) in late_problems(service.data).items():
+        drop(service.path, f"{name}.json", encode(request, "json"))
+    for name, (_, where, words) in late_problems(service.data).items():
+        outcome, path = answer(service, f"{name}.json")
+        assert outcome == "rejected", name
+        error = path.read_text(encoding="utf-8")
+        assert error.startswith(f"{name}.json: invalid request: {where}") and words[0] in error, error
+    assert service.journal.counts() == {}
+
+
+@pytest.mark.isbi
+def test_episodic_finetuning_from_a_parent_trained_outside_the_roots_is_refused(service, isbi, tmp_path):
+    from membraind.jobs.execute import run_train
+    from membraind.jobs.specs import FinetuneSpec, TrainSpec
+    from membraind.service.jobs import Job
+    from membraind.volumes.image_files import read_image, write_image
+
+    lab_gt = tmp_path / "lab-gt"  # beside the daemon's home: outside its roots
+    for name in ("00", "01", "02"):
+        for kind in ("image", "label"):
+            write_image(lab_gt / kind / f"{name}.png", read_image(isbi / "train" / kind / f"{name}.png")[:128, :128])
+    tiny = Settings.model_validate({
+        "unet": {"depth": 2, "base_filters": 4}, "sampler": {"patch_size": 64},
+        "training": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "device": "cpu"},
+    })  # fmt: skip
+    parent_run = service.data / "runs" / "parent"  # the parent bundle itself lies inside the roots
+    result = run_train(TrainSpec(em=lab_gt / "image", labels=lab_gt / "label", mapping="isbi", out=parent_run),
+                       tiny, lambda fraction, message: None, lambda: False)  # fmt: skip
+    parent = Path(result.outputs[0])
+    finetune = valid_request("finetune", service.data) | {"parent": str(parent), "mapping": "isbi"}
+    drop(service.path, "episodic.json", encode(finetune | {"mode": "episodic"}, "json"))
+    drop(service.path, "leaky.json", encode(finetune | {"mode": "leaky"}, "json"))  # replays nothing: fine
+    outcome, error_file = answer(service, "episodic.json")
+    assert outcome == "rejected"
+    error = error_file.read_text(encoding="utf-8")
+    assert error.startswith(f"episodic.json: parent: episodic fine-tuning replays the training data of bundle {parent}")
+    assert f"its em {(lab_gt / 'image').resolve()} is outside the folders this daemon may use" in error, error
+    assert answer(service, "leaky.json")[0] == "accepted"
+
+    # The configured mode counts when the request names none; an unreadable parent is left to the job.
+    settings = Settings.model_validate({"service": {"home": str(service.home)}, "transfer": {"mode": "episodic"}})
+    episodic_default = Dispatcher(settings, service.journal, service.tmp / "queue-episodic.db", engines={})
+    spec = FinetuneSpec(**{k: v for k, v in finetune.items() if k not in ("kind", "mode", "leaky_factor")})
+    with pytest.raises(MembraindError, match="parent: episodic fine-tuning replays"):
+        episodic_default.submit(Job(id="default-mode", spec=spec))
+    missing = spec.model_copy(update={"parent": service.data / "models" / "not-there"})
+    assert episodic_default.submit(Job(id="missing-parent", spec=missing))[1] is True
 
 
 # -- accepted requests --------------------------------------------------------------------------------

@@ -411,3 +411,110 @@ def test_image_complete_tiff(isbi, tmp_path, options):
         cut = tmp_path / f"cut-{keep}.tif"
         cut.write_bytes(raw[:keep])
         assert image_complete(cut) is False, f"a TIFF cut to {keep} of {len(raw)} bytes counts as complete"
+
+
+def _pages(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, 256, 256), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("writer", ["tifffile", "tifffile-zlib", "pillow"])
+def test_image_complete_multipage_tiff_cut_in_its_last_page(tmp_path, writer):
+    """The first pages decode; a copy whose last page (data or directory) is cut off is incomplete."""
+    import tifffile
+    from PIL import Image
+
+    pages = _pages(3)
+    stack = tmp_path / "stack.tif"
+    if writer == "pillow":  # Pillow writes each page's directory after its data
+        images = [Image.fromarray(page) for page in pages]
+        images[0].save(stack, save_all=True, append_images=images[1:])
+    else:  # tifffile, page by page (not one contiguous block): each page's directory before its data
+        with tifffile.TiffWriter(stack) as tif:
+            for page in pages:
+                tif.write(page, contiguous=False, compression="zlib" if writer.endswith("zlib") else None)
+    assert image_complete(stack) is True
+    raw = stack.read_bytes()
+    with tifffile.TiffFile(stack) as tif:
+        last = tif.pages[-1]
+        last_starts = min(last.offset, *last.dataoffsets)
+    for keep in (len(raw) - 20, len(raw) - 200, last_starts + 150, (last_starts + len(raw)) // 2):
+        cut = tmp_path / f"cut-{keep}.tif"
+        cut.write_bytes(raw[:keep])
+        with tifffile.TiffFile(cut) as tif:  # what the old check looked at still decodes
+            assert np.array_equal(tif.pages[0].asarray(), pages[0])
+        assert image_complete(cut) is False, f"a {writer} stack cut to {keep} of {len(raw)} bytes counts as complete"
+
+
+def test_image_complete_png_missing_only_its_last_bytes(tmp_path):
+    """Pillow decodes a PNG whose IEND chunk is cut off; it still counts as incomplete."""
+    from PIL import Image
+
+    png = tmp_path / "tile.png"
+    Image.fromarray(_pages(1)[0]).save(png)
+    assert image_complete(png) is True
+    raw = png.read_bytes()
+    for missing in (1, 4, 8, 12):
+        cut = tmp_path / f"cut-{missing}.png"
+        cut.write_bytes(raw[:-missing])
+        with Image.open(cut) as image:
+            image.load()  # decodes without complaint
+        assert image_complete(cut) is False, f"a PNG missing its last {missing} bytes counts as complete"
+
+
+# -- VAST anchors --------------------------------------------------------------------------
+def test_vast_anchors_refused_by_submit_are_offered_again(tmp_path, caplog):
+    """Nodes count as seen only once their job is accepted; each refusal reason is logged once."""
+    import logging
+    import sqlite3
+
+    from membraind.config import Settings
+    from membraind.service.dispatcher import Dispatcher
+    from membraind.service.journal import Journal
+    from membraind.service.settings import VastAnchorWatch
+    from membraind.service.watchers.vast_anchors import VastAnchorWatcher
+    from membraind.vast.emulator import VastEmulator
+    from membraind.vast.layouts import SkeletonNode
+    from membraind.vast.skeletons import AnnotationLayerData, SkeletonObject, save_skeleton_json
+    from membraind.volumes.image_files import write_image
+
+    for z, page in enumerate(_pages(3, seed=5)):
+        write_image(tmp_path / "em" / f"{z:02d}.png", page)
+    nodes = [SkeletonNode(index=i, x=x, y=y, z=z, parent=i - 1 if i else None)
+             for i, (x, y, z) in enumerate([(10, 10, 0), (100, 40, 1), (200, 220, 2)])]  # fmt: skip
+    skeletons = save_skeleton_json(
+        tmp_path / "skeletons.json", [AnnotationLayerData(name="anchors", objects=[SkeletonObject(id=1, nodes=nodes)])]
+    )
+    home = tmp_path / "home"
+
+    def dispatcher(roots: list[Path], journal_timeout: float = 30.0) -> Dispatcher:
+        settings = Settings.model_validate({"service": {"home": str(home), "roots": [str(r) for r in roots]}})
+        return Dispatcher(settings, Journal(home / "journal.db", timeout=journal_timeout), tmp_path / "queue.db", {})
+
+    narrow, wide = dispatcher([]), dispatcher([tmp_path / "out"], journal_timeout=0.2)
+    submit_to = [narrow]  # which real dispatcher the watcher submits to
+    with VastEmulator(tmp_path / "em", skeletons=skeletons, port=0) as emulator:
+        watch = VastAnchorWatch(port=emulator.port, anchor_layers=["anchors"], bundles=[home / "model"], out=tmp_path / "out")
+        watcher = VastAnchorWatcher(watch, lambda job: submit_to[0].submit(job))
+        try:
+            with caplog.at_level(logging.WARNING, logger="membraind.service.watchers.vast_anchors"):
+                assert watcher.poll_once() is None  # out is outside narrow's roots: InputError
+                assert watcher.poll_once() is None
+                submit_to[0] = wide
+                lock = sqlite3.connect(home / "journal.db", isolation_level=None)
+                lock.execute("BEGIN IMMEDIATE")  # the journal is locked by another process's long write
+                assert watcher.poll_once() is None
+                assert watcher.poll_once() is None
+                lock.execute("ROLLBACK")
+                lock.close()
+                job = watcher.poll_once()
+            refusals = [r.getMessage() for r in caplog.records if "was refused" in r.getMessage()]
+            assert len(refusals) == 2, refusals  # once per reason, not once per poll
+            assert "outside the folders" in refusals[0] and "database is locked" in refusals[1]
+            assert job is not None, "the refused anchors were lost"
+            assert {(p.x, p.y, p.z) for p in job.spec.target.points} == {(10, 10, 0), (100, 40, 1), (200, 220, 2)}
+            assert [r.id for r in wide.journal.list()] == [job.id]
+            assert watcher.poll_once() is None  # accepted: not offered again
+        finally:
+            watcher.stop()
+            narrow.journal.close()
+            wide.journal.close()

@@ -1,10 +1,11 @@
-"""Service subcommands: serve (the daemon), status (the queue and recent jobs), cancel."""
+"""Service subcommands: serve (the daemon), status (the queue and recent jobs), cancel, keygen."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 from membraind.commands import Add
 from membraind.config import Settings
@@ -78,6 +79,18 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind_client.keys import KeyFileError, generate_keys
+
+    try:
+        public, secret = generate_keys(args.dir, args.name)
+    except KeyFileError as exc:
+        raise InputError(str(exc)) from None
+    print(f"public key:  {public}  (give it out: clients need the server's; the daemon's authorized_keys holds clients')")
+    print(f"secret key:  {secret}  (keep it private: [service.api] server_key, or a client's --key)")
+    return 0
+
+
 def register(add: Add) -> None:
     """Add the service subcommands."""
     add("serve", cmd_serve, "run the daemon: watch folders and VAST, queue and run jobs (systemd-ready)")
@@ -88,3 +101,6 @@ def register(add: Add) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add("cancel", cmd_cancel, "cancel a queued or running job")
     p.add_argument("job", help="job id")
+    p = add("keygen", cmd_keygen, "make a CurveZMQ key pair for the API (the server's or a client's)")
+    p.add_argument("name", help="key name, e.g. server, or the user's name (a job records who submitted it)")
+    p.add_argument("--dir", type=Path, default=Path("."), help="folder for NAME.key and NAME.key_secret (default: here)")

@@ -27,6 +27,13 @@ def _step(number: int, text: str) -> None:
     print(f"[{number}/11] {text}", flush=True)
 
 
+def api_endpoints(out: Path) -> tuple[str, str]:
+    """The demo daemon's API endpoints: sockets in ``out`` (TCP ports 5581 and 5582 when the path is too long)."""
+    if len(str(out)) < 80:
+        return f"ipc://{out}/api.sock", f"ipc://{out}/events.sock"
+    return "tcp://127.0.0.1:5581", "tcp://127.0.0.1:5582"
+
+
 def _config(out: Path, home: Path, bundle: Path) -> Path:
     config = out / "membraind.toml"
     config.write_text(
@@ -34,6 +41,10 @@ def _config(out: Path, home: Path, bundle: Path) -> Path:
 [service]
 home = "{home}"
 roots = ["{out}"]
+
+[service.api]  # a private socket, so the demo runs beside a real daemon
+endpoint = "{api_endpoints(out)[0]}"
+events = "{api_endpoints(out)[1]}"
 
 [[service.scope]]
 folder = "{home / 'scope'}"

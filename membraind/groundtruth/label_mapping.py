@@ -27,6 +27,13 @@ PRESETS: dict[str, dict[int, int]] = {
 }
 
 
+def check_preset(name: str) -> str:
+    """``name`` when it names one of :data:`PRESETS`; else a ValueError listing them (usable in validators)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown label mapping {name!r}; choose one of {', '.join(PRESETS)}")
+    return name
+
+
 class LabelMapping(BaseModel):
     """Which gray value of a label file means which class (0 = not annotated)."""
 
@@ -51,9 +58,9 @@ class LabelMapping(BaseModel):
     def preset(cls, name: str) -> "LabelMapping":
         """One of the named mappings in :data:`PRESETS`."""
         try:
-            return cls(values=PRESETS[name])
-        except KeyError:
-            raise InputError(f"unknown label mapping {name!r}; choose one of {', '.join(PRESETS)}") from None
+            return cls(values=PRESETS[check_preset(name)])
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
 
     def apply(self, label: np.ndarray, source: Path | str) -> np.ndarray:
         """Map a gray label image to classes (uint8).

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, Field
+from membraind_client.messages import JobResult  # one definition for the daemon and its clients
 
 from membraind.config import Settings, with_overrides
 from membraind.jobs.specs import ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
@@ -20,14 +20,6 @@ __all__ = ["JobResult", "ModelCache", "run_job", "predict_settings", "training_s
 
 Progress = Callable[[float, str], None]
 Cancel = Callable[[], bool]
-
-
-class JobResult(BaseModel):
-    """What a finished job produced: its output paths and a line for people."""
-
-    outputs: list[str] = []
-    summary: str = ""
-    seconds: float | None = Field(None, description="time the engine spent on the job")
 
 
 class ModelCache:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from membraind.groundtruth.label_mapping import check_preset
 from membraind.nn.train_settings import TransferMode
 from membraind.predict.request import Anchors, PredictRequest, SingleImage
 from membraind.predict.settings import OutputKind
@@ -54,7 +55,12 @@ class TrainSpec(_Spec):
     patch_size: int | None = Field(None, ge=16)
     device: str | None = None
     seed: int | None = None
-    restart: bool = Field(False, description="start over instead of resuming a run in out")
+    restart: bool = Field(False, description="start over instead of resuming a run in out (first attempt only)")
+
+    @field_validator("mapping")
+    @classmethod
+    def _known_mapping(cls, value: str | None) -> str | None:
+        return value if value is None else check_preset(value)  # refused at submit, not hours later when it runs
 
     @model_validator(mode="after")
     def _validation_pair(self) -> "TrainSpec":
@@ -81,7 +87,7 @@ class Segment2DSpec(_Spec):
     out: Path
     mip: int = Field(0, ge=0)
     sections: tuple[int, int] | None = Field(None, description="[first, last] sections, inclusive (default all)")
-    h: float | None = Field(None, gt=0)
+    h: float | None = Field(None, gt=0, le=1, description="h-minima depth in probability units (default: config)")
     sigma: float | None = Field(None, ge=0)
     min_size: int | None = Field(None, ge=0)
     membrane_threshold: float | None = Field(None, gt=0, lt=1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from membraind.vast.protocol import DEFAULT_PORT
 from membraind.volumes.box import Box
@@ -96,6 +96,27 @@ class PredictRequest(_Strict):
     voxel_size_nm: tuple[float, float, float] | None = Field(
         None, description="(x, y, z) voxel size for sources that do not say (image folders, TIFF stacks)"
     )
+
+    @field_validator("volume", mode="before")
+    @classmethod
+    def _no_vast_address(cls, value: object) -> object:
+        # As a Path, "vast://host:port/EM" would pass here and fail only when the job opens it.
+        if isinstance(value, (str, Path)) and str(value).lower().startswith("vast:/"):
+            raise ValueError(
+                f"{str(value)!r} is a VAST address, which is not a path; name a VAST layer as a table instead: "
+                'volume = {host = "HOST", port = PORT, layer = "LAYER"} (TOML) or '
+                '"volume": {"host": "HOST", "port": PORT, "layer": "LAYER"} (JSON)'
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _target_fits_source(self) -> "PredictRequest":
+        if isinstance(self.volume, VastSource) and isinstance(self.target, SingleImage):
+            raise ValueError(
+                "target.mode 'image' predicts one image file, but volume is a VAST layer; "
+                "with a VAST source use target mode 'box', 'anchors' or 'volume'"
+            )
+        return self
 
     def region(self) -> Box | None:
         """The mip-0 box the target covers (None: the whole volume, or one image)."""

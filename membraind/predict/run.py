@@ -48,9 +48,7 @@ def _relative_image_path(request: PredictRequest, target: SingleImage) -> Path:
 
 def _open(request: PredictRequest) -> Volume:
     voxel = request.voxel_size_nm
-    if isinstance(request.volume, VastSource):
-        if isinstance(request.target, SingleImage):
-            raise InputError("mode 'image' predicts one image file, not a VAST layer; use 'box' or 'anchors'")
+    if isinstance(request.volume, VastSource):  # never with mode image: PredictRequest refuses that pairing
         from membraind.vast.client import VastClient
         from membraind.vast.volume import VastVolume
 

@@ -15,18 +15,24 @@ import logging
 import signal
 import threading
 
+from membraind_client.messages import ModelInfo
+
 from membraind.config import Settings
 from membraind.errors import ConfigError, InputError
 from membraind.service.dispatcher import Dispatcher
-from membraind.service.engine import EngineProcess
+from membraind.service.api import ApiHandler
+from membraind.service.engine import EngineProcess, JobCancelled
+from membraind.service.events import EventFeed
 from membraind.service.instance_lock import InstanceLock
 from membraind.service.jobs import Job, JobRecord
 from membraind.service.journal import Journal
+from membraind.service.models import find_models
 from membraind.service.paths import check_paths
 from membraind.service.systemd import Notifier
 from membraind.service.watchers.requests import RequestFolder
 from membraind.service.watchers.scope import ScopeWatcher
 from membraind.service.watchers.vast_anchors import VastAnchorWatcher
+from membraind.service.zmq_server import ApiServer
 
 __all__ = ["Daemon", "JOURNAL_FILE", "QUEUE_FILE"]
 
@@ -49,6 +55,7 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.requests: RequestFolder | None = None
         self.watchers: list = []
+        self.api: ApiServer | None = None
         self.started = False
 
     # -- the one way in -------------------------------------------------------------------
@@ -76,8 +83,11 @@ class Daemon:
         options = {"hang_seconds": self.service.hang_seconds, "cancel_grace": self.service.cancel_grace_seconds}
         engines = {"gpu": EngineProcess("gpu", settings_json, **options), "cpu": EngineProcess("cpu", settings_json, **options)}
         self.dispatcher = Dispatcher(self.settings, journal, self.state / QUEUE_FILE, engines)
-        engines["gpu"].start()  # eagerly: the first tile from the scope should not wait for imports
+        engines["gpu"].start(self._stop.is_set)  # eagerly: the first tile from the scope should not wait for imports
         requeued = self.dispatcher.recover()
+        if self.service.api.enabled:
+            self.api = self._api_server(journal)
+            self.api.start()  # a port in use stops the start here, with the reason
 
         self.requests = RequestFolder(
             self.service.requests_path(), self.submit, polling=self.service.request_polling,
@@ -95,12 +105,27 @@ class Daemon:
         status = f"ready: {requeued} job(s) re-queued, watching {self.service.requests_path()}"
         if self.service.scope:
             status += f" and {len(self.service.scope)} scope folder(s)"
+        if self.api is not None:
+            status += f"; API on {self.service.api.endpoint}"
         log.info(status)
         self.notifier.ready(status)
 
+    def _api_server(self, journal: Journal) -> ApiServer:
+        feed = EventFeed()
+        self.dispatcher.add_listener(feed.on_job)
+        handler = ApiHandler(journal, self.submit, self.dispatcher.cancel, self.models, feed, self.service.api.max_message_bytes)
+        return ApiServer(self.service.api, handler, feed)
+
+    def models(self) -> list[ModelInfo]:
+        """The model bundles in the models folder and those the watchers use."""
+        watched = [bundle for watch in [*self.service.scope, *self.service.vast] for bundle in watch.bundles]
+        return find_models(self.service.models_path(), watched)
+
     def healthy(self) -> bool:
-        """Whether every part works: queue workers, watchers, the journal (dead parts are restarted)."""
+        """Whether every part works: queue workers, watchers, the API, the journal (dead parts are restarted)."""
         ok = self.dispatcher.queues.healthy()
+        if self.api is not None:
+            ok = self.api.healthy() and ok
         for watcher in self.watchers:
             ok = watcher.healthy() and ok
         try:
@@ -129,6 +154,9 @@ class Daemon:
                     self.notifier.watchdog()
                 else:
                     log.warning("a part of the daemon is unhealthy; not pinging the systemd watchdog")
+                self.dispatcher.reconcile_periodically()  # jobs whose enqueue failed (journal -> queue)
+        except JobCancelled:  # SIGTERM while the engine was still starting: a normal stop
+            log.info("stop requested during start-up")
         finally:
             self.stop()
 
@@ -138,6 +166,8 @@ class Daemon:
         if self.dispatcher is not None:
             log.info("stopping: the running job is brought to a safe point and re-queued")
             self.dispatcher.stopping.set()
+            if self.api is not None:
+                self.api.stop()
             for watcher in self.watchers:
                 watcher.stop()
             self.dispatcher.queues.stop()

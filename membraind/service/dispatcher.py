@@ -13,7 +13,7 @@ from membraind.jobs.specs import queue_of
 from membraind.service.engine import EngineProcess, JobCancelled, JobFailed
 from membraind.service.jobs import Job, JobRecord
 from membraind.service.journal import Journal
-from membraind.service.paths import check_paths
+from membraind.service.paths import check_parent_data, check_paths
 from membraind.service.queues import JobQueues
 
 __all__ = ["Dispatcher"]
@@ -23,39 +23,53 @@ log = logging.getLogger(__name__)
 Listener = Callable[[JobRecord], None]
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes to the journal, per job
 CANCEL_CHECK_INTERVAL = 0.5
+RECONCILE_INTERVAL = 60.0  # seconds between the health loop's journal -> queue reconciliations
+# A job queued this recently may still be on its way into Huey (submit writes the journal first).
+RECONCILE_MIN_AGE = 30.0
 
 
 class Dispatcher:
     """Turns jobs into journal rows and queued tasks, and runs them in the engine processes."""
 
-    def __init__(self, settings: Settings, journal: Journal, queue_path, engines: dict[str, EngineProcess]) -> None:
+    def __init__(self, settings: Settings, journal: Journal, queue_path, engines: dict[str, EngineProcess],
+                 queue_timeout: float = 30.0) -> None:  # fmt: skip
         self.settings, self.service = settings, settings.service
         self.journal = journal
         self.engines = engines
         self.roots = self.service.allowed_roots()
-        self.queues = JobQueues(queue_path, self.execute, self.service.queue_poll_seconds)
+        self.queues = JobQueues(queue_path, self.execute, self.service.queue_poll_seconds, timeout=queue_timeout)
         self.stopping = threading.Event()
         self._listeners: list[Listener] = []
+        self._last_reconcile = time.monotonic()
 
     # -- ways in ------------------------------------------------------------------------
     def submit(self, job: Job) -> tuple[JobRecord, bool]:
         """Check ``job``'s paths, record it and queue it; returns (record, created).
 
         A job id seen before is not queued again (created is False). Raises
-        :class:`~membraind.errors.InputError` when a path is outside the roots.
+        :class:`~membraind.errors.InputError` when a path is outside the roots. Once the
+        journal holds the job it is never lost: if Huey cannot take it now, :meth:`reconcile`
+        queues it later.
         """
         check_paths(job.spec, self.roots)
+        check_parent_data(job.spec, self.settings.transfer.mode, self.roots)
         record, created = self.journal.add(job)
         if created:
-            self._enqueue(record)
-            log.info("job %s (%s) queued from %s", job.id, job.spec.kind, job.source)
+            try:
+                self._enqueue(record)
+            except Exception as exc:  # e.g. "database is locked" for longer than the busy timeout
+                log.warning("job %s (%s) is recorded but could not be queued (%s: %s); the next reconciliation "
+                            "queues it", job.id, job.spec.kind, type(exc).__name__, exc)  # fmt: skip
+            else:
+                log.info("job %s (%s) queued from %s", job.id, job.spec.kind, job.source)
             self._notify(record)
         return record, created
 
     def cancel(self, job_id: str) -> JobRecord | None:
         """Cancel a queued job now, a running one at its next safe point; None if unknown."""
+        before = self.journal.get(job_id)
         record = self.journal.request_cancel(job_id)
-        if record is not None:
+        if record is not None and before is not None and not before.final:  # a finished job has nothing to announce
             self._notify(record)
         return record
 
@@ -84,6 +98,34 @@ class Dispatcher:
             log.info("re-queued %d job(s) from the journal", len(queued))
         return len(queued)
 
+    def reconcile(self, min_age: float = RECONCILE_MIN_AGE) -> int:
+        """Queue again every job the journal holds as queued and due, unchanged for ``min_age``
+        seconds, that Huey holds in neither queue nor schedule (its enqueue failed). Returns the count.
+
+        Cheap when nothing waits: one journal query, and Huey is read only when that finds jobs.
+        A job queued twice is harmless (the second copy finds nothing to claim).
+        """
+        due = self.journal.due(time.time() - min_age)
+        if not due:
+            return 0
+        in_huey = self.queues.job_ids()
+        missing = [record for record in due if record.id not in in_huey]
+        for record in missing:
+            self._enqueue(record)
+            log.warning("job %s was queued in the journal but not in the queue; queued it again", record.id)
+        return len(missing)
+
+    def reconcile_periodically(self) -> None:
+        """Health loop: :meth:`reconcile` every RECONCILE_INTERVAL seconds; a failure waits for the next turn."""
+        if time.monotonic() - self._last_reconcile < RECONCILE_INTERVAL:
+            return
+        self._last_reconcile = time.monotonic()
+        try:
+            self.reconcile()
+        except Exception as exc:  # a locked database now is no reason to take the daemon down
+            log.warning("journal -> queue reconciliation failed (%s: %s); trying again in %.0f s",
+                        type(exc).__name__, exc, RECONCILE_INTERVAL)  # fmt: skip
+
     # -- running ------------------------------------------------------------------------
     def execute(self, job_id: str) -> None:
         """Run one job (called by a queue worker with the job's id)."""
@@ -94,7 +136,7 @@ class Dispatcher:
             self._notify(self.journal.get(job_id))
             return
         self._notify(record)
-        job = record.job()
+        job = self.job_for_attempt(record)
         limit = self.service.max_attempts + 2
         if record.attempts > limit:
             self.journal.fail(job_id, f"started {record.attempts - 1} times without finishing (the daemon was "
@@ -119,6 +161,23 @@ class Dispatcher:
             self.journal.finish(job_id, result)
             log.info("job %s done: %s", job_id, result.summary)
         self._notify(self.journal.get(job_id))
+
+    def job_for_attempt(self, record: JobRecord) -> Job:
+        """The job of a claimed ``record`` as the engine runs it now: ``restart`` only the first time.
+
+        ``restart`` means "start this run over", once: a retry after a crash, or a run
+        interrupted by a stop (whose attempt is refunded) or by a killed daemon, resumes
+        from the checkpoint the earlier run left. The journal's events tell whether the
+        job ran before (``claim`` has just added the current "running").
+        """
+        job = record.job()
+        if not getattr(job.spec, "restart", False):
+            return job
+        runs = sum(1 for event in self.journal.events(job.id) if event[3] == "running")
+        if runs <= 1:
+            return job
+        log.info("job %s ran before: resuming its run in %s instead of starting over (restart)", job.id, job.spec.out)
+        return job.model_copy(update={"spec": job.spec.model_copy(update={"restart": False})})
 
     def _failed(self, record: JobRecord, exc: JobFailed) -> None:
         attempts = record.attempts

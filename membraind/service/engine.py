@@ -3,7 +3,9 @@
 :meth:`EngineProcess.run` sends one job to the process and waits for it, forwarding
 progress. A job that crashes the process, hangs (no progress for ``hang_seconds``) or
 does not stop within ``cancel_grace`` of a cancel is ended by killing the process; a
-fresh one is started for the next job, and the daemon itself stays up.
+fresh one is started for the next job, and the daemon itself stays up. Starting a
+process (importing PyTorch, initialising CUDA) can take minutes; a cancel or a stop
+does not wait for it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import multiprocessing
 import threading
 import time
-from typing import Callable
+from typing import Callable, NoReturn
 
 from membraind.jobs.execute import JobResult
 from membraind.service.jobs import Job
@@ -22,6 +24,8 @@ from membraind.service.engine_worker import engine_main
 __all__ = ["EngineProcess", "JobFailed", "JobCancelled"]
 
 log = logging.getLogger(__name__)
+
+START_POLL = 0.1  # seconds between looks at a starting process (ready? died? asked to stop?)
 
 
 class JobFailed(Exception):
@@ -47,11 +51,17 @@ class EngineProcess:
         self._process = None
         self._commands = self._events = None
         self._lock = threading.Lock()  # one job at a time
+        self._closing = threading.Event()  # stop() was called: a start or job in progress gives up
         self.restarts = 0
 
     # -- life cycle ---------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the process and wait until it is ready for jobs."""
+    def start(self, should_stop: Callable[[], bool] | None = None) -> None:
+        """Start the process and wait until it is ready for jobs.
+
+        Raises :class:`JobCancelled` (the process killed) as soon as ``should_stop()`` is
+        true or :meth:`stop` is called, and RuntimeError when the process exits or is not
+        ready within ``start_timeout``.
+        """
         commands_r, commands_w = self._context.Pipe(duplex=False)
         events_r, events_w = self._context.Pipe(duplex=False)
         self._process = self._context.Process(
@@ -62,11 +72,28 @@ class EngineProcess:
         commands_r.close()
         events_w.close()  # so that its death reads as EOF here
         self._commands, self._events = commands_w, events_r
-        if not self._events.poll(self.start_timeout):
-            self.kill()
-            raise RuntimeError(f"the {self.name} engine process did not start within {self.start_timeout:.0f} s")
-        message = json.loads(self._events.recv_bytes())
+        deadline = time.monotonic() + self.start_timeout
+        while not self._events.poll(START_POLL):  # in slices: a stop must not wait out the timeout
+            if self._closing.is_set() or (should_stop is not None and should_stop()):
+                self.kill()
+                raise JobCancelled(f"stopped while the {self.name} engine process was starting")
+            if not self._process.is_alive():
+                self._start_failed()
+            if time.monotonic() > deadline:
+                self._start_failed(f"did not start within {self.start_timeout:.0f} s")
+        try:
+            message = json.loads(self._events.recv_bytes())
+        except (EOFError, OSError):  # the pipe closed: it exited before it was ready
+            self._start_failed()
         log.info("%s engine process ready (pid %s)", self.name, message.get("pid"))
+
+    def _start_failed(self, why: str | None = None) -> NoReturn:
+        """Kill the process that did not start and raise RuntimeError saying ``why`` (default: how it exited)."""
+        if why is None:
+            self._process.join(5)  # it is exiting: wait for its exit code
+            why = f"exited (code {self._process.exitcode}) while starting; see its log above"
+        self.kill()
+        raise RuntimeError(f"the {self.name} engine process {why}")
 
     def alive(self) -> bool:
         """Whether the process is running."""
@@ -89,14 +116,23 @@ class EngineProcess:
         self._process = None
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ask the process to exit; kill it if it does not."""
-        if self.alive():
-            try:
-                self._send({"op": "exit"})
-            except OSError:
-                pass
-            self._process.join(timeout)
-        self.kill()
+        """Ask the process to exit; kill it if it does not.
+
+        A start in progress gives up at once, and a running job is cancelled first (as by
+        ``should_cancel``), so this waits at most ``cancel_grace`` for the job to stop.
+        """
+        self._closing.set()
+        try:
+            with self._lock:  # the start or job in another thread sees _closing and ends
+                if self.alive():
+                    try:
+                        self._send({"op": "exit"})
+                    except OSError:
+                        pass
+                    self._process.join(timeout)
+                self.kill()
+        finally:
+            self._closing.clear()  # stopped, not closed for good: a later run starts a fresh process
 
     def _restart(self, why: str) -> None:
         log.warning("restarting the %s engine process: %s", self.name, why)
@@ -114,15 +150,18 @@ class EngineProcess:
         should_cancel: Callable[[], bool],
     ) -> JobResult:
         """Run ``job`` in the process; returns its result or raises JobFailed / JobCancelled."""
+        def stop_asked() -> bool:
+            return self._closing.is_set() or should_cancel()
+
         with self._lock:
             if not self.alive():
-                self.start()
+                self.start(stop_asked)
             try:
                 self._send({"op": "run", "job": job.model_dump(mode="json")})
             except OSError:
                 self._restart("its command pipe broke")
                 raise JobFailed("the engine process was not reachable; the job will be retried", retry=True) from None
-            return self._wait(progress, should_cancel)
+            return self._wait(progress, stop_asked)
 
     def _wait(self, progress: Callable[[float, str], None], should_cancel: Callable[[], bool]) -> JobResult:
         last_sign = time.monotonic()

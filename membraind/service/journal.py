@@ -234,6 +234,15 @@ class Journal:
             row = self._db.execute("SELECT not_before FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row[0] if row else 0.0
 
+    def due(self, unchanged_since: float) -> list[JobRecord]:
+        """Queued jobs that may run now (no retry delay left) and whose row has not changed
+        since ``unchanged_since`` (epoch seconds), oldest first."""
+        query = (f"SELECT {_COLUMNS} FROM jobs WHERE state = 'queued' AND not_before <= ? AND updated <= ? "
+                 "ORDER BY created, rowid")  # fmt: skip
+        with self._lock:
+            rows = self._db.execute(query, (time.time(), unchanged_since)).fetchall()
+        return [self._record(r) for r in rows]
+
     def list(self, states: tuple[str, ...] | None = None, limit: int | None = 50, oldest_first: bool = False) -> list[JobRecord]:
         """Jobs, newest first (or oldest first), optionally only in ``states``."""
         query = f"SELECT {_COLUMNS} FROM jobs"

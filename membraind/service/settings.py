@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from membraind_client.messages import MAX_MESSAGE_BYTES
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from membraind.vast.protocol import DEFAULT_PORT
 
-__all__ = ["ServiceSettings", "ScopeWatch", "VastAnchorWatch"]
+__all__ = ["ServiceSettings", "ScopeWatch", "VastAnchorWatch", "ApiSettings"]
 
 
 class _Strict(BaseModel):
@@ -43,10 +45,42 @@ class VastAnchorWatch(_Strict):
     poll_seconds: float = Field(5.0, gt=0, description="how often the layers are checked for new nodes")
 
 
+class ApiSettings(_Strict):
+    """The ZeroMQ API: a request endpoint (ROUTER) and an event stream (PUB). See docs/protocol.md."""
+
+    enabled: bool = Field(True, description="serve the ZeroMQ API")
+    endpoint: str = Field("tcp://127.0.0.1:5571", description="request endpoint: tcp://HOST:PORT or ipc:///path")
+    events: str = Field("tcp://127.0.0.1:5572", description="event stream endpoint (PUB)")
+    server_key: Path | None = Field(
+        None, description="CurveZMQ: the server's .key_secret file; setting it turns authentication on"
+    )
+    authorized_keys: Path | None = Field(None, description="CurveZMQ: folder of the admitted clients' public .key files")
+    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=1024, description="larger requests get an error reply")
+
+    @field_validator("endpoint", "events")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not re.fullmatch(r"(tcp://[^\s]+:\d+|ipc://[^\s]+)", value):
+            raise ValueError(f"{value!r} is not a ZeroMQ endpoint: use tcp://HOST:PORT (e.g. tcp://127.0.0.1:5571) "
+                             "or ipc:///absolute/path.sock")  # fmt: skip
+        if value.startswith("ipc://") and len(value) - len("ipc://") > 100:
+            raise ValueError(f"{value!r}: ipc socket paths are limited to about 100 characters; choose a shorter path")
+        return value
+
+    @model_validator(mode="after")
+    def _curve_pair(self) -> "ApiSettings":
+        if (self.server_key is None) != (self.authorized_keys is None):
+            raise ValueError("CurveZMQ needs both server_key (the server's .key_secret file) and authorized_keys "
+                             "(a folder of client .key files); `membraind keygen` makes keys")  # fmt: skip
+        return self
+
+
 class ServiceSettings(_Strict):
     """Where the daemon keeps its state, what it watches, and how it runs jobs."""
 
-    home: Path = Field(Path("membraind-home"), description="base folder: state/, requests/ and default roots")
+    home: Path = Field(
+        default_factory=lambda: Path.home() / "membraind", description="base folder: state/, requests/ and default roots"
+    )
     state_dir: Path | None = Field(None, description="journal, queue, lock (default: <home>/state); local disk only")
     roots: list[Path] = Field(
         default_factory=list, description="folders requests may read and write (besides <home>); all else is refused"
@@ -61,10 +95,16 @@ class ServiceSettings(_Strict):
     retry_delay_seconds: float = Field(10.0, ge=0, description="wait before the first retry; doubles each time")
     hang_seconds: float = Field(900.0, gt=0, description="a job with no progress this long is killed as hung")
     cancel_grace_seconds: float = Field(20.0, gt=0, description="how long a cancelled job may take to stop before it is killed")
+    models_dir: Path | None = Field(None, description="folder of model bundles the API lists (default: <home>/models)")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="the ZeroMQ API (docs/protocol.md)")
 
     def state_path(self) -> Path:
         """The state folder (journal, queue database, lock file)."""
         return self.state_dir or self.home / "state"
+
+    def models_path(self) -> Path:
+        """The folder of model bundles listed by the API."""
+        return self.models_dir or self.home / "models"
 
     def requests_path(self) -> Path:
         """The request folder."""
@@ -73,3 +113,17 @@ class ServiceSettings(_Strict):
     def allowed_roots(self) -> list[Path]:
         """Every folder requests may use: ``home`` and ``roots``, resolved."""
         return [p.resolve() for p in [self.home, *self.roots]]
+
+    @model_validator(mode="after")
+    def _absolute_folders(self) -> "ServiceSettings":
+        # Made absolute once, when the configuration is loaded ("~" expanded, relative paths
+        # taken from the working directory, as the rest of the configuration is): the daemon,
+        # its engine processes and `membraind status` then name the same folders.
+        def absolute(path: Path | None) -> Path | None:
+            return None if path is None else path.expanduser().absolute()
+
+        self.home = absolute(self.home)
+        self.state_dir, self.request_dir = absolute(self.state_dir), absolute(self.request_dir)
+        self.models_dir = absolute(self.models_dir)
+        self.roots = [absolute(root) for root in self.roots]
+        return self

@@ -42,8 +42,9 @@ class SupervisedDaemon:
         self._socket_path = os.path.join(self._socket_dir, "notify")
         self._socket: socket.socket | None = None
 
-    def start(self, ready_timeout: float = 180.0) -> "SupervisedDaemon":
-        """Start the daemon and wait for READY=1 (raises with the log's tail if it never comes)."""
+    def start(self, ready_timeout: float = 180.0, until: str = "READY=1") -> "SupervisedDaemon":
+        """Start the daemon and wait for READY=1, or another notification holding ``until``
+        (raises with the log's tail if it never comes)."""
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self._socket_path)
         self.notifications = []
@@ -53,7 +54,7 @@ class SupervisedDaemon:
             stdout=log, stderr=subprocess.STDOUT, env=self.env | {"NOTIFY_SOCKET": self._socket_path},
         )  # fmt: skip
         log.close()
-        if not self.wait_for("READY=1", ready_timeout):
+        if not self.wait_for(until, ready_timeout):
             self.kill()
             raise RuntimeError(f"the daemon did not become ready; its log ends:\n{self.log_tail()}")
         return self

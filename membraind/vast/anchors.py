@@ -28,6 +28,13 @@ class AnchorPoller:
 
     def poll(self) -> list[Anchor]:
         """Anchors (mip-0) of the nodes added or moved since the last poll (all of them the first time)."""
+        anchors, nodes = self.peek()
+        self.commit(nodes)
+        return anchors
+
+    def peek(self) -> tuple[list[Anchor], dict[NodeKey, tuple[int, int, int]]]:
+        """What :meth:`poll` would return, without marking anything seen, and the layers' nodes
+        to hand to :meth:`commit` once those anchors are dealt with (until then they come again)."""
         changed: list[Anchor] = []
         current: dict[NodeKey, tuple[int, int, int]] = {}
         for name in self.layer_names:
@@ -38,9 +45,12 @@ class AnchorPoller:
                     current[key] = position
                     if self.seen.get(key) != position:
                         changed.append(Anchor(x=node.x, y=node.y, z=node.z))
+        return _unique(changed), current
+
+    def commit(self, nodes: dict[NodeKey, tuple[int, int, int]]) -> None:
+        """Mark ``nodes`` (from :meth:`peek`) seen."""
         # Deleted nodes are forgotten, so a node re-added at the same place counts as new.
-        self.seen = current
-        return _unique(changed)
+        self.seen = nodes
 
 
 def _unique(anchors: list[Anchor]) -> list[Anchor]:

@@ -10,108 +10,32 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from pydantic import ValidationError
+from membraind_client.requestfile import MAX_REQUEST_BYTES, RequestFileError, load_request_file
 
 from membraind.atomic import write_text_atomic
-from membraind.errors import MembraindError, describe_validation_error
-from membraind.jobs.specs import SPEC_TYPES
-from membraind.service.jobs import Job, JobRecord, parse_spec
+from membraind.errors import MembraindError
+from membraind.service.jobs import Job, JobRecord, RequestError, job_from_request
 from membraind.service.watchers.folder import FolderWatcher
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["RequestFolder", "read_request", "RequestError", "MAX_REQUEST_BYTES"]
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 1 << 20
-# tomllib needs memory quadratic in the length of a dotted key (a.b.c... = 1): 80 kB of
-# them take gigabytes. No request comes near this many dots.
-MAX_TOML_DOTS = 2000
 SOURCE = "request-file"
 HELP = "see docs/requests.md for the request format and an example of every job kind"
 
 
-class RequestError(MembraindError):
-    """A request file that cannot become a job (the message says why)."""
-
-
 def read_request(path: Path) -> Job:
     """The job a request file describes, or a :class:`RequestError` saying what is wrong."""
-    raw = path.read_bytes()
-    if len(raw) > MAX_REQUEST_BYTES:
-        raise RequestError(f"the file is {len(raw)} bytes; requests are at most {MAX_REQUEST_BYTES} bytes")
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RequestError(f"the file is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON or TOML") from None
-    if path.suffix.lower() != ".json" and text.count(".") > MAX_TOML_DOTS:
-        raise RequestError(f"the file holds {text.count('.')} dots; a TOML request has at most {MAX_TOML_DOTS} "
-                           "(no dotted keys this long)")  # fmt: skip
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
-        raise RequestError(f"the file is not valid {kind}: {exc}") from None
-    if not isinstance(data, dict):
-        raise RequestError(f"the file must hold one object (a table of fields), not a {type(data).__name__}")
-    job_id = data.pop("id", None)
-    priority = data.pop("priority", None)
-    try:
-        spec = parse_spec(data)
-    except ValidationError as exc:
-        raise RequestError(f"invalid request: {describe_validation_error(exc)}{_allowed(data, exc)}") from None
-    field = _unusable_text(spec.model_dump(), "")
-    if field is not None:
-        raise RequestError(f"invalid request: {field}: holds a NUL character (in a path) or an escaped lone surrogate "
-                           "such as \\ud800 (not a character); neither can be a file name or be stored")  # fmt: skip
-    try:
-        return Job(
-            **({"id": job_id} if job_id is not None else {}), spec=spec, priority=priority, source=SOURCE,
-        )  # fmt: skip
-    except ValidationError as exc:
-        raise RequestError(f"invalid request: {describe_validation_error(exc)}") from None
-
-
-def _unusable_text(value: object, where: str) -> str | None:
-    """The field of a dumped spec holding a lone surrogate (JSON lets "\\ud800" through), or a path holding NUL."""
-    if isinstance(value, dict):
-        items = [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
-    elif isinstance(value, (list, tuple)):
-        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
-    else:
-        if isinstance(value, Path) and "\0" in str(value):
-            return where
-        try:
-            str(value).encode("utf-8") if isinstance(value, (str, Path)) else None
-        except UnicodeEncodeError:
-            return where
-        return None
-    for key, item in items:
-        found = _unusable_text(item, key)
-        if found is not None:
-            return found
-    return None
-
-
-def _allowed(data: dict, exc: ValidationError) -> str:
-    """For unknown fields or kinds: what is allowed instead."""
-    types = {spec.model_fields["kind"].default: spec for spec in SPEC_TYPES}
-    kind = data.get("kind")
-    spec_type = types.get(kind) if isinstance(kind, str) else None
-    if spec_type is None:
-        return f" (kind must be one of: {', '.join(types)})"
-    if any(e["type"] == "extra_forbidden" for e in exc.errors()):
-        return f" (fields of a {data['kind']} request: {', '.join(f for f in spec_type.model_fields)}, plus id and priority)"
-    return ""
+        data = load_request_file(path)
+    except RequestFileError as exc:
+        raise RequestError(str(exc)) from None
+    return job_from_request(data, source=SOURCE)
 
 
 def _free_name(folder: Path, name: str) -> Path:
@@ -141,32 +65,46 @@ class RequestFolder:
         )  # fmt: skip
 
     def handle(self, path: Path) -> bool:
-        """Accept or reject one request file; always True (a bad file gets an answer, not a retry)."""
+        """Accept or reject one request file (a bad file gets an answer, not a retry).
+
+        The file is moved to accepted/ before its job is submitted, so that a file left
+        behind can never be submitted twice; a refused submit moves it on to rejected/.
+        """
         try:
             job = read_request(path)
-            self.accepted.mkdir(exist_ok=True)
-            target = _free_name(self.accepted, path.name)
-            job = job.model_copy(update={"client": str(target)})
-            record, created = self.submit(job)
         except FileNotFoundError:
             return True  # taken away again before we looked
         except (MembraindError, OSError) as exc:
             self._reject(path, str(exc))
             return True
-        path.replace(target)
+        try:
+            self.accepted.mkdir(exist_ok=True)
+            target = _free_name(self.accepted, path.name)
+            path.replace(target)
+        except FileNotFoundError:
+            return True
+        except OSError as exc:  # e.g. permissions on a share: keep the file and try again later
+            log.warning("request %s cannot be moved to %s (%s); trying again later", path.name, self.accepted, exc)
+            return False
+        try:
+            record, created = self.submit(job.model_copy(update={"client": str(target)}))
+        except (MembraindError, OSError) as exc:
+            self._reject(target, str(exc), name=path.name)
+            return True
         write_status(target, record, note=None if created else f"job id {record.id} was submitted before; this is its status")
         log.info("request %s accepted as job %s", path.name, record.id)
         return True
 
-    def _reject(self, path: Path, reason: str) -> None:
+    def _reject(self, path: Path, reason: str, name: str | None = None) -> None:
+        name = name or path.name
         self.rejected.mkdir(exist_ok=True)
-        target = _free_name(self.rejected, path.name)
+        target = _free_name(self.rejected, name)
         try:
             path.replace(target)
         except FileNotFoundError:
             return
-        write_text_atomic(target.with_name(target.name + ".error.txt"), f"{path.name}: {reason}\n\n{HELP}\n")
-        log.warning("request %s rejected: %s", path.name, reason)
+        write_text_atomic(target.with_name(target.name + ".error.txt"), f"{name}: {reason}\n\n{HELP}\n")
+        log.warning("request %s rejected: %s", name, reason)
 
     def on_job(self, record: JobRecord) -> None:
         """Dispatcher listener: keep the status file of a request-file job up to date."""

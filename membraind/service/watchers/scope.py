@@ -22,22 +22,54 @@ __all__ = ["ScopeWatcher", "image_complete"]
 log = logging.getLogger(__name__)
 
 
+# A PNG's last chunk: length 0, type IEND, CRC. Pillow decodes a PNG without it (or with
+# part of it) without complaint, so a copy missing its last bytes would pass as whole.
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
 def image_complete(path: Path) -> bool:
-    """Whether the image at ``path`` decodes completely (a file still being copied does not)."""
+    """Whether the image at ``path`` is whole (a file still being copied is not).
+
+    Every page of a TIFF decodes and its chain of pages ends where it says it does; a PNG
+    decodes and ends with its IEND chunk; other formats decode.
+    """
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
+            return _tiff_complete(path)
+        from PIL import Image
 
-            with tifffile.TiffFile(path) as tif:
-                tif.pages[0].asarray()
-        else:
-            from PIL import Image
-
-            with Image.open(path) as image:
-                image.load()
-        return True
+        with Image.open(path) as image:
+            image.load()
+            if image.format != "PNG":
+                return True
+        with open(path, "rb") as f:
+            f.seek(-len(_PNG_END), 2)
+            return f.read() == _PNG_END
     except Exception:  # any decoder complaint means "not (yet) a whole image"
         return False
+
+
+def _tiff_complete(path: Path) -> bool:
+    import struct
+
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        # tifffile stops quietly (with a log line) at a page whose directory was cut off, so
+        # walk the chain of page directories first: each must be whole, the last link 0.
+        form, fh = tif.tiff, tif.filehandle
+        offset, seen = tif.pages[0].offset, set()
+        while offset:
+            if offset in seen:  # a loop: not an image a writer is still finishing
+                return False
+            seen.add(offset)
+            fh.seek(offset)
+            (count,) = struct.unpack(form.tagnoformat, fh.read(form.tagnosize))  # short read: struct.error
+            fh.seek(offset + form.tagnosize + count * form.tagsize)
+            (offset,) = struct.unpack(form.offsetformat, fh.read(form.offsetsize))
+        for page in tif.pages:  # one page at a time: memory stays that of one page
+            page.asarray()
+    return True
 
 
 class ScopeWatcher:

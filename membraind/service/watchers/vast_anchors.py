@@ -3,7 +3,8 @@
 Each poll that finds new or moved nodes queues one anchors job for just those nodes;
 the job loads the result layer into VAST the first time and refreshes it afterwards.
 A VAST that is closed or unreachable is retried at the next poll, quietly after the
-first warning.
+first warning. Nodes count as seen only once their job is submitted: a refused submit
+(say, a locked journal) is tried again at the next poll, logged once per reason.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import threading
 import time
 
+from membraind.errors import MembraindError
 from membraind.jobs.specs import PredictSpec, Priority
 from membraind.predict.request import Anchors, VastSource
 from membraind.service.jobs import Job
@@ -32,6 +34,7 @@ class VastAnchorWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned = False
+        self._refusals: set[str] = set()  # reasons already logged since the last accepted job
         self.last_loop = time.monotonic()
 
     def start(self) -> None:
@@ -71,16 +74,27 @@ class VastAnchorWatcher:
 
         if self._poller is None:
             self._poller = AnchorPoller(VastClient(self.watch.host, self.watch.port), list(self.watch.anchor_layers))
-        anchors = self._poller.poll()
+        anchors, nodes = self._poller.peek()
         if not anchors:
+            self._poller.commit(nodes)  # only deletions: forget them
             return None
         w = self.watch
-        spec = PredictSpec(
-            volume=VastSource(host=w.host, port=w.port, layer=w.em_layer), bundles=w.bundles, out=w.out,
-            target=Anchors(points=anchors, cube_xy=w.cube_xy, cube_z=w.cube_z),
-        )  # fmt: skip
-        key = hashlib.sha1(spec.model_dump_json().encode()).hexdigest()[:20]
-        job = Job(id=f"vast-{key}", spec=spec, priority=Priority.INTERACTIVE, source="vast", client=f"{w.host}:{w.port}")
-        self.submit(job)
+        try:
+            spec = PredictSpec(
+                volume=VastSource(host=w.host, port=w.port, layer=w.em_layer), bundles=w.bundles, out=w.out,
+                target=Anchors(points=anchors, cube_xy=w.cube_xy, cube_z=w.cube_z),
+            )  # fmt: skip
+            key = hashlib.sha1(spec.model_dump_json().encode()).hexdigest()[:20]
+            job = Job(id=f"vast-{key}", spec=spec, priority=Priority.INTERACTIVE, source="vast", client=f"{w.host}:{w.port}")
+            self.submit(job)
+        except Exception as exc:  # the nodes stay unseen: the next poll offers them again
+            reason = str(exc) if isinstance(exc, MembraindError) else f"{type(exc).__name__}: {exc}"
+            if reason not in self._refusals:
+                self._refusals.add(reason)
+                log.warning("VAST %s:%d: the job for %d new anchor(s) was refused (%s); trying again at every poll",
+                            w.host, w.port, len(anchors), reason)  # fmt: skip
+            return None
+        self._poller.commit(nodes)
+        self._refusals.clear()
         log.info("VAST %s:%d: %d new anchor(s) queued as job %s", w.host, w.port, len(anchors), job.id)
         return job

@@ -1,0 +1,7 @@
+"""membraind-client: submit and follow membraind jobs over ZeroMQ (see docs/protocol.md)."""
+
+from membraind_client.client import Client, ClientError, DaemonUnreachable, RequestRejected
+from membraind_client.messages import PROTOCOL_VERSION, JobInfo, JobResult
+
+__all__ = ["Client", "ClientError", "DaemonUnreachable", "RequestRejected", "JobInfo", "JobResult", "PROTOCOL_VERSION"]
+__version__ = "0.1.0"
