@@ -88,9 +88,9 @@ events = "{events}"
                 one = rate(endpoint, events, spec, args.jobs, 1, f"one-{transport}")
                 many = rate(endpoint, events, spec, args.jobs, args.clients, f"many-{transport}")
                 counts = client.list(limit=1).counts
-            rows.append((transport, one, many, counts.get("queued", 0)))
-            for pid in daemon.engines():
+            for pid in daemon.engines():  # before the daemon goes: stopped orphans could not exit
                 os.kill(pid, signal.SIGCONT)
+            rows.append((transport, one, many, counts.get("queued", 0)))
 
     print(f"\nsubmissions through membraind_client.Client ({args.jobs} jobs per run, jobs only enter the queue)\n")
     print(f"{'transport':10s} {'1 client':>12s} {f'{args.clients} clients':>12s} {'queued':>8s}")

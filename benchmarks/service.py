@@ -148,9 +148,13 @@ device = "{args.device}"
                 latency = output.stat().st_mtime - landed
                 computes.append(record.result.seconds)
                 overheads.append(latency - record.result.seconds)
-        finally:
+        except BaseException:
             journal.close()
-            code = daemon.stop()
+            print(f"daemon log ({tmp / 'daemon.log'}):\n{daemon.log_tail()}", file=sys.stderr)
+            daemon.kill()
+            raise
+        journal.close()
+        code = daemon.stop()
         if code != 0:
             print(f"warning: the daemon exited with status {code}", file=sys.stderr)
 
@@ -166,7 +170,8 @@ device = "{args.device}"
             f"scope_overhead_p50_s={p50:.3f} scope_overhead_p95_s={p95:.3f}"
         )
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.environ.get("KEEP_BENCH_TMP"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

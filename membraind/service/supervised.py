@@ -110,6 +110,9 @@ class SupervisedDaemon:
         """Wait for the daemon to exit; returns its exit status."""
         try:
             return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"the daemon (pid {self.process.pid}) did not exit within {timeout:.0f} s; its log "
+                               f"ends:\n{self.log_tail()}") from None  # fmt: skip
         finally:
             self._close_socket()
 
