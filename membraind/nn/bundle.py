@@ -30,12 +30,10 @@ from safetensors.torch import load_file, save_file
 from membraind.atomic import sibling
 from membraind.errors import InputError, describe_validation_error
 from membraind.groundtruth.normalization import IntensityNormalization
+from membraind.nn.bundle_layout import METADATA_FILE, ONNX_FILE, WEIGHTS_FILE
 from membraind.nn.unet import UNet, UNetConfig
 
 CURRENT_FORMAT = 1
-METADATA_FILE = "model.json"
-WEIGHTS_FILE = "weights.safetensors"
-ONNX_FILE = "model.onnx"
 
 #: Output channel k is label class k + 1 (see :mod:`membraind.groundtruth.classes`).
 DEFAULT_CLASS_NAMES = ("interior", "membrane", "third")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
 from membraind_client.messages import ModelInfo
 
-__all__ = ["find_models", "METADATA_FILE"]
+from membraind.nn.bundle_layout import METADATA_FILE, read_metadata_json
 
-METADATA_FILE = "model.json"  # membraind.nn.bundle's; not imported, so the daemon needs no torch
+__all__ = ["find_models"]
 MAX_DEPTH = 3
 MAX_MODELS = 1000
 
@@ -29,7 +28,7 @@ def _bundles_below(folder: Path, depth: int) -> Iterable[Path]:
 
 def _info(path: Path) -> ModelInfo | None:
     try:
-        meta = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+        meta = read_metadata_json(path)
         return ModelInfo(
             name=str(meta.get("name") or path.name), path=str(path), created=meta.get("created"),
             classes=[str(c) for c in meta.get("class_names", [])], mip=meta.get("mip"), parent=meta.get("parent"),

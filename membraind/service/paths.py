@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from membraind.errors import InputError
 from membraind.jobs.specs import FinetuneSpec, paths_of
+from membraind.nn.bundle_layout import read_metadata_json
 
 __all__ = ["check_paths", "check_parent_data"]
-
-# membraind.nn.bundle.METADATA_FILE; that module imports torch, which the daemon never does.
-_BUNDLE_METADATA = "model.json"
 
 
 def _allowed(path: Path, roots: list[Path]) -> bool:
@@ -66,7 +63,7 @@ def check_parent_data(spec: BaseModel, default_mode: str, roots: list[Path]) -> 
 def _training_data(bundle: Path) -> list[tuple[str, Path]]:
     """(what, path) of each training data path a bundle's metadata records; [] when it cannot be read."""
     try:
-        metadata = json.loads((bundle / _BUNDLE_METADATA).read_text(encoding="utf-8"))
+        metadata = read_metadata_json(bundle)
         return [(key, Path(source[key])) for source in metadata["training"]["data"] for key in ("em", "labels")]
     except (OSError, ValueError, KeyError, TypeError):
         return []
