@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from membraind.service.journal import Journal
+    from membraind.service.journal import SqliteJournal
     from membraind.service.supervised import SupervisedDaemon
 
     tmp = Path(tempfile.mkdtemp(prefix="membraind-bench-service-"))
@@ -104,7 +104,7 @@ device = "{args.device}"
 """)  # fmt: skip
         sections = sorted((args.isbi / "test" / "image").glob("*.png"))
         daemon = SupervisedDaemon(config, tmp / "daemon.log").start()
-        journal = Journal(home / "state" / "journal.db")
+        journal = SqliteJournal(home / "state" / "journal.db")
         try:
             # Warm-up: the first job loads the bundle into the engine (kept for the next ones).
             scope = home / "scope"

@@ -23,6 +23,26 @@ def isbi() -> Path:
     return ISBI
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server for the whole session (.ci/run installs Debian's redis-server)."""
+    from membraind.service.supervised import RedisServer
+
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's Redis server, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real ``membraind`` command line in a subprocess."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBRAIND_")}

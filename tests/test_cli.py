@@ -100,10 +100,10 @@ def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path):
 
     from membraind.jobs.specs import ExportOnnxSpec
     from membraind.service.jobs import Job
-    from membraind.service.journal import Journal
+    from membraind.service.journal import SqliteJournal
 
     home = tmp_path / "home"
-    journal = Journal(home / "state" / "journal.db")
+    journal = SqliteJournal(home / "state" / "journal.db")
     for i in range(300):  # about 150 kB of JSON: more than a pipe holds, so the writer meets the closed end
         journal.add(Job(id=f"job-{i}", spec=ExportOnnxSpec(bundle=home / "models" / f"m{i}")))
     journal.close()

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_cli
-from membraind.service.journal import Journal
+from membraind.service.journal import SqliteJournal
 from membraind.service import supervised
 from membraind.service.supervised import SupervisedDaemon
 
@@ -68,8 +68,8 @@ engine = "torch"
     def daemon(self) -> SupervisedDaemon:
         return SupervisedDaemon(self.config, self.log)
 
-    def journal(self) -> Journal:
-        return Journal(self.home / "state" / "journal.db")
+    def journal(self) -> SqliteJournal:
+        return SqliteJournal(self.home / "state" / "journal.db")
 
     def records(self, **kw):
         journal = self.journal()

@@ -19,10 +19,13 @@ from membraind.jobs.specs import ExportOnnxSpec, TrainSpec
 from membraind.service.dispatcher import Dispatcher
 from membraind.service.engine import EngineProcess, JobCancelled
 from membraind.service.jobs import Job
-from membraind.service.journal import Journal
+from membraind.service.journal import SqliteJournal
+from membraind.service.queues import JobQueues, open_hueys
+from membraind.service.runner import JobRunner
 from membraind.service.supervised import wait_until
 
 DEADLINE = 30.0  # generous: the point of the engine tests is "not 300 s"
+WORKER = "test-host:serve"
 
 
 @pytest.fixture
@@ -30,10 +33,17 @@ def home(tmp_path) -> Path:
     return tmp_path / "home"
 
 
-def make_dispatcher(tmp_path: Path, home: Path, engines: dict | None = None, queue_timeout: float = 30.0) -> Dispatcher:
-    settings = Settings.model_validate({"service": {"home": str(home)}})
-    journal = Journal(tmp_path / "journal.db")
-    return Dispatcher(settings, journal, tmp_path / "queue.db", engines or {}, queue_timeout=queue_timeout)
+def make_dispatcher(tmp_path: Path, home: Path, queue_timeout: float = 30.0) -> Dispatcher:
+    """A dispatcher on SQLite files in ``tmp_path`` (journal.db, queue.db)."""
+    settings = Settings.model_validate({"service": {"home": str(home), "state_dir": str(tmp_path)}})
+    journal = SqliteJournal(tmp_path / "journal.db")
+    return Dispatcher(settings, journal, JobQueues(open_hueys(settings.service, queue_timeout)))
+
+
+def make_runner(dispatcher: Dispatcher, engines: dict | None = None) -> JobRunner:
+    """The runner an embedded worker uses, as WORKER."""
+    return JobRunner(dispatcher.settings, dispatcher.journal, engines or {}, WORKER, dispatcher.queues.enqueue_job,
+                     dispatcher.notify)  # fmt: skip
 
 
 @pytest.fixture
@@ -54,29 +64,29 @@ def train_job(home: Path, job_id: str) -> Job:
 
 # -- restart = true starts a run over on its first attempt only ---------------------------------------------------
 def test_restart_holds_for_the_first_attempt_only(dispatcher, home):
-    journal = dispatcher.journal
+    journal, runner = dispatcher.journal, make_runner(dispatcher)
     dispatcher.submit(train_job(home, "crash"))
-    first = journal.claim("crash")
-    assert first.attempts == 1 and dispatcher.job_for_attempt(first).spec.restart is True
-    journal.requeue("crash", "attempt 1 failed: the engine process died")  # a retry after a crash
-    second = journal.claim("crash")
-    assert second.attempts == 2 and dispatcher.job_for_attempt(second).spec.restart is False
+    first = journal.claim("crash", WORKER, 30)
+    assert first.attempts == 1 and runner.job_for_attempt(first).spec.restart is True
+    journal.requeue("crash", "attempt 1 failed: the engine process died", WORKER)  # a retry after a crash
+    second = journal.claim("crash", WORKER, 30)
+    assert second.attempts == 2 and runner.job_for_attempt(second).spec.restart is False
 
     dispatcher.submit(train_job(home, "stopped"))
-    journal.claim("stopped")
-    journal.requeue("stopped", "interrupted by a daemon stop", refund_attempt=True)  # the attempt does not count
-    again = journal.claim("stopped")
+    journal.claim("stopped", WORKER, 30)
+    journal.requeue("stopped", "interrupted by a daemon stop", WORKER, refund_attempt=True)  # the attempt does not count
+    again = journal.claim("stopped", WORKER, 30)
     assert again.attempts == 1, "a graceful stop refunds the attempt"
-    assert dispatcher.job_for_attempt(again).spec.restart is False, "but the run had started: it resumes"
+    assert runner.job_for_attempt(again).spec.restart is False, "but the run had started: it resumes"
 
     dispatcher.submit(train_job(home, "killed"))
-    journal.claim("killed")
-    journal.recover()  # the daemon was killed while it ran, then started again
-    assert dispatcher.job_for_attempt(journal.claim("killed")).spec.restart is False
+    journal.claim("killed", WORKER, 30)
+    journal.recover(WORKER)  # the daemon was killed while it ran, then started again
+    assert runner.job_for_attempt(journal.claim("killed", WORKER, 30)).spec.restart is False
 
     dispatcher.submit(export_job(home, "other"))  # jobs without restart pass through unchanged
-    other = journal.claim("other")
-    assert dispatcher.job_for_attempt(other) == other.job()
+    other = journal.claim("other", WORKER, 30)
+    assert runner.job_for_attempt(other) == other.job()
     assert journal.get("crash").spec["restart"] is True  # the journal keeps the job as submitted
 
 
@@ -125,14 +135,16 @@ def new_engine() -> EngineProcess:
 
 def test_daemon_stop_does_not_wait_for_an_engine_that_is_starting(tmp_path, home):
     engine = new_engine()
-    dispatcher = make_dispatcher(tmp_path, home, {"cpu": engine})
+    dispatcher = make_dispatcher(tmp_path, home)
+    runner = make_runner(dispatcher, {"cpu": engine})
     try:
         dispatcher.submit(export_job(home, "export-1"))
+        dispatcher.queues.flush()  # the queue's copy is not needed: the runner is called directly
         with engine_interpreter(tmp_path, "exec sleep 600"):
-            worker, outcome = run_in_thread(lambda: dispatcher.execute("export-1"))  # as a queue worker does
+            worker, outcome = run_in_thread(lambda: runner.execute("export-1"))  # as a queue worker does
             pid = wait_until(lambda: engine.pid, DEADLINE, what="the engine process to be started")
             asked = time.monotonic()
-            dispatcher.stopping.set()  # what Daemon.stop does first
+            runner.stopping.set()  # what Daemon.stop does first
             worker.join(DEADLINE)
             took = time.monotonic() - asked
         assert not worker.is_alive(), "the queue worker still waits for the engine to start"
@@ -142,6 +154,7 @@ def test_daemon_stop_does_not_wait_for_an_engine_that_is_starting(tmp_path, home
         assert record.state == "queued" and record.attempts == 0  # back in the queue; a stop is not an attempt
         assert [e[3] for e in dispatcher.journal.events("export-1")] == ["queued", "running", "queued"]
         assert "was starting" in dispatcher.journal.events("export-1")[-1][5]
+        assert dispatcher.queues.job_ids() == {"export-1"}, "queued again at once, for any worker of the cluster"
     finally:
         engine.kill()
         dispatcher.journal.close()
@@ -211,10 +224,10 @@ def test_reconcile_requeues_what_huey_lost_but_not_delayed_retries(dispatcher, h
     queues, journal = dispatcher.queues, dispatcher.journal
     for name in ("a", "b", "retry"):
         dispatcher.submit(export_job(home, name))
-    journal.claim("retry")
-    journal.requeue("retry", "attempt 1 failed; retrying in 3600 s", delay=3600)
+    journal.claim("retry", WORKER, 30)
+    journal.requeue("retry", "attempt 1 failed; retrying in 3600 s", WORKER, delay=3600)
     dispatcher.submit(export_job(home, "done"))
-    journal.claim("done")
+    journal.claim("done", WORKER, 30)
     queues.flush()  # Huey lost every task (the journal still says queued)
     assert queues.pending() == {"gpu": 0, "cpu": 0}
 

@@ -22,7 +22,8 @@ from membraind.config import Settings
 from membraind.errors import MembraindError
 from membraind.predict.request import BoxRegion
 from membraind.service.dispatcher import Dispatcher
-from membraind.service.journal import Journal
+from membraind.service.journal import SqliteJournal
+from membraind.service.queues import JobQueues, open_hueys
 from membraind.service.watchers.requests import MAX_REQUEST_BYTES, RequestError, RequestFolder, read_request
 
 DEADLINE = 30.0
@@ -105,8 +106,8 @@ def service(tmp_path):
     data = home / "data"
     data.mkdir(parents=True)
     settings = Settings.model_validate({"service": {"home": str(home)}})
-    journal = Journal(tmp_path / "journal.db")
-    dispatcher = Dispatcher(settings, journal, tmp_path / "queue.db", engines={})
+    journal = SqliteJournal(tmp_path / "journal.db")
+    dispatcher = Dispatcher(settings, journal, JobQueues(open_hueys(settings.service)))
     folder = RequestFolder(settings.service.requests_path(), dispatcher.submit, polling=False, rescan_seconds=5.0)
     dispatcher.add_listener(folder.on_job)
     folder.folder.start()
@@ -593,7 +594,7 @@ def test_episodic_finetuning_from_a_parent_trained_outside_the_roots_is_refused(
 
     # The configured mode counts when the request names none; an unreadable parent is left to the job.
     settings = Settings.model_validate({"service": {"home": str(service.home)}, "transfer": {"mode": "episodic"}})
-    episodic_default = Dispatcher(settings, service.journal, service.tmp / "queue-episodic.db", engines={})
+    episodic_default = Dispatcher(settings, service.journal, JobQueues(open_hueys(settings.service)))
     spec = FinetuneSpec(**{k: v for k, v in finetune.items() if k not in ("kind", "mode", "leaky_factor")})
     with pytest.raises(MembraindError, match="parent: episodic fine-tuning replays"):
         episodic_default.submit(Job(id="default-mode", spec=spec))

@@ -469,7 +469,8 @@ def test_vast_anchors_refused_by_submit_are_offered_again(tmp_path, caplog):
 
     from membraind.config import Settings
     from membraind.service.dispatcher import Dispatcher
-    from membraind.service.journal import Journal
+    from membraind.service.journal import SqliteJournal
+    from membraind.service.queues import JobQueues, open_hueys
     from membraind.service.settings import VastAnchorWatch
     from membraind.service.watchers.vast_anchors import VastAnchorWatcher
     from membraind.vast.emulator import VastEmulator
@@ -488,7 +489,8 @@ def test_vast_anchors_refused_by_submit_are_offered_again(tmp_path, caplog):
 
     def dispatcher(roots: list[Path], journal_timeout: float = 30.0) -> Dispatcher:
         settings = Settings.model_validate({"service": {"home": str(home), "roots": [str(r) for r in roots]}})
-        return Dispatcher(settings, Journal(home / "journal.db", timeout=journal_timeout), tmp_path / "queue.db", {})
+        return Dispatcher(settings, SqliteJournal(home / "journal.db", timeout=journal_timeout),
+                          JobQueues(open_hueys(settings.service)))  # fmt: skip
 
     narrow, wide = dispatcher([]), dispatcher([tmp_path / "out"], journal_timeout=0.2)
     submit_to = [narrow]  # which real dispatcher the watcher submits to

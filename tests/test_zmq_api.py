@@ -19,7 +19,7 @@ from membraind_client.keys import generate_keys
 from membraind_client.messages import MAX_MESSAGE_BYTES, Event, JobStatus, Ping, Submit, parse_reply
 
 from membraind.service import supervised
-from membraind.service.journal import Journal
+from membraind.service.journal import SqliteJournal
 from tests.conftest import ApiLab
 
 pytestmark = pytest.mark.isbi
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.isbi
 class Api(ApiLab):
     def journal_rows(self, job_id: str) -> tuple[int, list]:
         """How many jobs have this id, and its events."""
-        journal = Journal(self.home / "state" / "journal.db")
+        journal = SqliteJournal(self.home / "state" / "journal.db")
         try:
             count = sum(1 for r in journal.list(limit=None) if r.id == job_id)
             return count, journal.events(job_id)

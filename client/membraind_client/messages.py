@@ -60,6 +60,7 @@ class JobInfo(BaseModel):
     error: str | None = Field(description="why it failed, for people")
     attempts: int
     cancel_requested: bool
+    worker: str | None = Field(None, description="the worker that runs it, or ran it last (host-gpu0, ...)")
     created: float = Field(description="epoch seconds")
     started: float | None
     finished: float | None

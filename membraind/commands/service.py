@@ -20,13 +20,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _journal(settings: Settings):
-    from membraind.service.daemon import JOURNAL_FILE
-    from membraind.service.journal import Journal
+    from membraind.service.journal import JOURNAL_FILE, open_journal
 
-    path = settings.service.state_path() / JOURNAL_FILE
-    if not path.exists():
+    service = settings.service
+    path = service.state_path() / JOURNAL_FILE
+    if service.queue.backend == "sqlite" and not path.exists():
         raise InputError(f"no job journal at {path}: the daemon has not run with this configuration yet")
-    return Journal(path)
+    return open_journal(service)
 
 
 def _age(seconds: float) -> str:
@@ -34,6 +34,33 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}"
     return f"{seconds:.0f}s"
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.service.worker import WorkerService, restrict_to_gpu
+
+    if args.gpu is not None and args.cpu:
+        raise InputError("give --gpu N or --cpu, not both")
+    if args.gpu is not None and args.gpu < 0:
+        raise InputError(f"--gpu {args.gpu}: a GPU index is 0 or more (nvidia-smi lists them)")
+    if args.gpu is not None or args.cpu:
+        restrict_to_gpu(None if args.cpu else args.gpu)
+    role = args.name or (f"gpu{args.gpu}" if args.gpu is not None else "cpu" if args.cpu else "worker")
+    queues = tuple(dict.fromkeys(q.strip() for q in args.queues.split(",") if q.strip()))
+    unknown = [q for q in queues if q not in ("gpu", "cpu")]
+    if unknown or not queues:
+        raise InputError(f"--queues {args.queues!r}: name gpu, cpu or both (gpu,cpu)")
+    WorkerService(settings, role, queues).run()
+    return 0
+
+
+def cmd_secret(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.service.queue_messages import write_secret
+
+    write_secret(args.file)
+    print(f"wrote a new queue secret to {args.file} (readable by its owner only); copy it to every host of the "
+          "cluster and name it in [service.queue] secret_file")  # fmt: skip
+    return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,6 +121,13 @@ def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
 def register(add: Add) -> None:
     """Add the service subcommands."""
     add("serve", cmd_serve, "run the daemon: watch folders and VAST, queue and run jobs (systemd-ready)")
+    p = add("worker", cmd_worker, "run jobs from the shared queue on one GPU or the CPU (scale-out; systemd-ready)")
+    p.add_argument("--gpu", type=int, help="the GPU to use (its index); the worker sees no other")
+    p.add_argument("--cpu", action="store_true", help="use no GPU")
+    p.add_argument("--name", help="worker name, unique on this host (default: gpuN, cpu, or worker)")
+    p.add_argument("--queues", default="gpu,cpu", help="queues to take jobs from: gpu, cpu or gpu,cpu (default)")
+    p = add("secret", cmd_secret, "write a new random secret for signing queue messages ([service.queue] secret_file)")
+    p.add_argument("file", type=Path, help="where to write it (refuses to overwrite)")
     p = add("status", cmd_status, "show the job queue and recent jobs (reads the daemon's journal)")
     p.add_argument("job", nargs="?", help="one job id: print everything about it")
     p.add_argument("--limit", type=int, default=20, help="recent jobs to list (default 20)")

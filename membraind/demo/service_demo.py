@@ -90,7 +90,7 @@ def _follow(journal, job_id: str, timeout: float = 1800.0):
 
 def run_service_demo(out: Path, settings: Settings, minutes: float = 1.0, seed: int = 0) -> list:
     """Run the demo into ``out``; returns the journal records of its jobs."""
-    from membraind.service.journal import Journal
+    from membraind.service.journal import SqliteJournal
     from membraind.service.supervised import SupervisedDaemon
 
     out = Path(out).resolve()
@@ -103,7 +103,7 @@ def run_service_demo(out: Path, settings: Settings, minutes: float = 1.0, seed: 
 
     _step(7, f"starting the daemon (membraind --config {config} serve); log: {out / 'daemon.log'}")
     with SupervisedDaemon(config, out / "daemon.log") as daemon:
-        journal = Journal(home / "state" / "journal.db")
+        journal = SqliteJournal(home / "state" / "journal.db")
         print(f"      ready (pid {daemon.process.pid}); state in {home / 'state'}")
         requests = home / "requests"
 

@@ -1,58 +1,60 @@
 """The composition root of ``membraind serve``: starts, watches over and stops everything.
 
-Start-up order: take the instance lock, open the journal, start the GPU engine process,
-rebuild the queues from the journal, start the queue consumers and the watchers, then
-tell systemd READY. While running, the main thread checks health and pings the systemd
-watchdog only while every part is healthy. SIGTERM or SIGINT stops gracefully: the
-running job reaches a safe point (a prediction finishes its tile, training keeps its
-checkpoint) and goes back to the queue with everything still queued; the next start
-picks them all up.
+Start-up order: take the instance lock (and, with Redis, the cluster's scheduler key),
+open the journal, start the GPU engine process (when serve runs jobs itself), rebuild
+the queues from the journal, start the queue consumers, the watchers and the API, then
+tell systemd READY. While running, the main thread checks health, pings the systemd
+watchdog only while every part is healthy, takes over jobs from workers whose lease
+expired and reconciles the queue with the journal. SIGTERM or SIGINT stops gracefully:
+the running job reaches a safe point (a prediction finishes its tile, training keeps its
+checkpoint) and goes back to the queue with everything still queued.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 
 from membraind_client.messages import ModelInfo
 
 from membraind.config import Settings
 from membraind.errors import ConfigError, InputError
-from membraind.service.dispatcher import Dispatcher
 from membraind.service.api import ApiHandler
-from membraind.service.engine import EngineProcess, JobCancelled
+from membraind.service.dispatcher import Dispatcher
 from membraind.service.events import EventFeed
+from membraind.service.follower import ChangeFollower
 from membraind.service.instance_lock import InstanceLock
 from membraind.service.jobs import Job, JobRecord
-from membraind.service.journal import Journal
+from membraind.service.journal import JOURNAL_FILE, Journal, open_journal
 from membraind.service.models import find_models
 from membraind.service.paths import check_paths
-from membraind.service.systemd import Notifier
+from membraind.service.process import ServiceProcess
+from membraind.service.queues import QUEUE_FILE, JobQueues, open_hueys
+from membraind.service.runner import worker_name
 from membraind.service.watchers.requests import RequestFolder
 from membraind.service.watchers.scope import ScopeWatcher
 from membraind.service.watchers.vast_anchors import VastAnchorWatcher
+from membraind.service.worker import JobWorker
 from membraind.service.zmq_server import ApiServer
 
 __all__ = ["Daemon", "JOURNAL_FILE", "QUEUE_FILE"]
 
 log = logging.getLogger(__name__)
 
-JOURNAL_FILE = "journal.db"
-QUEUE_FILE = "queue.db"
-HEALTH_INTERVAL = 5.0
 
-
-class Daemon:
+class Daemon(ServiceProcess):
     """membraind as a service, built from ``settings``."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.settings, self.service = settings, settings.service
         self.state = self.service.state_path()
-        self.notifier = Notifier()
         self.lock = InstanceLock(self.state)
-        self._stop = threading.Event()
+        self.scheduler_lock = None
+        self.clustered = self.service.queue.backend == "redis"
+        self.health_interval = min(self.health_interval, self.service.queue.lease_seconds / 3)
         self.dispatcher: Dispatcher | None = None
+        self.worker: JobWorker | None = None
+        self.follower: ChangeFollower | None = None
         self.requests: RequestFolder | None = None
         self.watchers: list = []
         self.api: ApiServer | None = None
@@ -76,15 +78,23 @@ class Daemon:
                 section = "scope" if index < len(self.service.scope) else "vast"
                 raise ConfigError(f"[[service.{section}]] {exc}") from None
         self.lock.acquire()
+        if self.clustered:
+            from membraind.service.scheduler_lock import SchedulerLock
+
+            queue = self.service.queue
+            self.scheduler_lock = SchedulerLock(queue.redis_url, queue.prefix, str(self.state))
+            self.scheduler_lock.acquire()
         self.notifier.status("starting: loading the engine")
         self.notifier.extend_timeout(300)
-        journal = Journal(self.state / JOURNAL_FILE)
-        settings_json = self.settings.model_dump_json()
-        options = {"hang_seconds": self.service.hang_seconds, "cancel_grace": self.service.cancel_grace_seconds}
-        engines = {"gpu": EngineProcess("gpu", settings_json, **options), "cpu": EngineProcess("cpu", settings_json, **options)}
-        self.dispatcher = Dispatcher(self.settings, journal, self.state / QUEUE_FILE, engines)
-        engines["gpu"].start(self._stop.is_set)  # eagerly: the first tile from the scope should not wait for imports
-        requeued = self.dispatcher.recover()
+        journal = open_journal(self.service)
+        queues = JobQueues(open_hueys(self.service), self.service.queue_poll_seconds)
+        self.dispatcher = Dispatcher(self.settings, journal, queues, direct_notifications=not self.clustered)
+        if self.service.queue.runs_jobs_in_serve():
+            self.worker = JobWorker(self.settings, journal, queues, worker_name("serve"), self.dispatcher.announce)
+            self.worker.start_engine(self._stop.is_set)
+        requeued = self.dispatcher.recover(worker_name("serve"))
+        if self.clustered:
+            self.follower = ChangeFollower(journal, self.dispatcher.notify)
         if self.service.api.enabled:
             self.api = self._api_server(journal)
             self.api.start()  # a port in use stops the start here, with the reason
@@ -98,7 +108,10 @@ class Daemon:
         self.watchers += [ScopeWatcher(w, self.submit, self.service.rescan_seconds).folder for w in self.service.scope]
         self.watchers += [VastAnchorWatcher(w, self.submit) for w in self.service.vast]
 
-        self.dispatcher.queues.start()
+        if self.follower is not None:
+            self.follower.start()
+        if self.worker is not None:
+            self.worker.start()
         for watcher in self.watchers:
             watcher.start()
         self.started = True
@@ -107,6 +120,8 @@ class Daemon:
             status += f" and {len(self.service.scope)} scope folder(s)"
         if self.api is not None:
             status += f"; API on {self.service.api.endpoint}"
+        if self.worker is None:
+            status += f"; jobs run on `membraind worker` processes ({self.service.queue.backend} queue)"
         log.info(status)
         self.notifier.ready(status)
 
@@ -123,9 +138,11 @@ class Daemon:
 
     def healthy(self) -> bool:
         """Whether every part works: queue workers, watchers, the API, the journal (dead parts are restarted)."""
-        ok = self.dispatcher.queues.healthy()
+        ok = self.worker.healthy() if self.worker is not None else True
         if self.api is not None:
             ok = self.api.healthy() and ok
+        if self.follower is not None:
+            ok = self.follower.healthy() and ok
         for watcher in self.watchers:
             ok = watcher.healthy() and ok
         try:
@@ -133,46 +150,38 @@ class Daemon:
         except Exception as exc:
             log.error("the journal cannot be read: %s", exc)
             ok = False
+        if self.scheduler_lock is not None:
+            try:
+                if not self.scheduler_lock.renew():
+                    log.error("this serve lost the cluster's scheduler key (Redis was unreachable for too long?); "
+                              "taking it back")  # fmt: skip
+                    self.scheduler_lock.acquire()
+            except Exception as exc:
+                log.error("cannot renew the cluster's scheduler key: %s", exc)
+                ok = False
         return ok
 
-    def request_stop(self, *_: object) -> None:
-        """Ask the daemon to stop (signal handler)."""
-        self._stop.set()
-
-    def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, stop. Must be called from the main thread."""
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no reload; a stray HUP must not kill the service
-        try:
-            self.start()
-            interval = HEALTH_INTERVAL
-            if self.notifier.watchdog_seconds:
-                interval = min(interval, self.notifier.watchdog_seconds / 2)
-            while not self._stop.wait(interval):
-                if self.healthy():
-                    self.notifier.watchdog()
-                else:
-                    log.warning("a part of the daemon is unhealthy; not pinging the systemd watchdog")
-                self.dispatcher.reconcile_periodically()  # jobs whose enqueue failed (journal -> queue)
-        except JobCancelled:  # SIGTERM while the engine was still starting: a normal stop
-            log.info("stop requested during start-up")
-        finally:
-            self.stop()
+    def periodically(self) -> None:
+        """Jobs of dead workers back to the queue; the queue reconciled with the journal."""
+        self.dispatcher.periodically()
 
     def stop(self) -> None:
         """Graceful stop: the running job reaches a safe point and is re-queued."""
         self.notifier.stopping()
         if self.dispatcher is not None:
             log.info("stopping: the running job is brought to a safe point and re-queued")
-            self.dispatcher.stopping.set()
+            if self.worker is not None:
+                self.worker.runner.stopping.set()
             if self.api is not None:
                 self.api.stop()
             for watcher in self.watchers:
                 watcher.stop()
-            self.dispatcher.queues.stop()
-            for engine in self.dispatcher.engines.values():
-                engine.stop()
+            if self.worker is not None:
+                self.worker.stop()
+            if self.follower is not None:
+                self.follower.stop()
             self.dispatcher.journal.close()
             log.info("stopped")
+        if self.scheduler_lock is not None:
+            self.scheduler_lock.release()
         self.lock.release()

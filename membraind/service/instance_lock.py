@@ -17,10 +17,13 @@ __all__ = ["InstanceLock"]
 
 
 class InstanceLock:
-    """The lock file ``<state>/membraind.lock`` (it records the holder's pid)."""
+    """The lock file ``<state>/<name>.lock`` (it records the holder's pid); ``what`` names
+    the holder in the error (``daemon``, ``worker gpu0``)."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / "membraind.lock"
+    def __init__(self, state_dir: Path, name: str = "membraind", what: str = "daemon",
+                 hint: str = "give this one its own [service] state_dir") -> None:  # fmt: skip
+        self.path = Path(state_dir) / f"{name}.lock"
+        self.what, self.hint = what, hint
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -33,8 +36,8 @@ class InstanceLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise ConfigError(
-                f"another membraind daemon (pid {holder}) already runs on the state folder {self.path.parent}; "
-                "stop it first, or give this one its own [service] state_dir"
+                f"another membraind {self.what} (pid {holder}) already runs on the state folder {self.path.parent}; "
+                f"stop it first, or {self.hint}"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -1,26 +1,36 @@
-"""The Huey queues that dispatch jobs: ``gpu`` (one worker, by priority) and ``cpu``.
+"""The Huey queues that dispatch jobs: ``gpu`` (one job at a time per worker, by
+priority) and ``cpu``.
 
-Huey only carries job ids; what a job is and where it stands lives in the journal. Both
-queues share one SQLite file (on local disk, WAL), apart from the journal's, so a long
-journal transaction never stalls a dequeue. The consumers run as threads of the daemon
-(never forked workers, design decision 3), without Huey's signal handling: the daemon
-owns SIGTERM/SIGINT and stops the consumers itself.
+Huey only carries job ids; what a job is and where it stands lives in the journal. The
+backend is chosen by configuration: with ``sqlite`` both queues share one file in the
+state folder (local disk, WAL), apart from the journal's, so a long journal transaction
+never stalls a dequeue; with ``redis`` they are priority queues in the shared Redis
+server (blocking pops: a worker takes a job the moment it is queued). Messages are
+signed JSON, never pickle (:mod:`membraind.service.queue_messages`).
+
+The consumers run as threads of the daemon or worker (never forked, design decision 3),
+without Huey's signal handling: the process owns SIGTERM/SIGINT and stops them itself.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Callable
 
-from huey import SqliteHuey
+from huey import Huey, PriorityRedisHuey, SqliteHuey
 from huey.consumer import Consumer
 from huey.storage import SqliteStorage
 
-__all__ = ["JobQueues", "QUEUES"]
+from membraind.jobs.specs import queue_of
+from membraind.service.jobs import JobRecord
+from membraind.service.queue_messages import JsonMessageSerializer, read_secret
+from membraind.service.settings import ServiceSettings
+
+__all__ = ["JobQueues", "QUEUES", "QUEUE_FILE", "open_hueys"]
 
 QUEUES = ("gpu", "cpu")
 TASK_NAME = "membraind.execute_job"  # stable: a rename would orphan queued tasks
+QUEUE_FILE = "queue.db"
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +61,48 @@ class _Consumer(Consumer):
         pass
 
 
-class JobQueues:
-    """The two queues in the SQLite file ``path``; ``execute(job_id)`` runs a dequeued job."""
+def open_hueys(service: ServiceSettings, timeout: float = 30.0) -> dict[str, Huey]:
+    """One Huey per queue on the configured backend.
 
-    def __init__(self, path: Path, execute: Callable[[str], None], poll_seconds: float = 0.05,
-                 timeout: float = 30.0) -> None:  # fmt: skip
-        """``timeout``: how long a write waits for a lock held by another connection (SQLite's busy timeout)."""
-        self.path, self.poll_seconds = Path(path), poll_seconds
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.hueys = {name: _QueueHuey(name, filename=str(self.path), timeout=timeout, results=False) for name in QUEUES}
-        self.tasks = {name: huey.task(name=TASK_NAME)(execute) for name, huey in self.hueys.items()}
+    ``timeout``: with sqlite, how long a write waits for another connection's lock.
+    """
+    queue = service.queue
+    if queue.backend == "redis":
+        serializer = JsonMessageSerializer(read_secret(queue.secret_file))
+        return {
+            name: PriorityRedisHuey(
+                f"{queue.prefix}.{name}", url=queue.redis_url, results=False, serializer=serializer, blocking=True,
+                clean_name=False,
+                read_timeout=max(1, round(service.queue_poll_seconds)),
+            )  # fmt: skip
+            for name in QUEUES
+        }
+    path = service.state_path() / QUEUE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    serializer = JsonMessageSerializer()  # a local file only this host writes: JSON, unsigned
+    return {
+        name: _QueueHuey(name, filename=str(path), timeout=timeout, results=False, serializer=serializer)
+        for name in QUEUES
+    }
+
+
+class JobQueues:
+    """The queues in ``hueys`` (see :func:`open_hueys`).
+
+    ``executor(job_id)`` runs a dequeued job; it is set by the process that consumes the
+    queues (serve with an embedded worker, or ``membraind worker``) before :meth:`start`.
+    """
+
+    def __init__(self, hueys: dict[str, Huey], poll_seconds: float = 0.05) -> None:
+        self.hueys, self.poll_seconds = hueys, poll_seconds
+        self.executor: Callable[[str], None] | None = None
+        self.tasks = {name: huey.task(name=TASK_NAME)(self._execute) for name, huey in self.hueys.items()}
         self.consumers: dict[str, _Consumer] = {}
+
+    def _execute(self, job_id: str) -> None:
+        if self.executor is None:
+            raise RuntimeError(f"job {job_id}: this process queues jobs but does not run them")
+        self.executor(job_id)
 
     def enqueue(self, job_id: str, queue: str, priority: int, delay: float = 0.0) -> None:
         """Queue ``job_id`` on ``queue`` (after ``delay`` seconds)."""
@@ -69,6 +110,10 @@ class JobQueues:
             self.tasks[queue].schedule(args=(job_id,), delay=delay, priority=priority)
         else:
             self.tasks[queue](job_id, priority=priority)
+
+    def enqueue_job(self, record: JobRecord, delay: float = 0.0) -> None:
+        """Queue a journal record's job on the queue of its kind, at its priority."""
+        self.enqueue(record.id, queue_of(record.kind), record.priority, delay)
 
     def flush(self) -> None:
         """Drop every queued and scheduled task and stale lock (start-up: the journal re-queues)."""
@@ -80,12 +125,13 @@ class JobQueues:
         return {name: huey.pending_count() + huey.scheduled_count() for name, huey in self.hueys.items()}
 
     def job_ids(self) -> set[str]:
-        """The job ids of every queued and scheduled task, in both queues (unpickles each message)."""
+        """The job ids of every queued and scheduled task, in both queues (reads each message)."""
         return {task.args[0] for huey in self.hueys.values() for task in [*huey.pending(), *huey.scheduled()] if task.args}
 
-    def start(self) -> None:
-        """Start one consumer (one worker thread) per queue."""
-        for name, huey in self.hueys.items():
+    def start(self, queues: tuple[str, ...] = QUEUES) -> None:
+        """Start one consumer (one worker thread) for each of ``queues``."""
+        for name in queues:
+            huey = self.hueys[name]
             consumer = _Consumer(
                 huey, workers=1, periodic=False, initial_delay=self.poll_seconds, max_delay=self.poll_seconds,
                 backoff=1.0, worker_type="thread", check_worker_health=True,

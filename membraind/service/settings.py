@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from membraind_client.messages import MAX_MESSAGE_BYTES
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from membraind.vast.protocol import DEFAULT_PORT
 
-__all__ = ["ServiceSettings", "ScopeWatch", "VastAnchorWatch", "ApiSettings"]
+__all__ = ["ServiceSettings", "ScopeWatch", "VastAnchorWatch", "ApiSettings", "QueueSettings"]
 
 
 class _Strict(BaseModel):
@@ -75,6 +76,41 @@ class ApiSettings(_Strict):
         return self
 
 
+class QueueSettings(_Strict):
+    """Where jobs wait and are recorded: SQLite files on this host (the default), or a
+    Redis server that several worker hosts share (docs/operations.md, "Scaling out")."""
+
+    backend: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="sqlite: journal and queue in the state folder; redis: in the Redis server at redis_url"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis://[:PASSWORD@]HOST:PORT/DB (backend redis)")
+    prefix: str = Field("membraind", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                        description="name of this cluster's keys in Redis (several clusters can share one server)")  # fmt: skip
+    secret_file: Path | None = Field(
+        None, description="file holding the secret that signs queue messages; required with backend redis, "
+        "the same file on every host",
+    )  # fmt: skip
+    lease_seconds: float = Field(
+        30.0, ge=1, le=3600, description="a worker that has not renewed its hold on a running job for this long is "
+        "presumed dead and the job is taken over",
+    )  # fmt: skip
+    serve_runs_jobs: bool | None = Field(
+        None, description="whether `membraind serve` runs jobs itself (default: yes with sqlite, no with redis, "
+        "where `membraind worker` processes run them)",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _redis_needs_a_secret(self) -> "QueueSettings":
+        if self.backend == "redis" and self.secret_file is None:
+            raise ValueError("backend redis needs secret_file: a file with a random secret, the same on every host, "
+                             "e.g. made by `membraind secret /etc/membraind/queue.secret`")  # fmt: skip
+        return self
+
+    def runs_jobs_in_serve(self) -> bool:
+        """Whether ``membraind serve`` consumes the queues itself."""
+        return self.backend == "sqlite" if self.serve_runs_jobs is None else self.serve_runs_jobs
+
+
 class ServiceSettings(_Strict):
     """Where the daemon keeps its state, what it watches, and how it runs jobs."""
 
@@ -97,6 +133,7 @@ class ServiceSettings(_Strict):
     cancel_grace_seconds: float = Field(20.0, gt=0, description="how long a cancelled job may take to stop before it is killed")
     models_dir: Path | None = Field(None, description="folder of model bundles the API lists (default: <home>/models)")
     api: ApiSettings = Field(default_factory=ApiSettings, description="the ZeroMQ API (docs/protocol.md)")
+    queue: QueueSettings = Field(default_factory=QueueSettings, description="journal and queue backend")
 
     def state_path(self) -> Path:
         """The state folder (journal, queue database, lock file)."""
@@ -125,5 +162,6 @@ class ServiceSettings(_Strict):
         self.home = absolute(self.home)
         self.state_dir, self.request_dir = absolute(self.state_dir), absolute(self.request_dir)
         self.models_dir = absolute(self.models_dir)
+        self.queue.secret_file = absolute(self.queue.secret_file)
         self.roots = [absolute(root) for root in self.roots]
         return self

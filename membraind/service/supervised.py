@@ -1,7 +1,8 @@
-"""Running ``membraind serve`` as a child process, the way systemd does: it is started
-with a ``$NOTIFY_SOCKET`` and counted as up only when it sends READY=1.
+"""Running ``membraind serve`` or ``membraind worker`` as a child process, the way
+systemd does: it is started with a ``$NOTIFY_SOCKET`` and counted as up only when it
+sends READY=1; and a throw-away ``redis-server`` for a cluster on one machine.
 
-Used by the tests, the service benchmark and scripts that need a daemon for a while.
+Used by the tests, the benchmarks and scripts that need a daemon for a while.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["SupervisedDaemon", "wait_until"]
+__all__ = ["SupervisedDaemon", "RedisServer", "wait_until"]
 
 
 def wait_until(predicate, timeout: float = 120.0, interval: float = 0.05, what: str = "the daemon"):
@@ -31,10 +32,12 @@ def wait_until(predicate, timeout: float = 120.0, interval: float = 0.05, what: 
 
 
 class SupervisedDaemon:
-    """``membraind --config CONFIG serve`` in a subprocess, with its notifications collected."""
+    """``membraind --config CONFIG serve`` (or another ``command``, e.g. ``["worker", "--cpu"]``)
+    in a subprocess, with its notifications collected."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
         self.config, self.log_path = Path(config), Path(log)
+        self.command = command or ["serve"]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBRAIND_")} | (env or {})
         self.process: subprocess.Popen | None = None
         self.notifications: list[str] = []
@@ -50,7 +53,7 @@ class SupervisedDaemon:
         self.notifications = []
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "membraind", "--config", str(self.config), "serve"],
+            [sys.executable, "-m", "membraind", "--config", str(self.config), *self.command],
             stdout=log, stderr=subprocess.STDOUT, env=self.env | {"NOTIFY_SOCKET": self._socket_path},
         )  # fmt: skip
         log.close()
@@ -146,3 +149,81 @@ class SupervisedDaemon:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+class RedisServer:
+    """A ``redis-server`` of its own on a free loopback port, with its data in ``folder``
+    (append-only file on, as in production); stopped on exit."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """Its address, for ``[service.queue] redis_url``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 30.0) -> "RedisServer":
+        """Start it and wait until it answers PING (raises RuntimeError saying why not)."""
+        import shutil
+
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise RuntimeError("redis-server is not installed (Debian/Ubuntu: apt-get install redis-server); "
+                               "the Redis backend's tests and benchmarks need it")  # fmt: skip
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:  # a free port (the moment between closing and binding is harmless here)
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        log = open(self.folder / "redis.log", "ab")
+        self.process = subprocess.Popen(
+            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        import redis
+
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            wait_until(lambda: self._answers(client), timeout, what=f"redis-server on port {self.port}")
+        except TimeoutError:
+            self.stop()
+            tail = (self.folder / "redis.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"redis-server did not start; its log ends:\n{tail}") from None
+        finally:
+            client.close()
+        return self
+
+    def _answers(self, client) -> bool:
+        if self.process.poll() is not None:
+            raise TimeoutError("redis-server exited")
+        try:
+            return bool(client.ping())
+        except Exception:
+            return False
+
+    def flush(self) -> None:
+        """Empty every database (between tests)."""
+        import redis
+
+        with redis.Redis(port=self.port) as client:
+            client.flushall()
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(30)
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,31 +1,24 @@
-"""The job journal: membraind's record of truth about jobs (design decision 1).
+"""The journal in one SQLite file (WAL): the embedded default, for one host.
 
-Huey forgets a task the moment a worker takes it, so a job running when the daemon is
-killed would be lost. The journal is a separate SQLite file (WAL; the status and cancel
-commands read and write it from other processes) holding every job's state::
-
-    queued -> running -> done | failed | cancelled
-       ^         |
-       +---------+  retry after a crash, or re-queued at a graceful stop / restart
-
-Every state change is also appended to ``events`` (per-job sequence numbers), which is
-how "each job completed exactly once" can be checked and what progress feeds will read.
+The daemon's threads share one connection; other processes on the same host (``status``,
+``cancel``, local workers) open their own. See :mod:`membraind.service.journal.base`
+for the state machine and leases.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from membraind.jobs.execute import JobResult
 from membraind.service.jobs import Job, JobRecord
+from membraind.service.journal.base import COLUMNS, Journal, record_from_values, expired_message, released_message
 
-__all__ = ["Journal"]
+__all__ = ["SqliteJournal"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -59,18 +52,19 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, job_seq);
 """
-_COLUMNS = (
-    "id, kind, spec, priority, source, client, state, progress, message, result, error, attempts, "
-    "cancel_requested, created, started, finished, updated"
+# Added after the first release: journals written before get them at open.
+_LATER_COLUMNS = {"worker": "TEXT", "lease_until": "REAL NOT NULL DEFAULT 0"}
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
+# A running job goes back to the queue, or ends cancelled when a cancel was asked for.
+_BACK_TO_QUEUE = (
+    "UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, message = ?, "
+    "lease_until = 0, updated = ?, finished = CASE WHEN cancel_requested THEN ? END "
+    "WHERE id = ? AND state = 'running'"
 )
-_COLUMN_NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
 
 
-class Journal:
-    """The job journal in the SQLite file at ``path`` (created when missing).
-
-    Safe to share between the daemon's threads; other processes open their own.
-    """
+class SqliteJournal(Journal):
+    """The job journal in the SQLite file at ``path`` (created when missing)."""
 
     def __init__(self, path: Path, timeout: float = 30.0) -> None:
         self.path = Path(path)
@@ -81,9 +75,12 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a job marked done stays done after power loss
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, kind in _LATER_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
-        """Close the database connection."""
         with self._lock:
             self._db.close()
 
@@ -107,7 +104,6 @@ class Journal:
 
     # -- writing ------------------------------------------------------------------
     def add(self, job: Job) -> tuple[JobRecord, bool]:
-        """Record ``job`` as queued; returns (record, created). A known id is not added again."""
         now = time.time()
         with self._write() as db:
             cursor = db.execute(
@@ -120,66 +116,64 @@ class Journal:
                 self._event(db, job.id, "queued")
         return self.get(job.id), created
 
-    def claim(self, job_id: str) -> JobRecord | None:
-        """Mark a queued job running (one more attempt); None if it is not queued any more."""
+    def claim(self, job_id: str, worker: str, lease_seconds: float) -> JobRecord | None:
         now = time.time()
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started = ?, updated = ?, "
-                "progress = 0, message = 'started' WHERE id = ? AND state = 'queued' AND cancel_requested = 0",
-                (now, now, job_id),
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started = ?, updated = ?, progress = 0, "
+                "message = 'started', worker = ?, lease_until = ? "
+                "WHERE id = ? AND state = 'queued' AND cancel_requested = 0",
+                (now, now, worker, now + lease_seconds, job_id),
             )
             if cursor.rowcount != 1:
                 return None
-            self._event(db, job_id, "running")
+            self._event(db, job_id, "running", f"on {worker}")
         return self.get(job_id)
 
+    def renew(self, job_id: str, worker: str, lease_seconds: float) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET lease_until = ? WHERE id = ? AND state = 'running' AND worker = ?",
+                (time.time() + lease_seconds, job_id, worker),
+            )
+        return cursor.rowcount == 1
+
     def progress(self, job_id: str, fraction: float, message: str) -> None:
-        """Record a running job's progress."""
         with self._write() as db:
             db.execute(
                 "UPDATE jobs SET progress = ?, message = ?, updated = ? WHERE id = ? AND state = 'running'",
                 (max(0.0, min(1.0, fraction)), message[:500], time.time(), job_id),
             )
 
-    def _end(self, job_id: str, state: str, *, result: JobResult | None = None, error: str | None = None, message: str) -> None:
+    def _end(self, job_id: str, worker: str, state: str, *, result: JobResult | None, error: str | None,
+             message: str) -> bool:  # fmt: skip
         now = time.time()
         with self._write() as db:
-            db.execute(
-                "UPDATE jobs SET state = ?, result = ?, error = ?, message = ?, finished = ?, updated = ?, "
-                "progress = CASE WHEN ? = 'done' THEN 1 ELSE progress END WHERE id = ?",
-                (state, result.model_dump_json() if result else None, error, message, now, now, state, job_id),
+            cursor = db.execute(
+                "UPDATE jobs SET state = ?, result = ?, error = ?, message = ?, finished = ?, updated = ?, lease_until = 0, "
+                "progress = CASE WHEN ? = 'done' THEN 1 ELSE progress END "
+                "WHERE id = ? AND state = 'running' AND worker = ?",
+                (state, result.model_dump_json() if result else None, error, message, now, now, state, job_id, worker),
             )
+            if cursor.rowcount != 1:
+                return False
             self._event(db, job_id, state, error or message)
+        return True
 
-    def finish(self, job_id: str, result: JobResult) -> None:
-        """Mark a job done with its result."""
-        self._end(job_id, "done", result=result, message=result.summary or "done")
-
-    def fail(self, job_id: str, error: str) -> None:
-        """Mark a job failed with the reason, worded for the user."""
-        self._end(job_id, "failed", error=error, message="failed")
-
-    def cancelled(self, job_id: str, message: str = "cancelled") -> None:
-        """Mark a job cancelled."""
-        self._end(job_id, "cancelled", message=message)
-
-    def requeue(self, job_id: str, message: str, *, delay: float = 0.0, refund_attempt: bool = False) -> None:
-        """Put a job back in the queue (a retry after ``delay`` s, or a stop that interrupted it).
-
-        ``refund_attempt``: the run was stopped on purpose, not failed, so it does not count.
-        """
+    def requeue(self, job_id: str, message: str, worker: str, *, delay: float = 0.0, refund_attempt: bool = False) -> bool:
         now = time.time()
         with self._write() as db:
-            db.execute(
-                "UPDATE jobs SET state = 'queued', message = ?, not_before = ?, updated = ?, "
-                "attempts = attempts - ? WHERE id = ? AND state = 'running'",
-                (message, now + delay, now, 1 if refund_attempt else 0, job_id),
+            cursor = db.execute(
+                "UPDATE jobs SET state = 'queued', message = ?, not_before = ?, updated = ?, lease_until = 0, "
+                "attempts = attempts - ? WHERE id = ? AND state = 'running' AND worker = ?",
+                (message, now + delay, now, 1 if refund_attempt else 0, job_id, worker),
             )
+            if cursor.rowcount != 1:
+                return False
             self._event(db, job_id, "queued", message)
+        return True
 
     def request_cancel(self, job_id: str) -> JobRecord | None:
-        """Cancel a job: a queued one at once, a running one at its next safe point."""
         with self._write() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
@@ -199,54 +193,49 @@ class Journal:
                 )
         return self.get(job_id)
 
-    def recover(self) -> list[JobRecord]:
-        """At start-up: jobs left running were interrupted; put them back. Returns every queued job."""
+    def _take_back(self, where: str, args: tuple, why) -> list[JobRecord]:
+        """Send running jobs matching ``where`` back to the queue (or to cancelled); ``why(worker)`` says why."""
+        now = time.time()
         with self._write() as db:
-            interrupted = [r[0] for r in db.execute("SELECT id FROM jobs WHERE state = 'running'")]
-            for job_id in interrupted:
-                db.execute(
-                    "UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, "
-                    "message = 'interrupted: the daemon stopped while it ran', updated = ? WHERE id = ?",
-                    (time.time(), job_id),
-                )
+            rows = db.execute(f"SELECT id, worker FROM jobs WHERE state = 'running' AND {where}", args).fetchall()
+            for job_id, worker in rows:
+                message = why(worker)
+                db.execute(_BACK_TO_QUEUE, (message, now, now, job_id))
                 (state,) = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-                self._event(db, job_id, state, "interrupted: the daemon stopped while it ran")
-        return self.list(states=("queued",), limit=None, oldest_first=True)
+                self._event(db, job_id, state, message)
+        records = [self.get(job_id) for job_id, _ in rows]
+        return [r for r in records if r is not None and r.state == "queued"]
+
+    def release(self, worker: str) -> list[JobRecord]:
+        return self._take_back("worker = ?", (worker,), released_message)
+
+    def expire_leases(self) -> list[JobRecord]:
+        return self._take_back("lease_until < ?", (time.time(),), expired_message)
 
     # -- reading ------------------------------------------------------------------
     @staticmethod
     def _record(row: tuple) -> JobRecord:
-        values = dict(zip(_COLUMN_NAMES, row))
-        values["spec"] = json.loads(values["spec"])
-        values["result"] = JobResult.model_validate_json(values["result"]) if values["result"] else None
-        values["cancel_requested"] = bool(values["cancel_requested"])
-        return JobRecord(**values)
+        return record_from_values(dict(zip(COLUMNS, row)))
 
     def get(self, job_id: str) -> JobRecord | None:
-        """The job with this id, or None."""
         with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = self._db.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()
         return self._record(row) if row else None
 
     def not_before(self, job_id: str) -> float:
-        """When a re-queued job may run again (epoch seconds; 0: at once)."""
         with self._lock:
             row = self._db.execute("SELECT not_before FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row[0] if row else 0.0
 
     def due(self, unchanged_since: float) -> list[JobRecord]:
-        """Queued jobs that may run now (no retry delay left) and whose row has not changed
-        since ``unchanged_since`` (epoch seconds), oldest first."""
-        query = (f"SELECT {_COLUMNS} FROM jobs WHERE state = 'queued' AND not_before <= ? AND updated <= ? "
-                 "ORDER BY created, rowid")  # fmt: skip
+        query = f"{_SELECT} WHERE state = 'queued' AND not_before <= ? AND updated <= ? ORDER BY created, rowid"
         with self._lock:
             rows = self._db.execute(query, (time.time(), unchanged_since)).fetchall()
         return [self._record(r) for r in rows]
 
-    def list(self, states: tuple[str, ...] | None = None, limit: int | None = 50, oldest_first: bool = False) -> list[JobRecord]:
-        """Jobs, newest first (or oldest first), optionally only in ``states``."""
-        query = f"SELECT {_COLUMNS} FROM jobs"
-        args: list = []
+    def list(self, states: Iterable[str] | None = None, limit: int | None = 50, oldest_first: bool = False) -> list[JobRecord]:
+        query, args = _SELECT, []
+        states = tuple(states or ())
         if states:
             query += f" WHERE state IN ({','.join('?' * len(states))})"
             args += list(states)
@@ -259,18 +248,15 @@ class Journal:
         return [self._record(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        """Number of jobs in each state."""
         with self._lock:
             return dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
 
     def cancel_requested(self, job_id: str) -> bool:
-        """Whether someone asked to cancel this job."""
         with self._lock:
             row = self._db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bool(row and row[0])
 
     def events(self, job_id: str | None = None) -> list[tuple]:
-        """State changes as (seq, job_id, job_seq, state, time, detail), oldest first."""
         query = "SELECT seq, job_id, job_seq, state, time, detail FROM events"
         args: tuple = ()
         if job_id is not None:

@@ -1,0 +1,23 @@
+"""The job journal (design decision 1), on the backend the configuration names.
+
+See :mod:`membraind.service.journal.base` for the state machine every backend keeps.
+"""
+
+from __future__ import annotations
+
+from membraind.service.journal.base import Journal
+from membraind.service.journal.sqlite import SqliteJournal
+from membraind.service.settings import ServiceSettings
+
+__all__ = ["Journal", "SqliteJournal", "open_journal", "JOURNAL_FILE"]
+
+JOURNAL_FILE = "journal.db"
+
+
+def open_journal(service: ServiceSettings) -> Journal:
+    """The journal ``[service.queue]`` names: the state folder's SQLite file, or the Redis server."""
+    if service.queue.backend == "redis":
+        from membraind.service.journal.redis import RedisJournal
+
+        return RedisJournal(service.queue.redis_url, f"{service.queue.prefix}:")
+    return SqliteJournal(service.state_path() / JOURNAL_FILE)

@@ -1,0 +1,68 @@
+"""What ``membraind serve`` and ``membraind worker`` share as Unix services: signal
+handling, systemd notification, and the health loop that pings the watchdog only while
+every part works."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import signal
+import threading
+
+from membraind.service.engine import JobCancelled
+from membraind.service.systemd import Notifier
+
+__all__ = ["ServiceProcess", "HEALTH_INTERVAL"]
+
+log = logging.getLogger(__name__)
+
+HEALTH_INTERVAL = 5.0
+
+
+class ServiceProcess(abc.ABC):
+    """A long-running process: :meth:`run` starts it, serves until SIGTERM/SIGINT, stops it."""
+
+    def __init__(self) -> None:
+        self.notifier = Notifier()
+        self._stop = threading.Event()
+        self.health_interval = HEALTH_INTERVAL
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Bring everything up; send READY at the end."""
+
+    @abc.abstractmethod
+    def healthy(self) -> bool:
+        """Whether every part works (dead parts are restarted)."""
+
+    def periodically(self) -> None:
+        """Work done at every turn of the health loop."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Graceful stop: running jobs reach a safe point and are re-queued."""
+
+    def request_stop(self, *_: object) -> None:
+        """Ask the process to stop (signal handler)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, stop. Must be called from the main thread."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no reload; a stray HUP must not kill the service
+        try:
+            self.start()
+            interval = self.health_interval
+            if self.notifier.watchdog_seconds:
+                interval = min(interval, self.notifier.watchdog_seconds / 2)
+            while not self._stop.wait(interval):
+                if self.healthy():
+                    self.notifier.watchdog()
+                else:
+                    log.warning("a part of the service is unhealthy; not pinging the systemd watchdog")
+                self.periodically()
+        except JobCancelled:  # SIGTERM while the engine was still starting: a normal stop
+            log.info("stop requested during start-up")
+        finally:
+            self.stop()
