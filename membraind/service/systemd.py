@@ -27,15 +27,19 @@ class Notifier:
         self.watchdog_seconds = int(usec) / 1e6 if usec.isdigit() and mine else None
 
     def notify(self, *lines: str) -> bool:
-        """Send ``KEY=value`` lines; returns whether they were sent."""
+        """Send ``KEY=value`` lines; returns whether they were sent.
+
+        Never blocks: a service manager that does not read its socket (its queue full)
+        must not stall the health loop; the message is dropped with a warning.
+        """
         if not self.address:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                 sock.connect(self.address)
-                sock.sendall("\n".join(lines).encode())
+                sock.send("\n".join(lines).encode(), socket.MSG_DONTWAIT)
             return True
-        except OSError as exc:
+        except OSError as exc:  # BlockingIOError included
             log.warning("cannot notify systemd at %s: %s", self.address, exc)
             return False
 
@@ -48,8 +52,9 @@ class Notifier:
         self.notify(f"STATUS={status}")
 
     def watchdog(self) -> None:
-        """Proof of health (send only while healthy)."""
-        self.notify("WATCHDOG=1")
+        """Proof of health (send only while healthy); only when systemd asked for it (WatchdogSec)."""
+        if self.watchdog_seconds:
+            self.notify("WATCHDOG=1")
 
     def stopping(self) -> None:
         """The service is shutting down."""

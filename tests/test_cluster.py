@@ -1,0 +1,206 @@
+"""Scale-out on one machine: ``membraind serve`` and ``membraind worker`` processes sharing a
+real Redis server, predicting real ISBI tiles; a worker SIGKILLed with a job in hand."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+
+from membraind.service.journal.redis import RedisJournal
+from membraind.service.runner import worker_name
+from membraind.service.supervised import SupervisedDaemon, wait_until
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.isbi
+
+TILES = 300
+CROP = 128
+LEASE = 3.0
+
+
+def cut_tiles(isbi: Path, folder: Path, count: int = TILES) -> list[Path]:
+    """``count`` distinct 128 x 128 crops of the ISBI test sections, as PNG files."""
+    folder.mkdir(parents=True)
+    tiles = []
+    for index in range(count):
+        section, place = divmod(index, 10)
+        with Image.open(isbi / "test" / "image" / f"{section % 30:02d}.png") as image:
+            page = np.asarray(image.convert("L"))
+        y, x = divmod(place, 3)
+        crop = page[y * 100 : y * 100 + CROP, x * 150 : x * 150 + CROP]
+        path = folder / f"s{section:02d}" / f"tile_{place}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(crop)).save(path)
+        tiles.append(path)
+    return tiles
+
+
+class Cluster:
+    """A configuration for one serve and its workers on the Redis server at ``url``."""
+
+    def __init__(self, tmp: Path, name: str, url: str, bundle: Path, tiles: Path) -> None:
+        self.tmp, self.name, self.url = tmp / name, name, url
+        self.tmp.mkdir(parents=True)
+        self.scope, self.out = self.tmp / "home" / "scope", self.tmp / "home" / "out"
+        shutil.copytree(tiles, self.scope)
+        secret = tmp / "queue.secret"
+        if not secret.exists():
+            assert run_cli("secret", str(secret)).returncode == 0
+        self.config = self.tmp / "membraind.toml"
+        self.config.write_text(f"""
+[service]
+home = "{self.tmp / 'home'}"
+roots = ["{bundle.parent}"]
+retry_delay_seconds = 0.2
+rescan_seconds = 600
+
+[service.queue]
+backend = "redis"
+redis_url = "{url}"
+prefix = "{name}"
+secret_file = "{secret}"
+lease_seconds = {LEASE}
+
+[service.api]
+endpoint = "ipc://{self.tmp}/api.sock"
+events = "ipc://{self.tmp}/events.sock"
+
+[[service.scope]]
+folder = "{self.scope}"
+out = "{self.out}"
+bundles = ["{bundle}"]
+stable_seconds = 0
+
+[predict]
+device = "cpu"
+engine = "torch"
+tile_size = 128
+context = 32
+""")
+        self.journal = RedisJournal(url, f"{name}:")
+
+    def serve(self) -> SupervisedDaemon:
+        return SupervisedDaemon(self.config, self.tmp / "serve.log")
+
+    def worker(self, role: str) -> SupervisedDaemon:
+        return SupervisedDaemon(self.config, self.tmp / f"{role}.log", command=["worker", "--cpu", "--name", role])
+
+    def done(self) -> int:
+        return self.journal.counts().get("done", 0)
+
+    def outputs(self) -> dict[Path, np.ndarray]:
+        found = {}
+        for path in sorted(self.out.rglob("*.png")):
+            with Image.open(path) as image:
+                found[path.relative_to(self.out)] = np.asarray(image)
+        return found
+
+
+class WriteCounter(FileSystemEventHandler):
+    """Counts the files renamed into place (how every output is written: atomically)."""
+
+    def __init__(self) -> None:
+        self.moved: Counter[str] = Counter()
+
+    def on_moved(self, event) -> None:
+        self.moved[event.dest_path] += 1
+
+
+def freeze_a_running_job(cluster: Cluster, victim: SupervisedDaemon, holder: str) -> tuple[str, int]:
+    """SIGSTOP the victim's engine while it runs a job (so it can neither finish nor write);
+    returns (job id, engine pid)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        running = [r for r in cluster.journal.list(states=("running",), limit=None) if r.worker == holder]
+        engines = victim.engines()
+        if running and engines:
+            os.kill(engines[0], signal.SIGSTOP)
+            record = cluster.journal.get(running[0].id)
+            if record.state == "running" and record.worker == holder:
+                return record.id, engines[0]
+            os.kill(engines[0], signal.SIGCONT)  # it finished in between: try the next one
+        time.sleep(0.005)
+    raise AssertionError(f"{holder} never held a running job")
+
+
+def test_three_workers_share_300_tiles_and_a_killed_workers_job_is_taken_over(tmp_path, trained_bundle, isbi, redis_url):
+    tiles = tmp_path / "tiles"
+    cut_tiles(isbi, tiles)
+
+    # The reference: one worker.
+    single = Cluster(tmp_path, "single", redis_url, trained_bundle, tiles)
+    with single.serve(), single.worker("w0"):
+        wait_until(lambda: single.done() == TILES, 600, what=f"{TILES} tiles predicted by one worker")
+    reference = single.outputs()
+    assert len(reference) == TILES
+
+    cluster = Cluster(tmp_path, "three", redis_url, trained_bundle, tiles)
+    for name in reference:  # the folders exist before the watch starts, so no write can slip past it
+        (cluster.out / name).parent.mkdir(parents=True, exist_ok=True)
+    counter, observer = WriteCounter(), Observer()
+    observer.schedule(counter, str(cluster.out), recursive=True)
+    observer.start()
+    serve = cluster.serve().start()
+    workers = {role: cluster.worker(role).start() for role in ("w1", "w2", "w3")}
+    try:
+        wait_until(lambda: cluster.done() >= TILES // 2, 600, what="half of the tiles")
+        victim_name = worker_name("w1")
+        job_id, engine = freeze_a_running_job(cluster, workers["w1"], victim_name)
+        workers["w1"].kill()  # the host is lost: the worker and its engine die at once
+        os.kill(engine, signal.SIGKILL)
+        killed_at = time.time()
+
+        wait_until(lambda: cluster.done() == TILES, 600, what="every tile, with the killed worker's job taken over")
+        for role in ("w2", "w3"):
+            assert workers[role].stop() == 0
+        assert serve.stop() == 0
+    finally:
+        for process in [serve, *workers.values()]:
+            process.kill()
+        observer.stop()
+        observer.join()
+
+    records = cluster.journal.list(limit=None)
+    assert len(records) == TILES and {r.state for r in records} == {"done"}
+    for record in records:
+        assert [e[3] for e in cluster.journal.events(record.id)].count("done") == 1, f"{record.id} done twice"
+    taken = cluster.journal.get(job_id)
+    events = cluster.journal.events(job_id)
+    takeover = next(e for e in events if e[3] == "queued" and "taken over" in e[5])
+    assert victim_name in takeover[5]
+    # Its lease was renewed at most a third of it before the kill, so it ran out no sooner than 2/3 of it after.
+    assert takeover[4] - killed_at >= LEASE * 2 / 3 - 0.5, "taken over before the lease could have expired"
+    assert taken.worker != victim_name and taken.attempts == 2
+    assert len({r.worker for r in records}) == 3, "all three workers took jobs"
+
+    outputs = cluster.outputs()
+    assert outputs.keys() == reference.keys()
+    for name, pixels in outputs.items():
+        assert np.array_equal(pixels, reference[name]), f"{name} differs from the single-worker run"
+    assert [p for p in cluster.out.rglob(".*") if p.is_file()] == [], "a half-written file was left"
+    written = {Path(path).relative_to(cluster.out): count for path, count in counter.moved.items()}
+    assert written.keys() == reference.keys() and set(written.values()) == {1}, "a tile was written more than once"
+
+
+def test_one_scheduler_per_cluster_and_unique_worker_names(tmp_path, trained_bundle, isbi, redis_url):
+    tiles = tmp_path / "tiles"
+    cut_tiles(isbi, tiles, count=1)
+    first = Cluster(tmp_path, "lab", redis_url, trained_bundle, tiles)
+    second = Cluster(tmp_path / "other-host", "lab", redis_url, trained_bundle, tiles)  # same prefix, other state folder
+    with first.serve(), first.worker("w0"):
+        refused = run_cli("--config", str(second.config), "serve")
+        assert refused.returncode == 2
+        assert "already schedules the cluster 'lab'" in refused.stderr and "membraind worker" in refused.stderr
+        twin = run_cli("--config", str(first.config), "worker", "--cpu", "--name", "w0")
+        assert twin.returncode == 2 and "another membraind worker w0" in twin.stderr and "--name" in twin.stderr
+        wait_until(lambda: first.done() == 1, 300, what="the tile predicted by the worker")
