@@ -3,15 +3,16 @@
 Throughput: a real Redis server, ``membraind serve`` and N ``membraind worker --cpu``
 processes (each engine limited to one CPU thread, as each GPU worker has one GPU), all
 started the systemd way (READY over ``$NOTIFY_SOCKET``). The volume (the 30 ISBI test
-sections by default) is submitted through the ZeroMQ API as jobs of ``--chunk`` sections
-each, and timed from the first submission to the last job done. The speedup is the
+sections, ``--repeat`` times over: 120 sections by default) is submitted through the
+ZeroMQ API as one job, which the scheduler splits into parts of ``--chunk`` sections
+that the workers share; timed from the submission to the job done. The speedup is the
 ratio to one worker; on a machine with C cores it is expected to follow min(N, C).
 
 Overhead: the journal and queue cost of one job without any engine work (submit:
 journal record + enqueue; then dequeue, claim, renew the lease once, finish), measured
 in this process against Redis and against the SQLite files, side by side.
 
-    python benchmarks/scaleout.py [--workers 1,2,4] [--chunk 2] [--jobs 500]
+    python benchmarks/scaleout.py [--workers 1,2,4] [--chunk 4] [--repeat 4] [--jobs 500]
 """
 
 from __future__ import annotations
@@ -29,7 +30,17 @@ from service import DEFAULT_ISBI, train_small_bundle  # noqa: E402  (the same sm
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core per worker
 
 
-def cluster_config(tmp: Path, url: str, secret: Path, roots: list[Path], prefix: str) -> Path:
+def repeated_sections(sections: Path, folder: Path, times: int) -> Path:
+    """A folder of links to ``sections``, ``times`` over (a larger volume without copying the data)."""
+    folder.mkdir()
+    originals = sorted(sections.iterdir())
+    for index in range(times * len(originals)):
+        original = originals[index % len(originals)]
+        (folder / f"{index:04d}{original.suffix}").symlink_to(original)
+    return folder
+
+
+def cluster_config(tmp: Path, url: str, secret: Path, roots: list[Path], prefix: str, chunk: int) -> Path:
     config = tmp / f"{prefix}.toml"
     config.write_text(f"""
 [service]
@@ -41,6 +52,7 @@ backend = "redis"
 redis_url = "{url}"
 prefix = "{prefix}"
 secret_file = "{secret}"
+chunk_sections = {chunk}
 
 [service.api]
 endpoint = "ipc://{tmp}/{prefix}-api.sock"
@@ -56,15 +68,13 @@ context = 32
 
 
 def volume_seconds(tmp: Path, url: str, secret: Path, bundle: Path, volume: Path, workers: int, chunk: int) -> float:
-    """Seconds for ``workers`` workers to predict ``volume`` submitted as jobs of ``chunk`` sections."""
+    """Seconds for ``workers`` workers to predict ``volume``, split into parts of ``chunk`` sections."""
     from membraind_client.client import Client
 
     from membraind.service.supervised import SupervisedDaemon
-    from membraind.volumes.open_volume import open_volume
 
     prefix = f"n{workers}"
-    config = cluster_config(tmp, url, secret, [bundle.parent, volume], prefix)
-    depth, height, width = open_volume(volume).shape
+    config = cluster_config(tmp, url, secret, [bundle.parent, volume], prefix, chunk)
     serve = SupervisedDaemon(config, tmp / f"{prefix}-serve.log").start()
     started = [SupervisedDaemon(config, tmp / f"{prefix}-w{i}.log", env=WORKER_ENV, command=["worker", "--cpu", "--name", f"w{i}"])
                for i in range(workers)]  # fmt: skip
@@ -73,16 +83,10 @@ def volume_seconds(tmp: Path, url: str, secret: Path, bundle: Path, volume: Path
             worker.start()
         with Client(f"ipc://{tmp}/{prefix}-api.sock", events=f"ipc://{tmp}/{prefix}-events.sock") as client:
             begin = time.perf_counter()
-            ids = []
-            for z0 in range(0, depth, chunk):
-                box = {"x0": 0, "x1": width, "y0": 0, "y1": height, "z0": z0, "z1": min(depth, z0 + chunk), "mip": 0}
-                spec = {"kind": "predict", "volume": str(volume), "bundles": [str(bundle)], "out": str(tmp / prefix / "out"),
-                        "target": {"mode": "box", "box": box}}  # fmt: skip
-                ids.append(client.submit(spec).job.id)
-            for job_id in ids:
-                final = client.wait(job_id, timeout=1800)
-                if final.state != "done":
-                    raise RuntimeError(f"job {job_id} ended {final.state}: {final.error}")
+            spec = {"kind": "predict", "volume": str(volume), "bundles": [str(bundle)], "out": str(tmp / prefix / "out")}
+            final = client.wait(client.submit(spec).job.id, timeout=3600)
+            if final.state != "done":
+                raise RuntimeError(f"the volume job ended {final.state}: {final.error}")
             return time.perf_counter() - begin
     finally:
         for process in [*started, serve]:
@@ -124,7 +128,8 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, help="model bundle (default: train a small one)")
     parser.add_argument("--volume", type=Path, help="folder of sections (default: the ISBI test images)")
     parser.add_argument("--workers", default="1,2,4", help="worker counts to compare (the first is the baseline)")
-    parser.add_argument("--chunk", type=int, default=2, help="sections per job")
+    parser.add_argument("--chunk", type=int, default=4, help="sections per job")
+    parser.add_argument("--repeat", type=int, default=4, help="times the ISBI test sections make up the volume")
     parser.add_argument("--jobs", type=int, default=500, help="jobs for the overhead measurement")
     args = parser.parse_args()
 
@@ -132,19 +137,19 @@ def main() -> None:
     from membraind.service.supervised import RedisServer
 
     counts = [int(n) for n in args.workers.split(",")]
-    volume = args.volume or args.isbi / "test" / "image"
     with tempfile.TemporaryDirectory(prefix="membraind-scaleout-") as name, RedisServer(Path(name) / "redis") as redis:
         tmp = Path(name)
+        volume = args.volume or repeated_sections(args.isbi / "test" / "image", tmp / "volume", args.repeat)
         secret = tmp / "queue.secret"
         write_secret(secret)
         bundle = args.bundle or train_small_bundle(args.isbi, tmp / "train")
         seconds = {n: volume_seconds(tmp, redis.url, secret, bundle, volume, n, args.chunk) for n in counts}
         overhead = {backend: overhead_ms(tmp, backend, redis.url, secret, args.jobs) for backend in ("sqlite", "redis")}
 
-    from membraind.volumes.open_volume import open_volume
+        from membraind.volumes.open_volume import open_volume
 
-    sections = open_volume(volume).shape[0]
-    print(f"volume: {volume} ({sections} sections, {args.chunk} per job), {os.cpu_count()} CPU cores, one per worker")
+        sections = open_volume(volume).shape[0]
+    print(f"volume: {args.volume or 'ISBI test sections x ' + str(args.repeat)} ({sections} sections, {args.chunk} per job), {os.cpu_count()} CPU cores, one per worker")
     print(f"{'workers':>8} {'seconds':>9} {'sections/s':>11} {'speedup':>8}")
     base = seconds[counts[0]]
     for n in counts:

@@ -3,6 +3,8 @@ real Redis server, predicting real ISBI tiles; a worker SIGKILLed with a job in 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -15,6 +17,8 @@ import pytest
 from PIL import Image
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
+
+from membraind_client.client import Client
 
 from membraind.service.journal.redis import RedisJournal
 from membraind.service.runner import worker_name
@@ -48,7 +52,7 @@ def cut_tiles(isbi: Path, folder: Path, count: int = TILES) -> list[Path]:
 class Cluster:
     """A configuration for one serve and its workers on the Redis server at ``url``."""
 
-    def __init__(self, tmp: Path, name: str, url: str, bundle: Path, tiles: Path) -> None:
+    def __init__(self, tmp: Path, name: str, url: str, bundle: Path, tiles: Path, queue: str = "") -> None:
         self.tmp, self.name, self.url = tmp / name, name, url
         self.tmp.mkdir(parents=True)
         self.scope, self.out = self.tmp / "home" / "scope", self.tmp / "home" / "out"
@@ -70,6 +74,7 @@ redis_url = "{url}"
 prefix = "{name}"
 secret_file = "{secret}"
 lease_seconds = {LEASE}
+{queue}
 
 [service.api]
 endpoint = "ipc://{self.tmp}/api.sock"
@@ -88,6 +93,9 @@ tile_size = 128
 context = 32
 """)
         self.journal = RedisJournal(url, f"{name}:")
+
+    def client(self) -> Client:
+        return Client(f"ipc://{self.tmp}/api.sock", events=f"ipc://{self.tmp}/events.sock")
 
     def serve(self) -> SupervisedDaemon:
         return SupervisedDaemon(self.config, self.tmp / "serve.log")
@@ -204,3 +212,62 @@ def test_one_scheduler_per_cluster_and_unique_worker_names(tmp_path, trained_bun
         twin = run_cli("--config", str(first.config), "worker", "--cpu", "--name", "w0")
         assert twin.returncode == 2 and "another membraind worker w0" in twin.stderr and "--name" in twin.stderr
         wait_until(lambda: first.done() == 1, 300, what="the tile predicted by the worker")
+        status = run_cli("--config", str(first.config), "status", "--json")  # from any host with the configuration
+        assert status.returncode == 0, status.stderr
+        (job,) = json.loads(status.stdout)["jobs"]
+        assert job["state"] == "done" and job["worker"] == worker_name("w0") and job["source"] == "scope"
+
+
+def test_a_volume_split_among_workers_is_one_job_and_equals_the_unsplit_prediction(tmp_path, trained_bundle, isbi, redis_url):
+    sections = tmp_path / "home-data" / "em"
+    sections.mkdir(parents=True)
+    for z in range(8):
+        with Image.open(isbi / "test" / "image" / f"{z:02d}.png") as image:
+            Image.fromarray(np.asarray(image.convert("L"))[:256, :256].copy()).save(sections / f"{z:02d}.png")
+    empty = tmp_path / "no-tiles"
+    empty.mkdir()
+
+    def predict_volume(cluster: Cluster, workers: int) -> tuple[dict, list]:
+        updates: list = []
+        spec = {"kind": "predict", "volume": str(sections), "bundles": [str(trained_bundle)], "out": str(cluster.out)}
+        with cluster.serve(), contextlib.ExitStack() as stack:
+            for index in range(workers):
+                stack.enter_context(cluster.worker(f"w{index}"))
+            with cluster.client() as client:
+                job_id = client.submit(spec, job_id="volume-1").job.id
+                final = client.wait(job_id, updates.append, timeout=600)
+        assert final.state == "done", final.error
+        return final, updates
+
+    whole = Cluster(tmp_path, "whole", redis_url, trained_bundle, empty, queue="chunk_sections = 0")
+    whole.config.write_text(whole.config.read_text().replace(f'roots = ["{trained_bundle.parent}"]',
+                                                             f'roots = ["{trained_bundle.parent}", "{sections.parent}"]'))
+    split = Cluster(tmp_path, "split", redis_url, trained_bundle, empty, queue="chunk_sections = 2")
+    split.config.write_text(split.config.read_text().replace(f'roots = ["{trained_bundle.parent}"]',
+                                                             f'roots = ["{trained_bundle.parent}", "{sections.parent}"]'))
+    predict_volume(whole, 1)
+    assert whole.journal.children("volume-1") == []
+    final, updates = predict_volume(split, 2)
+
+    parts = split.journal.children("volume-1")
+    assert [(p.state, p.parent) for p in parts] == [("done", "volume-1")] * 4
+    assert [json_box(p) for p in parts] == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert final.progress == 1.0 and "4 parts of up to 2 sections" in final.result.summary
+    progress = [u.progress for u in updates if u.id == "volume-1"]
+    assert progress == sorted(progress) and any(0 < p < 1 for p in progress), "one job's progress, rising"
+    assert [r.id for r in split.journal.list(limit=None) if r.parent is None] == ["volume-1"]
+
+    expected, got = whole.outputs(), split.outputs()
+    assert len(expected) >= 8 * 4 and got.keys() == expected.keys(), "the same tiles (8 sections x 4, and mips)"
+    for name, pixels in got.items():
+        assert np.array_equal(pixels, expected[name]), f"{name} differs from the unsplit prediction"
+    descriptors = sorted(whole.out.rglob("*.vsvi"))
+    assert descriptors
+    for path in descriptors:
+        twin = split.out / path.relative_to(whole.out)
+        assert twin.read_text().replace(str(split.out), "OUT") == path.read_text().replace(str(whole.out), "OUT")
+
+
+def json_box(record) -> tuple[int, int]:
+    box = record.spec["target"]["box"]
+    return box["z0"], box["z1"]

@@ -61,6 +61,7 @@ class JobInfo(BaseModel):
     attempts: int
     cancel_requested: bool
     worker: str | None = Field(None, description="the worker that runs it, or ran it last (host-gpu0, ...)")
+    parent: str | None = Field(None, description="the job this one is a part of (a volume split among workers)")
     created: float = Field(description="epoch seconds")
     started: float | None
     finished: float | None

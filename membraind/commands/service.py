@@ -84,6 +84,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     now = time.time()
     for r in records:
         detail = r.error if r.state == "failed" else r.message
+        if r.state == "running" and r.worker:
+            detail = f"[{r.worker}] {detail}"
         print(f"{r.id[:24]:24s} {r.kind:11s} {r.state:9s} {r.progress * 100:5.1f}% {_age(now - r.created):>5s}  {detail}")
         if r.state == "done" and r.result and args.outputs:
             for path in r.result.outputs:

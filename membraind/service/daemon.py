@@ -145,11 +145,7 @@ class Daemon(ServiceProcess):
             ok = self.follower.healthy() and ok
         for watcher in self.watchers:
             ok = watcher.healthy() and ok
-        try:
-            self.dispatcher.journal.counts()
-        except Exception as exc:
-            log.error("the journal cannot be read: %s", exc)
-            ok = False
+        ok = self.journal_readable(self.dispatcher.journal) and ok
         if self.scheduler_lock is not None:
             try:
                 if not self.scheduler_lock.renew():

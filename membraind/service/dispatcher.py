@@ -18,6 +18,7 @@ from membraind.service.jobs import Job, JobRecord
 from membraind.service.journal.base import Journal
 from membraind.service.paths import check_parent_data, check_paths
 from membraind.service.queues import JobQueues
+from membraind.service.split_jobs import SplitJobs
 
 __all__ = ["Dispatcher"]
 
@@ -41,6 +42,8 @@ class Dispatcher:
         self.journal, self.queues = journal, queues
         self.roots = self.service.allowed_roots()
         self.direct_notifications = direct_notifications
+        sections = self.service.queue.split_sections()
+        self.splits = SplitJobs(journal, queues, sections) if sections else None
         self._listeners: list[Listener] = []
         self._last_reconcile = time.monotonic()
 
@@ -55,8 +58,13 @@ class Dispatcher:
         """
         check_paths(job.spec, self.roots)
         check_parent_data(job.spec, self.settings.transfer.mode, self.roots)
+        parts = self.splits.plan(job) if self.splits is not None and job.parent is None else None
         record, created = self.journal.add(job)
-        if created:
+        if created and parts:
+            self.splits.start(record, parts)
+            record = self.journal.get(job.id)
+            self.announce(record)
+        elif created:
             try:
                 self.queues.enqueue_job(record)
             except Exception as exc:  # e.g. "database is locked" for longer than the busy timeout
@@ -73,6 +81,8 @@ class Dispatcher:
         record = self.journal.request_cancel(job_id)
         if record is not None and before is not None and not before.final:  # a finished job has nothing to announce
             self.announce(record)
+            if self.splits is not None and self.splits.is_parent(record):
+                self.splits.settle(job_id)  # its queued parts are cancelled now, running ones at their safe point
         return record
 
     # -- listeners ----------------------------------------------------------------------
@@ -81,12 +91,21 @@ class Dispatcher:
         self._listeners.append(listener)
 
     def notify(self, record: JobRecord | None) -> None:
-        """Tell every listener about ``record``'s new state."""
+        """Tell every listener about ``record``'s new state (and a split job's, when a part changed)."""
         for listener in self._listeners:
             try:
                 listener(record)
             except Exception:  # a listener must never take a job or a worker down
                 log.exception("job listener failed")
+        if record is not None and record.parent is not None and self.splits is not None:
+            try:
+                parent = self.splits.settle(record.parent, urgent=record.state != "running")
+            except Exception as exc:  # the periodic settling tries again
+                log.warning("could not update job %s from its part %s (%s: %s)", record.parent, record.id,
+                            type(exc).__name__, exc)  # fmt: skip
+            else:
+                if parent is not None:
+                    self.announce(parent)
 
     def announce(self, record: JobRecord | None) -> None:
         """Notify a change this process made, unless a follower announces it (direct_notifications)."""
@@ -104,6 +123,8 @@ class Dispatcher:
             self.queues.enqueue_job(record, max(0.0, self.journal.not_before(record.id) - now))
         if queued:
             log.info("re-queued %d job(s) from the journal", len(queued))
+        if self.splits is not None:
+            self.splits.resume()
         return len(queued)
 
     def take_over(self) -> int:
@@ -133,10 +154,13 @@ class Dispatcher:
         return len(missing)
 
     def periodically(self) -> None:
-        """The health loop's turn: take over expired leases at once, reconcile every
-        RECONCILE_INTERVAL seconds; a failure waits for the next turn."""
+        """The health loop's turn: take over expired leases and settle split jobs at once,
+        reconcile every RECONCILE_INTERVAL seconds; a failure waits for the next turn."""
         try:
             self.take_over()
+            if self.splits is not None:
+                for record in self.splits.settle_all():
+                    self.announce(record)
             if time.monotonic() - self._last_reconcile >= RECONCILE_INTERVAL:
                 self._last_reconcile = time.monotonic()
                 self.reconcile()

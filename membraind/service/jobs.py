@@ -36,6 +36,7 @@ class Job(BaseModel):
     priority: int | None = Field(None, ge=-100, le=100, description="higher runs first (default: by kind)")
     source: str = Field("api", description="how it came in: request-file, scope, vast, zmq, cli")
     client: str | None = Field(None, description="who sent it: a request file, a CurveZMQ key")
+    parent: str | None = Field(None, description="the job this one is a part of (set by the scheduler)")
 
     @model_validator(mode="after")
     def _priority(self) -> "Job":
@@ -49,7 +50,8 @@ class JobRecord(JobInfo):
 
     def job(self) -> Job:
         """The job this record holds."""
-        return Job(id=self.id, spec=parse_spec(self.spec), priority=self.priority, source=self.source, client=self.client)
+        return Job(id=self.id, spec=parse_spec(self.spec), priority=self.priority, source=self.source, client=self.client,
+                   parent=self.parent)  # fmt: skip
 
 
 class RequestError(MembraindError):

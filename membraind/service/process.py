@@ -35,6 +35,16 @@ class ServiceProcess(abc.ABC):
     def healthy(self) -> bool:
         """Whether every part works (dead parts are restarted)."""
 
+    @staticmethod
+    def journal_readable(journal) -> bool:
+        """Whether the journal answers (its backend's error is logged when not)."""
+        try:
+            journal.counts()
+        except Exception as exc:
+            log.error("the journal cannot be read: %s", exc)
+            return False
+        return True
+
     def periodically(self) -> None:
         """Work done at every turn of the health loop."""
 

@@ -94,6 +94,10 @@ class QueueSettings(_Strict):
         30.0, ge=1, le=3600, description="a worker that has not renewed its hold on a running job for this long is "
         "presumed dead and the job is taken over",
     )  # fmt: skip
+    chunk_sections: int | None = Field(
+        None, ge=0, description="a volume or box prediction spanning more sections is split into jobs of this many, "
+        "which several workers share (default: 8 with redis, 0 = never split, with sqlite)",
+    )  # fmt: skip
     serve_runs_jobs: bool | None = Field(
         None, description="whether `membraind serve` runs jobs itself (default: yes with sqlite, no with redis, "
         "where `membraind worker` processes run them)",
@@ -105,6 +109,12 @@ class QueueSettings(_Strict):
             raise ValueError("backend redis needs secret_file: a file with a random secret, the same on every host, "
                              "e.g. made by `membraind secret /etc/membraind/queue.secret`")  # fmt: skip
         return self
+
+    def split_sections(self) -> int:
+        """Sections per part of a split prediction (0: predictions are not split)."""
+        if self.chunk_sections is not None:
+            return self.chunk_sections
+        return 8 if self.backend == "redis" else 0
 
     def runs_jobs_in_serve(self) -> bool:
         """Whether ``membraind serve`` consumes the queues itself."""

@@ -101,13 +101,8 @@ class WorkerService(ServiceProcess):
         self.notifier.ready(status)
 
     def healthy(self) -> bool:
-        ok = self.worker.healthy()
-        try:
-            self.journal.counts()
-        except Exception as exc:
-            log.error("the journal cannot be read: %s", exc)
-            ok = False
-        return ok
+        consuming = self.worker.healthy()  # first: it restarts dead consumers whatever the journal says
+        return self.journal_readable(self.journal) and consuming
 
     def stop(self) -> None:
         self.notifier.stopping()

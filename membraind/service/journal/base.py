@@ -33,7 +33,7 @@ __all__ = ["Journal", "JournalEvent", "COLUMNS", "record_from_values", "released
 # The fields of a job as both backends store them (the SQLite columns, the Redis hash fields).
 COLUMNS = (
     "id", "kind", "spec", "priority", "source", "client", "state", "progress", "message", "result", "error",
-    "attempts", "cancel_requested", "worker", "created", "started", "finished", "updated",
+    "attempts", "cancel_requested", "worker", "parent", "created", "started", "finished", "updated",
 )  # fmt: skip
 
 JournalEvent = tuple  # (seq, job_id, job_seq, state, time, detail)
@@ -143,6 +143,10 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     def list(self, states: Iterable[str] | None = None, limit: int | None = 50, oldest_first: bool = False) -> list[JobRecord]:
         """Jobs, newest first (or oldest first), optionally only in ``states``."""
+
+    @abc.abstractmethod
+    def children(self, parent: str) -> list[JobRecord]:
+        """The jobs recorded as parts of ``parent``, in submission order."""
 
     @abc.abstractmethod
     def counts(self) -> dict[str, int]:

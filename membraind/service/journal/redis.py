@@ -7,6 +7,7 @@ the prefix (default ``membraind:``)::
 
     job:<id>       hash: the job's fields (see base.COLUMNS), plus order, not_before,
                    lease_until, event_seq
+    children:<id>  sorted set of the parts of a split job, by submission order
     all            sorted set of job ids by submission order
     state:<state>  sorted set of the job ids in each state, by submission order
     leases         sorted set of running job ids by lease expiry
@@ -74,6 +75,9 @@ redis.call('HSET', key, 'id', id, 'state', 'queued', 'progress', '0', 'message',
            'created', now_text, 'updated', now_text, 'order', order)
 redis.call('ZADD', p .. 'all', order, id)
 redis.call('ZADD', p .. 'state:queued', order, id)
+if fields['parent'] ~= nil and fields['parent'] ~= cjson.null then
+  redis.call('ZADD', p .. 'children:' .. fields['parent'], order, id)
+end
 event('queued', '')
 changed()
 return 1
@@ -205,7 +209,7 @@ class RedisJournal(Journal):
     # -- writing -----------------------------------------------------------------------
     def add(self, job: Job) -> tuple[JobRecord, bool]:
         fields = {"kind": job.spec.kind, "spec": job.spec.model_dump_json(), "priority": job.priority,
-                  "source": job.source, "client": job.client}  # fmt: skip
+                  "source": job.source, "client": job.client, "parent": job.parent}  # fmt: skip
         created = bool(self._run("add", job.id, json.dumps(fields)))
         return self.get(job.id), created
 
@@ -307,6 +311,9 @@ class RedisJournal(Journal):
         found.sort(key=lambda item: item[1], reverse=not oldest_first)
         ids = [job_id.decode() for job_id, _ in found[: None if limit is None else limit]]
         return self._records(ids)
+
+    def children(self, parent: str) -> list[JobRecord]:
+        return self._records([i.decode() for i in self._redis.zrange(f"{self.prefix}children:{parent}", 0, -1)])
 
     def counts(self) -> dict[str, int]:
         with self._redis.pipeline(transaction=False) as pipe:

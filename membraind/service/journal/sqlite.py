@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, job_seq);
 """
 # Added after the first release: journals written before get them at open.
-_LATER_COLUMNS = {"worker": "TEXT", "lease_until": "REAL NOT NULL DEFAULT 0"}
+_LATER_COLUMNS = {"worker": "TEXT", "lease_until": "REAL NOT NULL DEFAULT 0", "parent": "TEXT"}
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 # A running job goes back to the queue, or ends cancelled when a cancel was asked for.
 _BACK_TO_QUEUE = (
@@ -79,6 +79,7 @@ class SqliteJournal(Journal):
             for name, kind in _LATER_COLUMNS.items():
                 if name not in have:
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+            self._db.execute("CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent) WHERE parent IS NOT NULL")
 
     def close(self) -> None:
         with self._lock:
@@ -107,9 +108,10 @@ class SqliteJournal(Journal):
         now = time.time()
         with self._write() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO jobs (id, kind, spec, priority, source, client, state, message, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'queued', 'waiting in the queue', ?, ?)",
-                (job.id, job.spec.kind, job.spec.model_dump_json(), job.priority, job.source, job.client, now, now),
+                "INSERT OR IGNORE INTO jobs (id, kind, spec, priority, source, client, parent, state, message, created, "
+                "updated) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', 'waiting in the queue', ?, ?)",
+                (job.id, job.spec.kind, job.spec.model_dump_json(), job.priority, job.source, job.client, job.parent,
+                 now, now),  # fmt: skip
             )
             created = cursor.rowcount == 1
             if created:
@@ -245,6 +247,11 @@ class SqliteJournal(Journal):
             args.append(limit)
         with self._lock:
             rows = self._db.execute(query, args).fetchall()
+        return [self._record(r) for r in rows]
+
+    def children(self, parent: str) -> list[JobRecord]:
+        with self._lock:
+            rows = self._db.execute(f"{_SELECT} WHERE parent = ? ORDER BY created, rowid", (parent,)).fetchall()
         return [self._record(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
