@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis as redis_py
 from PIL import Image
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
@@ -22,7 +23,7 @@ from membraind_client.client import Client
 
 from membraind.service.journal.redis import RedisJournal
 from membraind.service.runner import worker_name
-from membraind.service.supervised import SupervisedDaemon, wait_until
+from membraind.service.supervised import RedisServer, SupervisedDaemon, free_port, wait_until
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.isbi
@@ -198,6 +199,30 @@ def test_three_workers_share_300_tiles_and_a_killed_workers_job_is_taken_over(tm
     assert [p for p in cluster.out.rglob(".*") if p.is_file()] == [], "a half-written file was left"
     written = {Path(path).relative_to(cluster.out): count for path, count in counter.moved.items()}
     assert written.keys() == reference.keys() and set(written.values()) == {1}, "a tile was written more than once"
+
+
+def test_a_worker_and_serve_wait_for_a_redis_that_is_not_up_yet(tmp_path, trained_bundle, isbi):
+    tiles = tmp_path / "tiles"
+    cut_tiles(isbi, tiles, count=1)
+    port = free_port()
+    cluster = Cluster(tmp_path, "late", f"redis://127.0.0.1:{port}/0", trained_bundle, tiles)
+    worker, serve = cluster.worker("w0"), cluster.serve()
+    worker.start(until="STATUS=waiting for the Redis server at redis://127.0.0.1")
+    serve.start(until="STATUS=waiting for the Redis server")
+    try:
+        with RedisServer(tmp_path / "redis-late", port=port):
+            assert worker.wait_for("READY=1", 180) and serve.wait_for("READY=1", 180), worker.log_tail() + serve.log_tail()
+            wait_until(lambda: cluster.done() == 1, 300, what="the tile predicted once Redis is up")
+            assert worker.stop() == 0 and serve.stop() == 0
+    finally:
+        worker.kill()
+        serve.kill()
+    refused = Cluster(tmp_path, "refused", f"redis://:wrong@127.0.0.1:{port}/0", trained_bundle, tiles)
+    with RedisServer(tmp_path / "redis-auth", port=port):
+        server_cli = redis_py.Redis(port=port)
+        server_cli.config_set("requirepass", "right")
+        result = run_cli("--config", str(refused.config), "worker", "--cpu")
+        assert result.returncode == 2 and "refused the connection" in result.stderr and "wrong" not in result.stderr
 
 
 def test_one_scheduler_per_cluster_and_unique_worker_names(tmp_path, trained_bundle, isbi, redis_url):

@@ -24,7 +24,7 @@ from membraind.service.events import EventFeed
 from membraind.service.follower import ChangeFollower
 from membraind.service.instance_lock import InstanceLock
 from membraind.service.jobs import Job, JobRecord
-from membraind.service.journal import JOURNAL_FILE, Journal, open_journal
+from membraind.service.journal import JOURNAL_FILE, Journal, journal_name, open_journal
 from membraind.service.models import find_models
 from membraind.service.paths import check_paths
 from membraind.service.process import ServiceProcess
@@ -78,6 +78,9 @@ class Daemon(ServiceProcess):
                 section = "scope" if index < len(self.service.scope) else "vast"
                 raise ConfigError(f"[[service.{section}]] {exc}") from None
         self.lock.acquire()
+        self.notifier.extend_timeout(300)
+        journal = open_journal(self.service)
+        self.wait_for_journal(journal, journal_name(self.service))
         if self.clustered:
             from membraind.service.scheduler_lock import SchedulerLock
 
@@ -85,8 +88,6 @@ class Daemon(ServiceProcess):
             self.scheduler_lock = SchedulerLock(queue.redis_url, queue.prefix, str(self.state))
             self.scheduler_lock.acquire()
         self.notifier.status("starting: loading the engine")
-        self.notifier.extend_timeout(300)
-        journal = open_journal(self.service)
         queues = JobQueues(open_hueys(self.service), self.service.queue_poll_seconds)
         self.dispatcher = Dispatcher(self.settings, journal, queues, direct_notifications=not self.clustered)
         if self.service.queue.runs_jobs_in_serve():

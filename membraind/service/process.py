@@ -9,6 +9,7 @@ import logging
 import signal
 import threading
 
+from membraind.errors import ConfigError
 from membraind.service.engine import JobCancelled
 from membraind.service.systemd import Notifier
 
@@ -34,6 +35,30 @@ class ServiceProcess(abc.ABC):
     @abc.abstractmethod
     def healthy(self) -> bool:
         """Whether every part works (dead parts are restarted)."""
+
+    def wait_for_journal(self, journal, what: str) -> None:
+        """Start-up: wait until ``journal`` answers (a Redis server may come up after us),
+        saying so in the log and systemd's status; raises JobCancelled if asked to stop,
+        ConfigError for a refused password (waiting would not help)."""
+        said = False
+        while True:
+            try:
+                journal.counts()
+                if said:
+                    log.info("%s answers now", what)
+                return
+            except Exception as exc:
+                if "auth" in str(exc).lower() or "password" in str(exc).lower():
+                    raise ConfigError(f"{what} refused the connection ({exc}); check the password in "
+                                      "[service.queue] redis_url") from None  # fmt: skip
+                if not said:
+                    message = f"waiting for {what} ({type(exc).__name__}: {exc}); check that it runs and is reachable"
+                    log.warning(message)
+                    self.notifier.status(message)
+                    said = True
+            self.notifier.extend_timeout(30)  # systemd's start timeout must not end a wait for another service
+            if self._stop.wait(2.0):
+                raise JobCancelled(f"stopped while waiting for {what}")
 
     @staticmethod
     def journal_readable(journal) -> bool:

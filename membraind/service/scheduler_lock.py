@@ -26,7 +26,9 @@ class SchedulerLock:
     """The key ``<prefix>:scheduler`` in the Redis server at ``url``."""
 
     def __init__(self, url: str, prefix: str, state_dir: str, ttl: float = 30.0) -> None:
-        self.key, self.url = f"{prefix}:scheduler", url
+        from membraind.service.journal import redact
+
+        self.key, self.url = f"{prefix}:scheduler", redact(url)
         self.holder = f"{socket.gethostname()}:{state_dir}"
         self.ttl_ms = int(ttl * 1000)
         self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)

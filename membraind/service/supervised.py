@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["SupervisedDaemon", "RedisServer", "wait_until"]
+__all__ = ["SupervisedDaemon", "RedisServer", "wait_until", "free_port"]
 
 
 def wait_until(predicate, timeout: float = 120.0, interval: float = 0.05, what: str = "the daemon"):
@@ -151,14 +151,22 @@ class SupervisedDaemon:
         self.kill()
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now (the moment between closing and binding is harmless here)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class RedisServer:
     """A ``redis-server`` of its own on a free loopback port, with its data in ``folder``
     (append-only file on, as in production); stopped on exit."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, port: int = 0) -> None:
+        """``port`` 0: a free one."""
         self.folder = Path(folder)
         self.process: subprocess.Popen | None = None
-        self.port = 0
+        self.port = port
 
     @property
     def url(self) -> str:
@@ -174,9 +182,8 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (Debian/Ubuntu: apt-get install redis-server); "
                                "the Redis backend's tests and benchmarks need it")  # fmt: skip
         self.folder.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as probe:  # a free port (the moment between closing and binding is harmless here)
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        if not self.port:
+            self.port = free_port()
         log = open(self.folder / "redis.log", "ab")
         self.process = subprocess.Popen(
             [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),

@@ -15,7 +15,7 @@ import os
 from membraind.config import Settings
 from membraind.service.engine import EngineProcess
 from membraind.service.instance_lock import InstanceLock
-from membraind.service.journal import Journal, open_journal
+from membraind.service.journal import Journal, journal_name, open_journal
 from membraind.service.process import ServiceProcess
 from membraind.service.queues import QUEUES, JobQueues, open_hueys
 from membraind.service.runner import JobRunner, worker_name
@@ -85,9 +85,10 @@ class WorkerService(ServiceProcess):
         if not log.isEnabledFor(logging.DEBUG):
             logging.getLogger("huey").setLevel(logging.WARNING)
         self.lock.acquire()
-        self.notifier.status("starting: loading the engine")
         self.notifier.extend_timeout(300)
         self.journal = open_journal(self.service)
+        self.wait_for_journal(self.journal, journal_name(self.service))
+        self.notifier.status("starting: loading the engine")
         queues = JobQueues(open_hueys(self.service), self.service.queue_poll_seconds)
         self.worker = JobWorker(self.settings, self.journal, queues, self.name, lambda record: None, self.consume)
         # Jobs this worker held when it was last killed: back to the queue now, not after the lease.

@@ -9,9 +9,23 @@ from membraind.service.journal.base import Journal
 from membraind.service.journal.sqlite import SqliteJournal
 from membraind.service.settings import ServiceSettings
 
-__all__ = ["Journal", "SqliteJournal", "open_journal", "JOURNAL_FILE"]
+__all__ = ["Journal", "SqliteJournal", "open_journal", "journal_name", "JOURNAL_FILE"]
 
 JOURNAL_FILE = "journal.db"
+
+
+def journal_name(service: ServiceSettings) -> str:
+    """Where the configured journal lives, for messages: "the Redis server at URL" or the file."""
+    if service.queue.backend == "redis":
+        return f"the Redis server at {redact(service.queue.redis_url)}"
+    return f"the journal {service.state_path() / JOURNAL_FILE}"
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (for logs)."""
+    import re
+
+    return re.sub(r"//([^/@]*):[^/@]*@", r"//\1:***@", url)
 
 
 def open_journal(service: ServiceSettings) -> Journal:
