@@ -217,6 +217,8 @@ def test_a_worker_and_serve_wait_for_a_redis_that_is_not_up_yet(tmp_path, traine
     finally:
         worker.kill()
         serve.kill()
+    status = run_cli("--config", str(cluster.config), "status")  # Redis gone again
+    assert status.returncode == 2 and f"cannot read the Redis server at redis://127.0.0.1:{port}/0" in status.stderr
     refused = Cluster(tmp_path, "refused", f"redis://:wrong@127.0.0.1:{port}/0", trained_bundle, tiles)
     with RedisServer(tmp_path / "redis-auth", port=port):
         server_cli = redis_py.Redis(port=port)

@@ -20,13 +20,20 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _journal(settings: Settings):
-    from membraind.service.journal import JOURNAL_FILE, open_journal
+    from membraind.service.journal import JOURNAL_FILE, journal_name, open_journal
 
     service = settings.service
     path = service.state_path() / JOURNAL_FILE
     if service.queue.backend == "sqlite" and not path.exists():
         raise InputError(f"no job journal at {path}: the daemon has not run with this configuration yet")
-    return open_journal(service)
+    journal = open_journal(service)
+    try:
+        journal.counts()
+    except Exception as exc:  # Redis down or refusing: say where and why, not a traceback
+        journal.close()
+        raise InputError(f"cannot read {journal_name(service)} ({type(exc).__name__}: {exc}); check that it runs and "
+                         "[service.queue] redis_url") from None  # fmt: skip
+    return journal
 
 
 def _age(seconds: float) -> str:
