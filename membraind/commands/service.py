@@ -9,7 +9,7 @@ from pathlib import Path
 
 from membraind.commands import Add
 from membraind.config import Settings
-from membraind.errors import InputError
+from membraind.errors import InputError, MembraindError
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -28,8 +28,11 @@ def _journal(settings: Settings):
         raise InputError(f"no job journal at {path}: the daemon has not run with this configuration yet")
     journal = open_journal(service)
     try:
-        journal.counts()
-    except Exception as exc:  # Redis down or refusing: say where and why, not a traceback
+        journal.check()
+    except MembraindError:
+        journal.close()
+        raise
+    except Exception as exc:  # Redis down: say where and why, not a traceback
         journal.close()
         raise InputError(f"cannot read {journal_name(service)} ({type(exc).__name__}: {exc}); check that it runs and "
                          "[service.queue] redis_url") from None  # fmt: skip

@@ -1,9 +1,9 @@
 """The composition root of ``membraind serve``: starts, watches over and stops everything.
 
-Start-up order: take the instance lock (and, with Redis, the cluster's scheduler key),
-open the journal, start the GPU engine process (when serve runs jobs itself), rebuild
-the queues from the journal, start the queue consumers, the watchers and the API, then
-tell systemd READY. While running, the main thread checks health, pings the systemd
+Start-up order: take the instance lock, open the journal (waiting for a Redis server
+that is not up yet), take the cluster's scheduler key (Redis), start the GPU engine
+process (when serve runs jobs itself), rebuild the queues from the journal, start the
+queue consumers, the watchers and the API, then tell systemd READY. While running, the main thread checks health, pings the systemd
 watchdog only while every part is healthy, takes over jobs from workers whose lease
 expired and reconciles the queue with the journal. SIGTERM or SIGINT stops gracefully:
 the running job reaches a safe point (a prediction finishes its tile, training keeps its

@@ -39,18 +39,17 @@ class ServiceProcess(abc.ABC):
     def wait_for_journal(self, journal, what: str) -> None:
         """Start-up: wait until ``journal`` answers (a Redis server may come up after us),
         saying so in the log and systemd's status; raises JobCancelled if asked to stop,
-        ConfigError for a refused password (waiting would not help)."""
+        and the journal's ConfigError when waiting would not help (a refused password)."""
         said = False
         while True:
             try:
-                journal.counts()
+                journal.check()
                 if said:
                     log.info("%s answers now", what)
                 return
+            except ConfigError:
+                raise
             except Exception as exc:
-                if "auth" in str(exc).lower() or "password" in str(exc).lower():
-                    raise ConfigError(f"{what} refused the connection ({exc}); check the password in "
-                                      "[service.queue] redis_url") from None  # fmt: skip
                 if not said:
                     message = f"waiting for {what} ({type(exc).__name__}: {exc}); check that it runs and is reachable"
                     log.warning(message)

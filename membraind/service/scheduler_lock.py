@@ -26,7 +26,7 @@ class SchedulerLock:
     """The key ``<prefix>:scheduler`` in the Redis server at ``url``."""
 
     def __init__(self, url: str, prefix: str, state_dir: str, ttl: float = 30.0) -> None:
-        from membraind.service.journal import redact
+        from membraind.service.journal.redis import redact
 
         self.key, self.url = f"{prefix}:scheduler", redact(url)
         self.holder = f"{socket.gethostname()}:{state_dir}"

@@ -109,7 +109,10 @@ class SplitJobs:
             done = sum(part.state == "done" for part in parts)
             running = sum(part.state == "running" for part in parts)
             fraction = sum(1.0 if part.state == "done" else part.progress for part in parts) / len(parts)
-            self.journal.progress(parent_id, fraction, f"{done} of {len(parts)} parts done, {running} running")
+            message = f"{done} of {len(parts)} parts done, {running} running"
+            if (fraction, message) == (parent.progress, parent.message):
+                return None  # the health loop settles every split job each turn: no write, no event, when idle
+            self.journal.progress(parent_id, fraction, message)
         return self.journal.get(parent_id)
 
     def settle_all(self) -> list[JobRecord]:

@@ -110,6 +110,7 @@ class WorkerService(ServiceProcess):
         if self.worker is not None:
             log.info("stopping: the running job is brought to a safe point and re-queued")
             self.worker.stop()
-            self.journal.close()
             log.info("stopped")
+        if self.journal is not None:  # also when the start ended early (waiting for Redis, say)
+            self.journal.close()
         self.lock.release()

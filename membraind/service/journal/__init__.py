@@ -17,15 +17,10 @@ JOURNAL_FILE = "journal.db"
 def journal_name(service: ServiceSettings) -> str:
     """Where the configured journal lives, for messages: "the Redis server at URL" or the file."""
     if service.queue.backend == "redis":
+        from membraind.service.journal.redis import redact
+
         return f"the Redis server at {redact(service.queue.redis_url)}"
     return f"the journal {service.state_path() / JOURNAL_FILE}"
-
-
-def redact(url: str) -> str:
-    """``url`` without its password (for logs)."""
-    import re
-
-    return re.sub(r"//([^/@]*):[^/@]*@", r"//\1:***@", url)
 
 
 def open_journal(service: ServiceSettings) -> Journal:

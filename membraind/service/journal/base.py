@@ -152,6 +152,11 @@ class Journal(abc.ABC):
     def counts(self) -> dict[str, int]:
         """Number of jobs in each state (states with none are left out)."""
 
+    def check(self) -> None:
+        """Raise if the journal cannot be read now: ConfigError when waiting would not help
+        (a refused password), the backend's own error when it might (a server not up yet)."""
+        self.counts()
+
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel this job."""
         record = self.get(job_id)

@@ -22,17 +22,19 @@ server (with replicas if wanted) is assumed; Redis Cluster is not supported.
 from __future__ import annotations
 
 import json
+import re
 from typing import Iterable
 
 import redis
 
+from membraind.errors import ConfigError
 from membraind.jobs.execute import JobResult
 from membraind.service.jobs import Job, JobRecord
 from membraind.service.journal.base import (
     COLUMNS, Journal, JournalEvent, expired_message, record_from_values, released_message,
 )  # fmt: skip
 
-__all__ = ["RedisJournal", "STATES"]
+__all__ = ["RedisJournal", "STATES", "redact"]
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 CHANGES_KEPT = 10000  # entries the changes stream keeps (a follower further behind re-reads the journal)
@@ -233,8 +235,8 @@ class RedisJournal(Journal):
     def request_cancel(self, job_id: str) -> JobRecord | None:
         return self.get(job_id) if self._run("request_cancel", job_id) else None
 
-    def _take_back(self, only_expired: bool, keep) -> list[JobRecord]:
-        """Send running jobs back to the queue (or to cancelled): those whose worker ``keep(worker, lease)`` picks."""
+    def _take_back(self, only_expired: bool, pick) -> list[JobRecord]:
+        """Send running jobs back to the queue (or to cancelled): those ``pick(worker, lease, now)`` picks."""
         ids = [i.decode() for i in self._redis.zrange(f"{self.prefix}leases", 0, -1)]
         with self._redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
@@ -244,7 +246,7 @@ class RedisJournal(Journal):
         queued = []
         for job_id, (worker, lease) in zip(ids, holders):
             worker = worker.decode() if worker else ""
-            if not keep(worker, float(lease or 0), now):
+            if not pick(worker, float(lease or 0), now):
                 continue
             message = expired_message(worker) if only_expired else released_message(worker)
             state = self._run("take_back", job_id, worker, message, 1 if only_expired else 0)
@@ -350,6 +352,16 @@ class RedisJournal(Journal):
         ids = list(dict.fromkeys(fields[b"id"].decode() for _, fields in entries))
         return ids, entries[-1][0].decode()
 
-    def ping(self) -> None:
-        """Raise redis.exceptions.ConnectionError when the server cannot be reached."""
-        self._redis.ping()
+    def check(self) -> None:
+        try:
+            self._redis.ping()
+        except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
+            if isinstance(exc, redis.exceptions.AuthenticationError) or str(exc).startswith(("NOAUTH", "WRONGPASS")):
+                raise ConfigError(f"the Redis server at {redact(self.url)} refused the connection ({exc}); check the "
+                                  "password in [service.queue] redis_url") from None  # fmt: skip
+            raise
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (for messages and logs)."""
+    return re.sub(r"//([^/@]*):[^/@]*@", r"//\1:***@", url)

@@ -197,9 +197,13 @@ class SqliteJournal(Journal):
 
     def _take_back(self, where: str, args: tuple, why) -> list[JobRecord]:
         """Send running jobs matching ``where`` back to the queue (or to cancelled); ``why(worker)`` says why."""
+        query = f"SELECT id, worker FROM jobs WHERE state = 'running' AND {where}"
+        with self._lock:  # read first: the health loop asks every few seconds and there is rarely anything
+            if not self._db.execute(query, args).fetchall():
+                return []
         now = time.time()
         with self._write() as db:
-            rows = db.execute(f"SELECT id, worker FROM jobs WHERE state = 'running' AND {where}", args).fetchall()
+            rows = db.execute(query, args).fetchall()
             for job_id, worker in rows:
                 message = why(worker)
                 db.execute(_BACK_TO_QUEUE, (message, now, now, job_id))
