@@ -225,13 +225,15 @@ class PatchSampler:
             window = np.s_[y - half : y + half, x - half : x + half]
             return src.image[window].copy(), src.labels[window].copy()
         coords = _rotation(angle) @ self._offsets + np.array([[y], [x]], float)
-        image = ndimage.map_coordinates(src.image, coords, order=1, mode="nearest").reshape(p, p)
-        # Labels move with nearest-neighbour: class values are never interpolated.
+        # Image and labels take the same nearest pixel: a bilinear image beside
+        # nearest-neighbour labels is off by up to 0.7 px, which matters for membranes
+        # 2-5 px wide (docs/design-notes.md). Class values are never interpolated.
         rows, cols = np.rint(coords).astype(np.intp)
         h, w = src.labels.shape
         inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
         labels = np.full(p * p, UNANNOTATED, np.uint8)
         labels[inside] = src.labels[rows[inside], cols[inside]]
+        image = src.image[np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)].reshape(p, p)
         return image.astype(np.float32, copy=False), labels.reshape(p, p)
 
     def _draw_angle(self) -> tuple[int, float]:
