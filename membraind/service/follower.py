@@ -9,6 +9,7 @@ import threading
 from typing import Callable
 
 from membraind.service.jobs import JobRecord
+from membraind.service.journal.base import Journal
 
 __all__ = ["ChangeFollower"]
 
@@ -20,7 +21,7 @@ RETRY_SECONDS = 2.0
 class ChangeFollower:
     """A thread calling ``notify(record)`` for every job the journal reports changed."""
 
-    def __init__(self, journal, notify: Callable[[JobRecord | None], None]) -> None:
+    def __init__(self, journal: Journal, notify: Callable[[JobRecord | None], None]) -> None:
         self.journal, self.notify = journal, notify
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -29,6 +30,9 @@ class ChangeFollower:
     def start(self) -> None:
         """Follow from the stream's current end."""
         self._position = self.journal.changes_position()
+        self._spawn()
+
+    def _spawn(self) -> None:
         self._thread = threading.Thread(target=self._run, name="journal-follower", daemon=True)
         self._thread.start()
 
@@ -36,8 +40,7 @@ class ChangeFollower:
         """Whether the thread runs (a dead one is restarted)."""
         if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
             log.error("the journal follower stopped; restarting it")
-            self._thread = threading.Thread(target=self._run, name="journal-follower", daemon=True)
-            self._thread.start()
+            self._spawn()
             return False
         return True
 
