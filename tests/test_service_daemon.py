@@ -176,13 +176,18 @@ def test_sigterm_finishes_the_running_tile_and_requeues_the_rest(tmp_path, train
         with Image.open(tile) as image:
             image.load()
     assert hidden_files(out) == []
+    status_file = lab.requests / "accepted" / "box.json.status.json"
+    status = json.loads(status_file.read_text())
+    assert status["state"] == "queued" and "interrupted by a stop" in status["message"]
 
     with lab.daemon() as daemon:
-        wait_until(lambda: state_of(lab, "box-1") == "done", what="the box job to finish after the restart", daemon=daemon)
+        # The status file, what the user reads, is written just after the journal: wait for it.
+        wait_until(lambda: json.loads(status_file.read_text())["state"] == "done",
+                   what="the box job's status file to say done after the restart", daemon=daemon)  # fmt: skip
     (record,) = lab.records()
+    assert record.state == "done"
     assert f"{total - len(written)} tiles predicted, {len(written)} already up to date" in record.result.summary
-    status = json.loads((lab.requests / "accepted" / "box.json.status.json").read_text())
-    assert status["state"] == "done" and status["result"]["outputs"]
+    assert json.loads(status_file.read_text())["result"]["outputs"] == record.result.outputs
 
 
 def test_tile_written_slowly_in_chunks_is_predicted_once_after_it_is_complete(tmp_path, trained_bundle, isbi):

@@ -18,6 +18,8 @@ from typing import Callable
 
 import pytest
 
+from membraind_client.messages import JobResult
+
 from membraind.config import Settings
 from membraind.errors import MembraindError
 from membraind.predict.request import BoxRegion
@@ -108,7 +110,7 @@ def service(tmp_path):
     settings = Settings.model_validate({"service": {"home": str(home)}})
     journal = SqliteJournal(tmp_path / "journal.db")
     dispatcher = Dispatcher(settings, journal, JobQueues(open_hueys(settings.service)))
-    folder = RequestFolder(settings.service.requests_path(), dispatcher.submit, polling=False, rescan_seconds=5.0)
+    folder = RequestFolder(settings.service.requests_path(), dispatcher.submit, journal.get, polling=False, rescan_seconds=5.0)
     dispatcher.add_listener(folder.on_job)
     folder.folder.start()
     try:
@@ -655,3 +657,58 @@ def test_same_id_twice_gives_one_job(service):
     assert service.journal.get("train-once").spec["epochs"] == 3  # the first request's job
     assert service.dispatcher.queues.pending() == {"gpu": 1, "cpu": 0}
     assert [e[3] for e in service.journal.events("train-once")] == ["queued"]
+
+
+# -- what a crash leaves behind, repaired at start-up -------------------------------------------------
+def test_requests_accepted_as_the_daemon_stopped_are_submitted_once_at_start_up(service):
+    accepted = service.path / "accepted"
+    accepted.mkdir()
+    # Killed after the move, before the journal had the job: the hidden name holds the job's id.
+    left = accepted / ".submitting-0123456789abcdef0123456789abcdef#left.json"
+    left.write_bytes(encode(valid_request("predict", service.data), "json"))
+    # Killed after the journal had the job, before the file got its accepted name.
+    sent = accepted / ".submitting-sent-1#sent.toml"
+    sent.write_bytes(encode(valid_request("export-onnx", service.data) | {"id": "sent-1"}, "toml"))
+    job = read_request(sent).model_copy(update={"client": str(accepted / "sent.toml")})
+    assert service.dispatcher.submit(job)[1] is True
+    # Edited by hand while the daemon was down: it gets an answer too.
+    spoiled = accepted / ".submitting-spoiled-1#spoiled.json"
+    spoiled.write_text('{"kind": "predict", "volume": ', encoding="utf-8")
+
+    service.folder.recover()
+
+    assert sorted(p.name for p in accepted.iterdir()) == ["left.json", "left.json.status.json", "sent.toml",
+                                                          "sent.toml.status.json"]  # fmt: skip
+    for name, job_id in [("left.json", "0123456789abcdef0123456789abcdef"), ("sent.toml", "sent-1")]:
+        status = json.loads((accepted / f"{name}.status.json").read_text(encoding="utf-8"))
+        assert status["id"] == job_id and status["state"] == "queued" and "note" not in status
+        assert service.journal.get(job_id).client == str(accepted / name)
+    assert sorted(r.id for r in service.journal.list(limit=None)) == ["0123456789abcdef0123456789abcdef", "sent-1"]
+    assert [e[3] for e in service.journal.events("sent-1")] == ["queued"]
+    assert service.dispatcher.queues.pending() == {"gpu": 1, "cpu": 1}  # each job queued once
+    error = (service.path / "rejected" / "spoiled.json.error.txt").read_text(encoding="utf-8")
+    assert error.startswith("spoiled.json: ") and "JSON" in error
+
+
+def test_status_files_that_missed_the_last_change_are_brought_up_to_date_at_start_up(service):
+    request = valid_request("export-onnx", service.data) | {"id": "stale-1"}
+    drop(service.path, "first.json", encode(request, "json"))
+    assert answer(service, "first.json")[0] == "accepted"
+    drop(service.path, "again.json", encode(request, "json"))
+    assert answer(service, "again.json")[0] == "accepted"
+    junk = service.path / "accepted" / "junk.json.status.json"
+    junk.write_text("{", encoding="utf-8")
+    # The job ran and ended; the process was killed before it could write the status file.
+    assert service.journal.claim("stale-1", "host-gpu0", 60.0) is not None
+    assert service.journal.finish("stale-1", JobResult(outputs=[str(service.data / "m1.onnx")], summary="exported"),
+                                  "host-gpu0")  # fmt: skip
+    first = service.path / "accepted" / "first.json.status.json"
+    assert json.loads(first.read_text(encoding="utf-8"))["state"] == "queued"
+
+    service.folder.recover()
+
+    status = json.loads(first.read_text(encoding="utf-8"))
+    assert status["state"] == "done" and status["result"]["summary"] == "exported"
+    again = json.loads((service.path / "accepted" / "again.json.status.json").read_text(encoding="utf-8"))
+    assert again["state"] == "queued" and "submitted before" in again["note"]  # a snapshot, as documented
+    assert junk.read_text(encoding="utf-8") == "{"

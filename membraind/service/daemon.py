@@ -101,10 +101,11 @@ class Daemon(ServiceProcess):
             self.api.start()  # a port in use stops the start here, with the reason
 
         self.requests = RequestFolder(
-            self.service.requests_path(), self.submit, polling=self.service.request_polling,
+            self.service.requests_path(), self.submit, journal.get, polling=self.service.request_polling,
             rescan_seconds=self.service.rescan_seconds,
         )  # fmt: skip
         self.dispatcher.add_listener(self.requests.on_job)
+        self.requests.recover()  # before jobs run: its status files are then written afresh
         self.watchers = [self.requests.folder]
         self.watchers += [ScopeWatcher(w, self.submit, self.service.rescan_seconds).folder for w in self.service.scope]
         self.watchers += [VastAnchorWatcher(w, self.submit) for w in self.service.vast]
