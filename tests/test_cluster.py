@@ -227,6 +227,33 @@ def test_a_worker_and_serve_wait_for_a_redis_that_is_not_up_yet(tmp_path, traine
         assert result.returncode == 2 and "refused the connection" in result.stderr and "wrong" not in result.stderr
 
 
+def test_a_request_dropped_while_redis_is_down_waits_and_runs_when_it_is_back(tmp_path, trained_bundle, isbi):
+    tiles = tmp_path / "tiles"
+    cut_tiles(isbi, tiles, count=1)
+    port = free_port()
+    cluster = Cluster(tmp_path, "outage", f"redis://127.0.0.1:{port}/0", trained_bundle, tiles)
+    requests = cluster.tmp / "home" / "requests"
+    request = {"id": "onnx-1", "kind": "export-onnx", "bundle": str(trained_bundle), "out": str(cluster.tmp / "home" / "m.onnx")}
+    redis_server = RedisServer(tmp_path / "redis-outage", port=port).start()
+    try:
+        with cluster.serve() as serve, cluster.worker("w0"):
+            wait_until(lambda: cluster.done() == 1, 300, what="the tile predicted before the outage")
+            redis_server.stop()  # its append-only file keeps the journal and the queue
+            (requests / ".onnx.part").write_text(json.dumps(request))
+            os.replace(requests / ".onnx.part", requests / "onnx.json")
+            wait_until(lambda: "request onnx.json cannot be queued now" in (cluster.tmp / "serve.log").read_text(), 120,
+                       what="serve to say the request waits for the journal")  # fmt: skip
+            assert not (requests / "onnx.json").exists() and not (requests / "accepted" / "onnx.json").exists()
+            redis_server.start()
+            status = requests / "accepted" / "onnx.json.status.json"
+            wait_until(lambda: status.exists() and json.loads(status.read_text())["state"] == "done", 300,
+                       what="the request run once Redis is back")  # fmt: skip
+            assert Path(json.loads(status.read_text())["result"]["outputs"][0]).is_file()
+            assert [e[3] for e in cluster.journal.events("onnx-1")] == ["queued", "running", "done"]
+    finally:
+        redis_server.stop()
+
+
 def test_one_scheduler_per_cluster_and_unique_worker_names(tmp_path, trained_bundle, isbi, redis_url):
     tiles = tmp_path / "tiles"
     cut_tiles(isbi, tiles, count=1)

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -712,3 +713,86 @@ def test_status_files_that_missed_the_last_change_are_brought_up_to_date_at_star
     again = json.loads((service.path / "accepted" / "again.json.status.json").read_text(encoding="utf-8"))
     assert again["state"] == "queued" and "submitted before" in again["note"]  # a snapshot, as documented
     assert junk.read_text(encoding="utf-8") == "{"
+
+
+def test_requests_that_find_the_journal_locked_wait_and_are_queued_when_it_answers(tmp_path):
+    home = tmp_path / "home"
+    data = home / "data"
+    data.mkdir(parents=True)
+    settings = Settings.model_validate({"service": {"home": str(home)}})
+    journal = SqliteJournal(tmp_path / "journal.db", timeout=0.2)
+    dispatcher = Dispatcher(settings, journal, JobQueues(open_hueys(settings.service)))
+    folder = RequestFolder(settings.service.requests_path(), dispatcher.submit, journal.get, polling=False, rescan_seconds=5.0)
+    dispatcher.add_listener(folder.on_job)
+    folder.path.mkdir(parents=True)
+    locker = sqlite3.connect(tmp_path / "journal.db", isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")  # another process holds the journal's write lock for longer than its timeout
+        for _ in range(2):  # two requests of the same name: each keeps a name of its own
+            assert folder.handle(drop(folder.path, "a.json", encode(valid_request("train", data), "json"))) is True
+        assert folder.waiting and not (folder.path / "a.json").exists()
+        waiting = sorted(p.name for p in folder.accepted.iterdir())
+        assert len(waiting) == 2 and all(name.startswith(".submitting-") for name in waiting)
+        folder.submit_waiting()  # still locked: both keep waiting
+        assert folder.waiting and sorted(p.name for p in folder.accepted.iterdir()) == waiting
+        locker.execute("ROLLBACK")
+        folder.submit_waiting()
+        assert not folder.waiting
+        names = sorted(p.name for p in folder.accepted.iterdir())
+        assert len(names) == 4 and names[0].startswith("a-") and names[2] == "a.json"
+        assert [n for n in names if n.endswith(".status.json")] == [names[0] + ".status.json", "a.json.status.json"]
+        records = journal.list(limit=None)
+        assert sorted(r.client for r in records) == [str(folder.accepted / n) for n in names if not n.endswith(".status.json")]
+        assert sorted(r.id for r in records) == sorted(name.split("#")[0][len(".submitting-"):] for name in waiting)
+        assert all(r.state == "queued" for r in records) and dispatcher.queues.pending() == {"gpu": 2, "cpu": 0}
+    finally:
+        locker.close()
+        journal.close()
+
+
+def test_a_name_too_long_to_keep_beside_its_status_is_rejected_with_an_answer(service):
+    valid = "predict-" + "x" * 230 + ".json"
+    invalid = "broken-" + "y" * 240 + ".json"
+    drop(service.path, valid, encode(valid_request("predict", service.data), "json"))
+    drop(service.path, invalid, b'{"kind": ')
+    rejected = service.path / "rejected"
+    wait_until(lambda: len(list(rejected.glob("*.error.txt"))) == 2, "both long names are answered")
+    errors = {p.name: p.read_text(encoding="utf-8") for p in rejected.glob("*.error.txt")}
+    assert sorted(errors) == ["broken-" + "y" * 93 + "....json.error.txt", "predict-" + "x" * 92 + "....json.error.txt"]
+    assert errors[sorted(errors)[1]].startswith(f"{valid}: the file name is 243 bytes long, too long")
+    assert "at most 187 bytes" in errors[sorted(errors)[1]]
+    assert errors[sorted(errors)[0]].startswith(f"{invalid}: ") and "JSON" in errors[sorted(errors)[0]]
+    assert sorted(p.name for p in rejected.iterdir() if not p.name.endswith(".error.txt")) == [
+        n[: -len(".error.txt")] for n in sorted(errors)]  # fmt: skip
+    assert service.journal.counts() == {} and list(service.path.glob("*.json")) == []
+
+
+def test_the_longest_name_allowed_is_accepted_twice_with_its_status_files(service):
+    name = "p" * (187 - len(".json")) + ".json"  # the longest a request with a 32-character id may have
+    for _ in range(2):  # the second is accepted under a time-stamped name, 23 bytes longer
+        drop(service.path, name, encode(valid_request("predict", service.data), "json"))
+        wait_until(lambda: not (service.path / name).exists(), f"{name} is taken")
+    accepted = service.path / "accepted"
+    wait_until(lambda: len(list(accepted.glob("*.status.json"))) == 2, "both status files are written")
+    assert sorted(len(p.name) for p in accepted.iterdir()) == [187, 187 + 12, 187 + 23, 187 + 23 + 12]
+    assert service.journal.counts() == {"queued": 2} and not (service.path / "rejected").exists()
+
+
+def test_requests_wait_in_place_while_the_daemon_cannot_move_them_and_are_answered_after(service, caplog):
+    # A file where the daemon needs a folder: moving requests into it fails as on a share without write access.
+    for blocked in ("accepted", "rejected"):
+        (service.path / blocked).write_text("in the way", encoding="utf-8")
+    started = time.monotonic()
+    drop(service.path, "good.json", encode(valid_request("predict", service.data) | {"id": "good-1"}, "json"))
+    drop(service.path, "bad.json", b'{"kind": "predict"}')
+    wait_until(lambda: caplog.text.count("trying again at the next rescan") >= 2, "both failures are logged")
+    assert "request good.json cannot be moved to" in caplog.text and "create and rename files there" in caplog.text
+    assert (service.path / "good.json").exists() and (service.path / "bad.json").exists()
+    assert service.journal.counts() == {}
+    tries = 2 + int((time.monotonic() - started) / 5.0)  # the first, then one per rescan (every 5 s here)
+    for blocked in ("accepted", "rejected"):
+        (service.path / blocked).unlink()
+    assert answer(service, "good.json")[0] == "accepted"  # at the next rescan
+    assert answer(service, "bad.json")[0] == "rejected"
+    assert service.journal.get("good-1").state == "queued"
+    assert 1 <= caplog.text.count("request good.json cannot be moved") <= tries  # per rescan, not every half second

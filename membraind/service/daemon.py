@@ -160,8 +160,15 @@ class Daemon(ServiceProcess):
         return ok
 
     def periodically(self) -> None:
-        """Jobs of dead workers back to the queue; the queue reconciled with the journal."""
+        """Jobs of dead workers back to the queue; the queue reconciled with the journal;
+        request files that found the journal away queued now."""
         self.dispatcher.periodically()
+        if self.requests.waiting:
+            try:
+                self.requests.submit_waiting()
+            except Exception as exc:  # e.g. the request folder's share is away: the next turn tries again
+                log.warning("cannot queue the waiting request files (%s: %s); trying again at the next turn",
+                            type(exc).__name__, exc)  # fmt: skip
 
     def stop(self) -> None:
         """Graceful stop: the running job reaches a safe point and is re-queued."""

@@ -24,13 +24,19 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-__all__ = ["FolderWatcher", "IGNORED_NAMES"]
+__all__ = ["FolderWatcher", "IGNORED_NAMES", "TryLater"]
 
 log = logging.getLogger(__name__)
 
 # Junk that file servers and desktops leave in shared folders.
 IGNORED_NAMES = ("@eaDir", ".DS_Store", "Thumbs.db", ".Trashes", "desktop.ini")
 Stat = tuple[int, int]  # size, mtime_ns
+
+
+class TryLater(Exception):
+    """Raised by a handler that cannot deal with a file now for a reason outside it (a
+    folder it cannot write, say): the message is logged and the next rescan offers the
+    file again, rather than every half second."""
 
 
 def _stat(path: Path) -> Stat | None:
@@ -63,7 +69,8 @@ class FolderWatcher:
     """Watches ``folder`` and calls ``handle(path)`` once per complete matching file (per version).
 
     ``handle`` returns True when the file is dealt with, False when it is not complete
-    yet (it is retried when the file changes). ``matches(path)`` filters names.
+    yet (it is retried when the file changes), or raises :class:`TryLater`.
+    ``matches(path)`` filters names.
     """
 
     def __init__(
@@ -201,6 +208,9 @@ class FolderWatcher:
         self._pending.pop(path, None)
         try:
             handled = self.handle(path)
+        except TryLater as exc:
+            log.warning("%s: %s; trying again at the next rescan (within %.0f s)", self.name, exc, self.rescan_seconds)
+            return  # not marked seen: the rescan offers it again
         except Exception:  # e.g. the journal was busy: nothing is dropped, try again shortly
             log.exception("%s: could not take %s; will try again", self.name, path)
             self._pending[path] = (stat, time.monotonic())
