@@ -236,7 +236,7 @@ def test_a_request_dropped_while_redis_is_down_waits_and_runs_when_it_is_back(tm
     request = {"id": "onnx-1", "kind": "export-onnx", "bundle": str(trained_bundle), "out": str(cluster.tmp / "home" / "m.onnx")}
     redis_server = RedisServer(tmp_path / "redis-outage", port=port).start()
     try:
-        with cluster.serve() as serve, cluster.worker("w0"):
+        with cluster.serve(), cluster.worker("w0"):
             wait_until(lambda: cluster.done() == 1, 300, what="the tile predicted before the outage")
             redis_server.stop()  # its append-only file keeps the journal and the queue
             (requests / ".onnx.part").write_text(json.dumps(request))
