@@ -126,18 +126,21 @@ class WriteCounter(FileSystemEventHandler):
 
 
 def freeze_a_running_job(cluster: Cluster, victim: SupervisedDaemon, holder: str) -> tuple[str, int]:
-    """SIGSTOP the victim's engine while it runs a job (so it can neither finish nor write);
-    returns (job id, engine pid)."""
+    """SIGSTOP the victim worker and its engine while it runs a job (so it can neither finish
+    it, record it nor write); returns (job id, engine pid)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         running = [r for r in cluster.journal.list(states=("running",), limit=None) if r.worker == holder]
         engines = victim.engines()
         if running and engines:
-            os.kill(engines[0], signal.SIGSTOP)
+            frozen = [engines[0], victim.process.pid]
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
             record = cluster.journal.get(running[0].id)
             if record.state == "running" and record.worker == holder:
                 return record.id, engines[0]
-            os.kill(engines[0], signal.SIGCONT)  # it finished in between: try the next one
+            for pid in frozen:  # it finished in between: try the next one
+                os.kill(pid, signal.SIGCONT)
         time.sleep(0.005)
     raise AssertionError(f"{holder} never held a running job")
 
@@ -187,8 +190,9 @@ def test_three_workers_share_300_tiles_and_a_killed_workers_job_is_taken_over(tm
     events = cluster.journal.events(job_id)
     takeover = next(e for e in events if e[3] == "queued" and "taken over" in e[5])
     assert victim_name in takeover[5]
-    # Its lease was renewed at most a third of it before the kill, so it ran out no sooner than 2/3 of it after.
-    assert takeover[4] - killed_at >= LEASE * 2 / 3 - 0.5, "taken over before the lease could have expired"
+    # Its lease was renewed about a third of it before the freeze at most, so it ran out no sooner
+    # than about 2/3 of it after (1 s of slack for a renewal made late on a busy machine).
+    assert takeover[4] - killed_at >= LEASE * 2 / 3 - 1.0, "taken over before the lease could have expired"
     assert taken.worker != victim_name and taken.attempts == 2
     assert len({r.worker for r in records}) == 3, "all three workers took jobs"
 
@@ -196,7 +200,11 @@ def test_three_workers_share_300_tiles_and_a_killed_workers_job_is_taken_over(tm
     assert outputs.keys() == reference.keys()
     for name, pixels in outputs.items():
         assert np.array_equal(pixels, reference[name]), f"{name} differs from the single-worker run"
-    assert [p for p in cluster.out.rglob(".*") if p.is_file()] == [], "a half-written file was left"
+    # The frozen engine may have been writing its tile: a host lost then leaves that write's
+    # temporary file (hidden, beside the tile), never a half-written tile.
+    leftovers = [p for p in cluster.out.rglob(".*") if p.is_file()]
+    assert {p.parent / p.name[1:].rsplit(".tmp-", 1)[0] for p in leftovers} <= {Path(o) for o in taken.result.outputs}, \
+        f"a half-written file was left: {leftovers}"
     written = {Path(path).relative_to(cluster.out): count for path, count in counter.moved.items()}
     assert written.keys() == reference.keys() and set(written.values()) == {1}, "a tile was written more than once"
 

@@ -220,7 +220,7 @@ def test_second_daemon_on_the_same_state_folder_refuses_to_start(tmp_path, train
 
 
 def test_engine_crash_and_hang_are_retried_and_the_daemon_stays_up(tmp_path, trained_bundle, isbi):
-    lab = Lab(tmp_path, trained_bundle, isbi, extra="tile_size = 128\ncontext = 32", service="hang_seconds = 4")
+    lab = Lab(tmp_path, trained_bundle, isbi, extra="tile_size = 128\ncontext = 32", service="hang_seconds = 20")
     with lab.daemon() as daemon:
         lab.drop_tile("a/crash.png", 5)
         (record,) = wait_until(lambda: [r for r in lab.records() if r.state == "running" and r.progress > 0],

@@ -95,7 +95,7 @@ def make_watcher(polling):
     """Factory of started FolderWatchers; all are stopped at the end of the test."""
     started: list[FolderWatcher] = []
 
-    def make(folder: Path, handle, *, stable_seconds: float = 0.2, rescan_seconds: float = 3600.0,
+    def make(folder: Path, handle, *, stable_seconds: float = 0.5, rescan_seconds: float = 3600.0,
              patterns=PATTERNS, recursive: bool = True, start: bool = True) -> FolderWatcher:  # fmt: skip
         watcher = FolderWatcher(
             "test", folder, handle, patterns, recursive=recursive, polling=polling, poll_seconds=0.2,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 
 from membraind.jobs.chunks import split_prediction
@@ -42,6 +43,9 @@ class SplitJobs:
     def __init__(self, journal: Journal, queues: JobQueues, sections: int) -> None:
         self.journal, self.queues, self.sections = journal, queues, sections
         self._settled: dict[str, float] = {}
+        # The follower's thread (a part changed) and the health loop (settle_all) both settle:
+        # one at a time, so an older reading of the parts is never written over a newer one.
+        self._settling = threading.Lock()
 
     def plan(self, job: Job) -> list[Job] | None:
         """The parts of ``job``, or None when it runs as one job."""
@@ -86,6 +90,10 @@ class SplitJobs:
 
         ``urgent`` False (a part's progress): at most once per SETTLE_INTERVAL per parent.
         """
+        with self._settling:
+            return self._settle(parent_id, urgent)
+
+    def _settle(self, parent_id: str, urgent: bool) -> JobRecord | None:
         now = time.monotonic()
         if not urgent and now - self._settled.get(parent_id, 0.0) < SETTLE_INTERVAL:
             return None
