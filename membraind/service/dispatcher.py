@@ -43,7 +43,7 @@ class Dispatcher:
         self.roots = self.service.allowed_roots()
         self.direct_notifications = direct_notifications
         sections = self.service.queue.split_sections()
-        self.splits = SplitJobs(journal, queues, sections) if sections else None
+        self.splits = SplitJobs(journal, queues, sections, self.announce) if sections else None
         self._listeners: list[Listener] = []
         self._last_reconcile = time.monotonic()
 
@@ -99,13 +99,10 @@ class Dispatcher:
                 log.exception("job listener failed")
         if record is not None and record.parent is not None and self.splits is not None:
             try:
-                parent = self.splits.settle(record.parent, urgent=record.state != "running")
+                self.splits.settle(record.parent, urgent=record.state != "running")
             except Exception as exc:  # the periodic settling tries again
                 log.warning("could not update job %s from its part %s (%s: %s)", record.parent, record.id,
                             type(exc).__name__, exc)  # fmt: skip
-            else:
-                if parent is not None:
-                    self.announce(parent)
 
     def announce(self, record: JobRecord | None) -> None:
         """Notify a change this process made, unless a follower announces it (direct_notifications)."""
@@ -159,8 +156,7 @@ class Dispatcher:
         try:
             self.take_over()
             if self.splits is not None:
-                for record in self.splits.settle_all():
-                    self.announce(record)
+                self.splits.settle_all()
             if time.monotonic() - self._last_reconcile >= RECONCILE_INTERVAL:
                 self._last_reconcile = time.monotonic()
                 self.reconcile()

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import threading
 import time
+from typing import Callable
 
 from membraind.jobs.chunks import split_prediction
 from membraind.service.jobs import Job, JobRecord
@@ -40,11 +41,14 @@ def part_id(parent: str, index: int) -> str:
 class SplitJobs:
     """Splits jobs into parts of ``sections`` sections and settles parents from their parts."""
 
-    def __init__(self, journal: Journal, queues: JobQueues, sections: int) -> None:
-        self.journal, self.queues, self.sections = journal, queues, sections
+    def __init__(self, journal: Journal, queues: JobQueues, sections: int,
+                 announce: Callable[[JobRecord], None] = lambda record: None) -> None:  # fmt: skip
+        """``announce(parent)`` is called with every parent record a settling changed."""
+        self.journal, self.queues, self.sections, self.announce = journal, queues, sections, announce
         self._settled: dict[str, float] = {}
-        # The follower's thread (a part changed) and the health loop (settle_all) both settle:
-        # one at a time, so an older reading of the parts is never written over a newer one.
+        # A part's thread (or the follower's) and the health loop (settle_all) both settle: one
+        # at a time, announcing inside, so an older reading of the parts is never written or
+        # announced after a newer one.
         self._settling = threading.Lock()
 
     def plan(self, job: Job) -> list[Job] | None:
@@ -86,12 +90,15 @@ class SplitJobs:
                     self._add(parts)
 
     def settle(self, parent_id: str, urgent: bool = True) -> JobRecord | None:
-        """Bring the parent's record up to date with its parts; returns it when it changed.
+        """Bring the parent's record up to date with its parts; returns (and announces) it when it changed.
 
         ``urgent`` False (a part's progress): at most once per SETTLE_INTERVAL per parent.
         """
         with self._settling:
-            return self._settle(parent_id, urgent)
+            record = self._settle(parent_id, urgent)
+            if record is not None:
+                self.announce(record)
+            return record
 
     def _settle(self, parent_id: str, urgent: bool) -> JobRecord | None:
         now = time.monotonic()
