@@ -175,6 +175,25 @@ def test_lists_by_state_and_counts(journal):
     assert seqs == sorted(seqs) and len(seqs) == 6 + 2 * 2 + 1
 
 
+def test_changes_made_through_another_connection_are_followed_in_order(journal):
+    journal.add(job("before"))
+    position = journal.changes_position()
+    other = SqliteJournal(journal.path) if isinstance(journal, SqliteJournal) else RedisJournal(journal.url, journal.prefix)
+    try:  # another process: a worker
+        for name in ("a", "b"):
+            other.add(job(name))
+        other.claim("a", A, 30)
+        other.progress("a", 0.5, "half way")
+        ids, position = journal.changes(position, block_ms=5000)
+        assert ids == ["a", "b"], "each changed job once, in the order of its first change"
+        assert other.renew("a", A, 30)
+        assert journal.changes(position, block_ms=300) == ([], position), "a lease renewal is not a change"
+        assert other.finish("a", JobResult(outputs=["/out/a.onnx"]), A)
+        assert journal.changes(position, block_ms=5000)[0] == ["a"]
+    finally:
+        other.close()
+
+
 def test_a_journal_written_before_leases_existed_opens_and_recovers(tmp_path):
     path = tmp_path / "journal.db"
     old = sqlite3.connect(path)

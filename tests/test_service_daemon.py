@@ -327,3 +327,28 @@ def test_sigterm_while_the_engine_starts_stops_at_once(tmp_path, trained_bundle,
     assert time.monotonic() - started < 60, "the stop waited for the engine's start timeout"
     assert not any("READY=1" in n for n in daemon.notifications), "it never claimed to be ready"
     assert "stopped" in daemon.log_tail()
+
+
+def test_jobs_run_by_sqlite_workers_keep_status_files_and_api_events_current(tmp_path, trained_bundle, isbi):
+    """serve_runs_jobs = false: `membraind worker` processes on the host run the jobs; serve
+    must still hear of every change they make (status files, the API's events)."""
+    from membraind_client.client import Client
+
+    from membraind.service.runner import worker_name
+
+    lab = Lab(tmp_path, trained_bundle, isbi, service="[service.queue]\nserve_runs_jobs = false\n")
+    worker = SupervisedDaemon(lab.config, tmp_path / "worker.log", command=["worker", "--cpu", "--name", "w0"])
+    with lab.daemon() as serve, worker:
+        lab.drop_request("onnx.json", {"id": "file-1", "kind": "export-onnx", "bundle": str(trained_bundle),
+                                       "out": str(lab.home / "file.onnx")})  # fmt: skip
+        status_file = lab.requests / "accepted" / "onnx.json.status.json"
+        wait_until(lambda: status_file.exists() and json.loads(status_file.read_text())["state"] == "done",
+                   what="the request's status file to follow its job to the end", daemon=serve)  # fmt: skip
+        with Client(lab.api_endpoint, events=lab.events_endpoint) as client:
+            client.submit({"kind": "export-onnx", "bundle": str(trained_bundle), "out": str(lab.home / "api.onnx")},
+                          job_id="api-1")  # fmt: skip
+            # No resynchronisation by status: only the event stream can bring the job's end.
+            final = client.wait("api-1", timeout=120, resync_seconds=3600)
+    assert final.state == "done" and final.worker == worker_name("w0")
+    status = json.loads(status_file.read_text())
+    assert status["result"]["outputs"] == [str(lab.home / "file.onnx")] and status["worker"] == worker_name("w0")

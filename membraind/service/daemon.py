@@ -89,12 +89,15 @@ class Daemon(ServiceProcess):
             self.scheduler_lock.acquire()
         self.notifier.status("starting: loading the engine")
         queues = JobQueues(open_hueys(self.service), self.service.queue_poll_seconds)
-        self.dispatcher = Dispatcher(self.settings, journal, queues, direct_notifications=not self.clustered)
+        # Other processes run jobs (workers on Redis, or local ones on SQLite): serve learns of
+        # every change, its own included, from the journal's change log.
+        follow = self.clustered or not self.service.queue.runs_jobs_in_serve()
+        self.dispatcher = Dispatcher(self.settings, journal, queues, direct_notifications=not follow)
         if self.service.queue.runs_jobs_in_serve():
             self.worker = JobWorker(self.settings, journal, queues, worker_name("serve"), self.dispatcher.announce)
             self.worker.start_engine(self._stop.is_set)
         requeued = self.dispatcher.recover(worker_name("serve"))
-        if self.clustered:
+        if follow:
             self.follower = ChangeFollower(journal, self.dispatcher.notify)
         if self.service.api.enabled:
             self.api = self._api_server(journal)

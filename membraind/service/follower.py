@@ -1,6 +1,6 @@
-"""Announcing changes made on other hosts: the scheduler follows the Redis journal's
-change stream, so the API's events and the request folder's status files show the
-progress of jobs that run on worker hosts."""
+"""Announcing changes made by other processes: the scheduler follows the journal's log of
+changed jobs (Redis: a stream; SQLite: a table), so the API's events and the request
+folder's status files show the progress of jobs that workers run."""
 
 from __future__ import annotations
 

@@ -171,5 +171,14 @@ class Journal(abc.ABC):
         return sum(1 for event in self.events(job_id) if event[3] == "running")
 
     @abc.abstractmethod
+    def changes_position(self) -> str:
+        """The end of the log of changed jobs: pass it to :meth:`changes` to follow from now on."""
+
+    @abc.abstractmethod
+    def changes(self, after: str, block_ms: int = 1000) -> tuple[list[str], str]:
+        """The ids of jobs changed (by any process) after position ``after``, waiting up to
+        ``block_ms`` for one, and the position to pass next time."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Let go of the connection."""

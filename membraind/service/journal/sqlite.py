@@ -51,7 +51,18 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, job_seq);
+-- Which job changed, in commit order: serve follows it to announce what other processes
+-- (local workers) did. Every change sets `updated`; a lease renewal does not.
+CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS jobs_added AFTER INSERT ON jobs BEGIN
+    INSERT INTO changes (job_id) VALUES (NEW.id);
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_changed AFTER UPDATE OF updated ON jobs BEGIN
+    INSERT INTO changes (job_id) VALUES (NEW.id);
+END;
 """
+CHANGES_KEPT = 10000  # rows the change log keeps (a follower further behind re-reads the journal)
+CHANGES_POLL = 0.1  # seconds between looks at the change log while following
 # Added after the first release: journals written before get them at open.
 _LATER_COLUMNS = {"worker": "TEXT", "lease_until": "REAL NOT NULL DEFAULT 0", "parent": "TEXT"}
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
@@ -84,6 +95,32 @@ class SqliteJournal(Journal):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- following ---------------------------------------------------------------------
+    def changes_position(self) -> str:
+        """The change log's current end: pass it to :meth:`changes` to follow from now on."""
+        with self._lock:
+            (last,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+        return str(last)
+
+    def changes(self, after: str, block_ms: int = 1000) -> tuple[list[str], str]:
+        """The ids of jobs changed after position ``after`` (looking every CHANGES_POLL s for
+        up to ``block_ms``), and the new position to pass next time."""
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT seq, job_id FROM changes WHERE seq > ? ORDER BY seq LIMIT 1000",
+                                        (int(after),)).fetchall()  # fmt: skip
+            if rows:
+                break
+            if time.monotonic() >= deadline:
+                return [], after
+            time.sleep(CHANGES_POLL)
+        last = rows[-1][0]
+        if last % 1000 < len(rows):  # now and then: trim what no follower needs any more
+            with self._write() as db:
+                db.execute("DELETE FROM changes WHERE seq <= ?", (last - CHANGES_KEPT,))
+        return list(dict.fromkeys(job_id for _, job_id in rows)), str(last)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
