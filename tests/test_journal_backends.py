@@ -217,3 +217,17 @@ def test_a_journal_written_before_leases_existed_opens_and_recovers(tmp_path):
         assert [r.id for r in journal.recover("host:serve")] == ["old"], "a run without a lease counts as expired"
     finally:
         journal.close()
+
+
+def test_the_sqlite_change_log_keeps_its_last_ten_thousand_rows(tmp_path):
+    journal = SqliteJournal(tmp_path / "journal.db")
+    try:
+        journal.add(job("busy"))
+        journal.claim("busy", A, 30)
+        for step in range(10_050):
+            journal.progress("busy", step / 10_050, f"step {step}")
+        with sqlite3.connect(tmp_path / "journal.db") as db:
+            (count, first, last) = db.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM changes").fetchone()
+        assert count == 10_000 and (first, last) == (10_052 - 9_999, 10_052)  # add, claim, then 10050 progress
+    finally:
+        journal.close()

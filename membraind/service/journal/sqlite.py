@@ -52,16 +52,18 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, job_seq);
 -- Which job changed, in commit order: serve follows it to announce what other processes
--- (local workers) did. Every change sets `updated`; a lease renewal does not.
+-- (local workers) did. Every change sets `updated`; a lease renewal does not. The log
+-- keeps its last 10000 rows (a follower further behind re-reads the journal).
 CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL);
 CREATE TRIGGER IF NOT EXISTS jobs_added AFTER INSERT ON jobs BEGIN
     INSERT INTO changes (job_id) VALUES (NEW.id);
+    DELETE FROM changes WHERE seq <= (SELECT MAX(seq) FROM changes) - 10000;
 END;
 CREATE TRIGGER IF NOT EXISTS jobs_changed AFTER UPDATE OF updated ON jobs BEGIN
     INSERT INTO changes (job_id) VALUES (NEW.id);
+    DELETE FROM changes WHERE seq <= (SELECT MAX(seq) FROM changes) - 10000;
 END;
 """
-CHANGES_KEPT = 10000  # rows the change log keeps (a follower further behind re-reads the journal)
 CHANGES_POLL = 0.1  # seconds between looks at the change log while following
 # Added after the first release: journals written before get them at open.
 _LATER_COLUMNS = {"worker": "TEXT", "lease_until": "REAL NOT NULL DEFAULT 0", "parent": "TEXT"}
@@ -116,11 +118,7 @@ class SqliteJournal(Journal):
             if time.monotonic() >= deadline:
                 return [], after
             time.sleep(CHANGES_POLL)
-        last = rows[-1][0]
-        if last % 1000 < len(rows):  # now and then: trim what no follower needs any more
-            with self._write() as db:
-                db.execute("DELETE FROM changes WHERE seq <= ?", (last - CHANGES_KEPT,))
-        return list(dict.fromkeys(job_id for _, job_id in rows)), str(last)
+        return list(dict.fromkeys(job_id for _, job_id in rows)), str(rows[-1][0])
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
