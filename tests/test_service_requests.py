@@ -795,4 +795,4 @@ def test_requests_wait_in_place_while_the_daemon_cannot_move_them_and_are_answer
     assert answer(service, "good.json")[0] == "accepted"  # at the next rescan
     assert answer(service, "bad.json")[0] == "rejected"
     assert service.journal.get("good-1").state == "queued"
-    assert 1 <= caplog.text.count("request good.json cannot be moved") <= tries  # per rescan, not every half second
+    assert caplog.text.count("request good.json cannot be moved") <= tries  # per rescan, not every half second

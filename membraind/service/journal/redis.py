@@ -37,7 +37,7 @@ from membraind.service.journal.base import (
 __all__ = ["RedisJournal", "STATES", "redact"]
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
-CHANGES_KEPT = 10000  # entries the changes stream keeps (a follower further behind re-reads the journal)
+CHANGES_KEPT = 10000  # entries the changes stream keeps: ample for a follower blocking on it
 
 _COMMON = """
 local p = ARGV[1]

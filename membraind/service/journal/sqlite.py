@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, job_seq);
 -- Which job changed, in commit order: serve follows it to announce what other processes
 -- (local workers) did. Every change sets `updated`; a lease renewal does not. The log
--- keeps its last 10000 rows (a follower further behind re-reads the journal).
+-- keeps its last 10000 rows: ample for a follower that looks every 0.1 s.
 CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL);
 CREATE TRIGGER IF NOT EXISTS jobs_added AFTER INSERT ON jobs BEGIN
     INSERT INTO changes (job_id) VALUES (NEW.id);
