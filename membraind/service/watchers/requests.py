@@ -113,15 +113,18 @@ class RequestFolder:
         except (MembraindError, OSError) as exc:
             self._reject(path, str(exc))
             return True
-        if len(os.fsencode(path.name)) > _longest_name(job.id):
-            self._reject(path, f"the file name is {len(os.fsencode(path.name))} bytes long, too long to be kept beside "
-                               f"the job's id and status file: give it a name of at most {_longest_name(job.id)} "
-                               "bytes (plain letters are one byte each) and drop it again")  # fmt: skip
+        length, longest = len(os.fsencode(path.name)), _longest_name(job.id)
+        if length > longest:
+            self._reject(path, f"the file name is {length} bytes long, too long to be kept beside the job's id and "
+                               f"status file: give it a name of at most {longest} bytes (plain letters are one byte "
+                               "each) and drop it again")  # fmt: skip
             return True
         with self._submitting:
             try:
                 self.accepted.mkdir(exist_ok=True)
-                target = _free_name(self.accepted, path.name, self._reserved_names())
+                # Only requests that could not be queued keep a name reserved (set by _keep_waiting).
+                reserved = self._reserved_names() if self.waiting else set()
+                target = _free_name(self.accepted, path.name, reserved)
                 pending = _pending_path(target, job.id)
                 path.replace(pending)
             except FileNotFoundError:
