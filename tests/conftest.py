@@ -25,7 +25,7 @@ def isbi() -> Path:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    """A real redis-server for the whole session (.ci/run installs Debian's redis-server)."""
+    """A real redis-server for the whole session (`make test` installs Debian's redis-server when it is missing)."""
     from membraind.service.supervised import RedisServer
 
     try:
