@@ -53,6 +53,7 @@ def main() -> None:
 
     from membraind_client import Client
 
+    from membraind.daemon_toml import write_daemon_toml
     from membraind.service.supervised import SupervisedDaemon, wait_until
 
     isbi = args.isbi.resolve()
@@ -62,15 +63,9 @@ def main() -> None:
                  "tcp": ("tcp://127.0.0.1:5591", "tcp://127.0.0.1:5592")}  # fmt: skip
     rows = []
     for transport, (endpoint, events) in endpoints.items():
-        config = tmp / f"membraind-{transport}.toml"
-        config.write_text(f"""
-[service]
-home = "{home}-{transport}"
-roots = ["{isbi}", "{tmp}"]
-[service.api]
-endpoint = "{endpoint}"
-events = "{events}"
-""")  # fmt: skip
+        config = write_daemon_toml(tmp / f"membraind-{transport}.toml", {
+            "service": {"home": f"{home}-{transport}", "roots": [isbi, tmp], "api": {"endpoint": endpoint, "events": events}},
+        })  # fmt: skip
         with SupervisedDaemon(config, tmp / f"daemon-{transport}.log") as daemon:
             with Client(endpoint, events=events, timeout=30.0) as client:
                 # occupy both engines, then freeze them: later jobs stay queued

@@ -41,30 +41,16 @@ def repeated_sections(sections: Path, folder: Path, times: int) -> Path:
 
 
 def cluster_config(tmp: Path, url: str, secret: Path, roots: list[Path], prefix: str, chunk: int) -> Path:
-    config = tmp / f"{prefix}.toml"
-    config.write_text(f"""
-[service]
-home = "{tmp / prefix}"
-roots = [{", ".join(f'"{r}"' for r in roots)}]
+    from membraind.daemon_toml import ipc_api, write_daemon_toml
 
-[service.queue]
-backend = "redis"
-redis_url = "{url}"
-prefix = "{prefix}"
-secret_file = "{secret}"
-chunk_sections = {chunk}
-
-[service.api]
-endpoint = "ipc://{tmp}/{prefix}-api.sock"
-events = "ipc://{tmp}/{prefix}-events.sock"
-
-[predict]
-device = "cpu"
-engine = "torch"
-tile_size = 256
-context = 32
-""")
-    return config
+    return write_daemon_toml(tmp / f"{prefix}.toml", {
+        "service": {
+            "home": tmp / prefix, "roots": roots,
+            "queue": {"backend": "redis", "redis_url": url, "prefix": prefix, "secret_file": secret, "chunk_sections": chunk},
+            "api": ipc_api(tmp, f"{prefix}-"),
+        },
+        "predict": {"device": "cpu", "engine": "torch", "tile_size": 256, "context": 32},
+    })  # fmt: skip
 
 
 def volume_seconds(tmp: Path, url: str, secret: Path, bundle: Path, volume: Path, workers: int, chunk: int) -> float:

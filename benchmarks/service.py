@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
+    from membraind.daemon_toml import ipc_api, write_daemon_toml
     from membraind.service.journal import SqliteJournal
     from membraind.service.supervised import SupervisedDaemon
 
@@ -87,21 +88,13 @@ def main() -> None:
     try:
         bundle = args.bundle or train_small_bundle(args.isbi, tmp / "train")
         home = tmp / "home"
-        config = tmp / "membraind.toml"
-        config.write_text(f"""
-[service]
-home = "{home}"
-roots = ["{bundle.resolve().parent}", "{args.isbi.resolve()}"]
-[service.api]
-endpoint = "ipc://{tmp}/api.sock"
-events = "ipc://{tmp}/events.sock"
-[[service.scope]]
-folder = "{home / 'scope'}"
-out = "{home / 'scope-out'}"
-bundles = ["{bundle.resolve()}"]
-[predict]
-device = "{args.device}"
-""")  # fmt: skip
+        config = write_daemon_toml(tmp / "membraind.toml", {
+            "service": {
+                "home": home, "roots": [bundle.resolve().parent, args.isbi.resolve()], "api": ipc_api(tmp),
+                "scope": [{"folder": home / "scope", "out": home / "scope-out", "bundles": [bundle.resolve()]}],
+            },
+            "predict": {"device": args.device},
+        })  # fmt: skip
         sections = sorted((args.isbi / "test" / "image").glob("*.png"))
         daemon = SupervisedDaemon(config, tmp / "daemon.log").start()
         journal = SqliteJournal(home / "state" / "journal.db")

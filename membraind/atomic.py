@@ -1,4 +1,6 @@
-"""Atomic file writes (design decision 2): write beside the target, then rename into place.
+"""Atomic file writes: write beside the target, then rename into place.
+
+docs/design-notes.md, "Idempotent outputs".
 
 A reader (VAST, a watcher, another worker, a resumed run) therefore sees either the old
 file or the whole new one, never half of one.

@@ -60,25 +60,19 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
 class ApiLab:
     """A daemon home whose configuration serves the ZeroMQ API on ipc sockets in ``tmp``.
 
-    ``service``, ``api`` and ``extra`` are TOML lines added to ``[service]``,
-    ``[service.api]`` and after them.
+    ``config`` (the configuration file's shape, as a dict) is laid over that base
+    configuration (see :func:`membraind.daemon_toml.merged`).
     """
 
-    def __init__(self, tmp: Path, isbi: Path, *, service: str = "", api: str = "", extra: str = "") -> None:
+    def __init__(self, tmp: Path, isbi: Path, config: dict | None = None) -> None:
+        from membraind.daemon_toml import ipc_api, write_daemon_toml
+
         self.tmp, self.isbi, self.home = tmp, isbi, tmp / "home"
-        self.endpoint, self.events = f"ipc://{tmp}/api.sock", f"ipc://{tmp}/events.sock"
-        self.config, self.log = tmp / "membraind.toml", tmp / "daemon.log"
-        self.config.write_text(f"""
-[service]
-home = "{self.home}"
-roots = ["{isbi}"]
-{service}
-[service.api]
-endpoint = "{self.endpoint}"
-events = "{self.events}"
-{api}
-{extra}
-""")  # fmt: skip
+        api = ipc_api(tmp)
+        self.endpoint, self.events = api["endpoint"], api["events"]
+        self.log = tmp / "daemon.log"
+        base = {"service": {"home": self.home, "roots": [isbi], "api": api}}
+        self.config = write_daemon_toml(tmp / "membraind.toml", base, config or {})
 
     def supervised(self):
         """The daemon for this configuration, not started yet."""

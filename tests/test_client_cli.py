@@ -36,9 +36,9 @@ def set_options(fields: dict) -> list[str]:
 class Lab(ApiLab):
     """A daemon (``self.daemon``) with its home, config and ipc endpoints."""
 
-    def __init__(self, tmp: Path, isbi: Path, api: str = "") -> None:
-        super().__init__(tmp, isbi, service="max_attempts = 1", api=api,
-                         extra="[unet]\ndepth = 3\nbase_filters = 8\n\n[training]\nbatch_size = 4")  # fmt: skip
+    def __init__(self, tmp: Path, isbi: Path, api: dict | None = None) -> None:
+        super().__init__(tmp, isbi, {"service": {"max_attempts": 1, "api": api or {}},
+                                     "unet": {"depth": 3, "base_filters": 8}, "training": {"batch_size": 4}})  # fmt: skip
         self.daemon = self.supervised()
 
     @property
@@ -309,7 +309,7 @@ def test_curve_keys_from_keygen_admit_one_client_and_ignore_another(tmp_path, is
         assert cli("keygen", name, "--dir", keys)[0] == 0
     admitted.mkdir()
     (admitted / "anna.key").write_bytes((keys / "anna.key").read_bytes())
-    lab = Lab(tmp_path, isbi, api=f'server_key = "{keys}/server.key_secret"\nauthorized_keys = "{admitted}"')
+    lab = Lab(tmp_path, isbi, api={"server_key": keys / "server.key_secret", "authorized_keys": admitted})
     lab.daemon.start()
     try:
         monkeypatch.setenv("MEMBRAIND_SERVER_KEY", str(keys / "server.key"))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from membraind.daemon_toml import ipc_api, write_daemon_toml
 from membraind.service.supervised import SupervisedDaemon
 
 pytestmark = pytest.mark.slow
@@ -57,9 +58,9 @@ def test_client_installs_alone_without_torch_and_pings_a_daemon(tmp_path):
     assert "usage: membraind-client" in helped.stdout and "exit status:" in helped.stdout
 
     home = tmp_path / "home"
-    config = tmp_path / "membraind.toml"
-    endpoint, events = f"ipc://{tmp_path}/api.sock", f"ipc://{tmp_path}/events.sock"
-    config.write_text(f'[service]\nhome = "{home}"\n\n[service.api]\nendpoint = "{endpoint}"\nevents = "{events}"\n')
+    api = ipc_api(tmp_path)
+    endpoint, events = api["endpoint"], api["events"]
+    config = write_daemon_toml(tmp_path / "membraind.toml", {"service": {"home": home, "api": api}})
     daemon = SupervisedDaemon(config, tmp_path / "daemon.log").start()
     try:
         pinged = run(command, "--endpoint", endpoint, "--events", events, "--json", "ping", cwd=tmp_path)

@@ -21,6 +21,7 @@ from watchdog.observers import Observer
 
 from membraind_client.client import Client
 
+from membraind.daemon_toml import ipc_api, write_daemon_toml
 from membraind.service.journal.redis import RedisJournal
 from membraind.service.runner import worker_name
 from membraind.service.supervised import RedisServer, SupervisedDaemon, free_port, wait_until
@@ -53,7 +54,8 @@ def cut_tiles(isbi: Path, folder: Path, count: int = TILES) -> list[Path]:
 class Cluster:
     """A configuration for one serve and its workers on the Redis server at ``url``."""
 
-    def __init__(self, tmp: Path, name: str, url: str, bundle: Path, tiles: Path, queue: str = "") -> None:
+    def __init__(self, tmp: Path, name: str, url: str, bundle: Path, tiles: Path, config: dict | None = None) -> None:
+        """``config`` (the configuration file's shape) is laid over the cluster's base configuration."""
         self.tmp, self.name, self.url = tmp / name, name, url
         self.tmp.mkdir(parents=True)
         self.scope, self.out = self.tmp / "home" / "scope", self.tmp / "home" / "out"
@@ -61,42 +63,21 @@ class Cluster:
         secret = tmp / "queue.secret"
         if not secret.exists():
             assert run_cli("secret", str(secret)).returncode == 0
-        self.config = self.tmp / "membraind.toml"
-        self.config.write_text(f"""
-[service]
-home = "{self.tmp / 'home'}"
-roots = ["{bundle.parent}"]
-retry_delay_seconds = 0.2
-rescan_seconds = 600
-
-[service.queue]
-backend = "redis"
-redis_url = "{url}"
-prefix = "{name}"
-secret_file = "{secret}"
-lease_seconds = {LEASE}
-{queue}
-
-[service.api]
-endpoint = "ipc://{self.tmp}/api.sock"
-events = "ipc://{self.tmp}/events.sock"
-
-[[service.scope]]
-folder = "{self.scope}"
-out = "{self.out}"
-bundles = ["{bundle}"]
-stable_seconds = 0
-
-[predict]
-device = "cpu"
-engine = "torch"
-tile_size = 128
-context = 32
-""")
+        base = {
+            "service": {
+                "home": self.tmp / "home", "roots": [bundle.parent], "retry_delay_seconds": 0.2, "rescan_seconds": 600,
+                "queue": {"backend": "redis", "redis_url": url, "prefix": name, "secret_file": secret, "lease_seconds": LEASE},
+                "api": ipc_api(self.tmp),
+                "scope": [{"folder": self.scope, "out": self.out, "bundles": [bundle], "stable_seconds": 0}],
+            },
+            "predict": {"device": "cpu", "engine": "torch", "tile_size": 128, "context": 32},
+        }  # fmt: skip
+        self.config = write_daemon_toml(self.tmp / "membraind.toml", base, config or {})
         self.journal = RedisJournal(url, f"{name}:")
 
     def client(self) -> Client:
-        return Client(f"ipc://{self.tmp}/api.sock", events=f"ipc://{self.tmp}/events.sock")
+        api = ipc_api(self.tmp)
+        return Client(api["endpoint"], events=api["events"])
 
     def serve(self) -> SupervisedDaemon:
         return SupervisedDaemon(self.config, self.tmp / "serve.log")
@@ -301,12 +282,11 @@ def test_a_volume_split_among_workers_is_one_job_and_equals_the_unsplit_predicti
         assert final.state == "done", final.error
         return final, updates
 
-    whole = Cluster(tmp_path, "whole", redis_url, trained_bundle, empty, queue="chunk_sections = 0")
-    whole.config.write_text(whole.config.read_text().replace(f'roots = ["{trained_bundle.parent}"]',
-                                                             f'roots = ["{trained_bundle.parent}", "{sections.parent}"]'))
-    split = Cluster(tmp_path, "split", redis_url, trained_bundle, empty, queue="chunk_sections = 2")
-    split.config.write_text(split.config.read_text().replace(f'roots = ["{trained_bundle.parent}"]',
-                                                             f'roots = ["{trained_bundle.parent}", "{sections.parent}"]'))
+    def reading_sections(chunk: int) -> dict:
+        return {"service": {"roots": [trained_bundle.parent, sections.parent], "queue": {"chunk_sections": chunk}}}
+
+    whole = Cluster(tmp_path, "whole", redis_url, trained_bundle, empty, reading_sections(0))
+    split = Cluster(tmp_path, "split", redis_url, trained_bundle, empty, reading_sections(2))
     predict_volume(whole, 1)
     assert whole.journal.children("volume-1") == []
     final, updates = predict_volume(split, 2)

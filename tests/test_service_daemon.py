@@ -15,11 +15,19 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_cli
+from membraind.daemon_toml import ipc_api, write_daemon_toml
 from membraind.service.journal import SqliteJournal
 from membraind.service import supervised
 from membraind.service.supervised import SupervisedDaemon
 
 pytestmark = pytest.mark.isbi
+
+# A small CPU training that runs until it is stopped: tests cancel or kill it.
+ENDLESS_TRAINING = {
+    "unet": {"depth": 3, "base_filters": 8},
+    "training": {"steps_per_epoch": 4, "batch_size": 4, "epochs": 1000, "device": "cpu"},
+    "sampler": {"patch_size": 64},
+}
 
 
 def wait_until(predicate, timeout: float = 120.0, what: str = "condition", daemon: SupervisedDaemon | None = None):
@@ -34,35 +42,21 @@ def wait_until(predicate, timeout: float = 120.0, what: str = "condition", daemo
 class Lab:
     """A daemon home with a config: scope folder, request folder, outputs."""
 
-    def __init__(self, tmp: Path, bundle: Path, isbi: Path, extra: str = "", service: str = "") -> None:
+    def __init__(self, tmp: Path, bundle: Path, isbi: Path, config: dict | None = None) -> None:
+        """``config`` (the configuration file's shape) is laid over the lab's base configuration."""
         self.home, self.bundle, self.isbi = tmp / "home", bundle, isbi
         self.scope, self.scope_out = self.home / "scope", self.home / "scope-out"
         self.requests = self.home / "requests"
-        self.config = tmp / "membraind.toml"
-        self.api_endpoint, self.events_endpoint = f"ipc://{tmp}/api.sock", f"ipc://{tmp}/events.sock"
-        self.config.write_text(
-            f"""
-[service]
-home = "{self.home}"
-roots = ["{bundle.parent}", "{isbi}"]
-retry_delay_seconds = 0.2
-{service}
-[service.api]
-endpoint = "{self.api_endpoint}"
-events = "{self.events_endpoint}"
-
-[[service.scope]]
-folder = "{self.scope}"
-out = "{self.scope_out}"
-bundles = ["{bundle}"]
-stable_seconds = 0.5
-
-[predict]
-device = "cpu"
-engine = "torch"
-{extra}
-"""
-        )
+        api = ipc_api(tmp)
+        self.api_endpoint, self.events_endpoint = api["endpoint"], api["events"]
+        base = {
+            "service": {
+                "home": self.home, "roots": [bundle.parent, isbi], "retry_delay_seconds": 0.2, "api": api,
+                "scope": [{"folder": self.scope, "out": self.scope_out, "bundles": [bundle], "stable_seconds": 0.5}],
+            },
+            "predict": {"device": "cpu", "engine": "torch"},
+        }  # fmt: skip
+        self.config = write_daemon_toml(tmp / "membraind.toml", base, config or {})
         self.log = tmp / "daemon.log"
 
     def daemon(self) -> SupervisedDaemon:
@@ -121,7 +115,7 @@ def hidden_files(folder: Path) -> list[Path]:
 
 
 def test_sigkill_while_jobs_run_then_restart_completes_each_job_once(tmp_path, trained_bundle, isbi):
-    lab = Lab(tmp_path, trained_bundle, isbi, extra="tile_size = 128\ncontext = 32")
+    lab = Lab(tmp_path, trained_bundle, isbi, {"predict": {"tile_size": 128, "context": 32}})
     tiles = [lab.drop_tile(f"run1/tile_{i}.png", i) for i in range(5)]  # 16 network tiles each
     daemon = lab.daemon().start()
     try:
@@ -150,7 +144,7 @@ def test_sigkill_while_jobs_run_then_restart_completes_each_job_once(tmp_path, t
 
 
 def test_sigterm_finishes_the_running_tile_and_requeues_the_rest(tmp_path, trained_bundle, isbi):
-    lab = Lab(tmp_path, trained_bundle, isbi, extra="tile_size = 128\ncontext = 32\npyramid = false")
+    lab = Lab(tmp_path, trained_bundle, isbi, {"predict": {"tile_size": 128, "context": 32, "pyramid": False}})
     out = lab.home / "box-out"
     request = {
         "id": "box-1", "kind": "predict", "volume": str(isbi / "test" / "image"), "bundles": [str(trained_bundle)],
@@ -220,7 +214,7 @@ def test_second_daemon_on_the_same_state_folder_refuses_to_start(tmp_path, train
 
 
 def test_engine_crash_and_hang_are_retried_and_the_daemon_stays_up(tmp_path, trained_bundle, isbi):
-    lab = Lab(tmp_path, trained_bundle, isbi, extra="tile_size = 128\ncontext = 32", service="hang_seconds = 20")
+    lab = Lab(tmp_path, trained_bundle, isbi, {"predict": {"tile_size": 128, "context": 32}, "service": {"hang_seconds": 20}})
     with lab.daemon() as daemon:
         lab.drop_tile("a/crash.png", 5)
         (record,) = wait_until(lambda: [r for r in lab.records() if r.state == "running" and r.progress > 0],
@@ -243,10 +237,7 @@ def test_engine_crash_and_hang_are_retried_and_the_daemon_stays_up(tmp_path, tra
 
 
 def test_cancel_stops_running_training_and_keeps_its_checkpoint(tmp_path, trained_bundle, isbi):
-    lab = Lab(
-        tmp_path, trained_bundle, isbi,
-        extra='[unet]\ndepth = 3\nbase_filters = 8\n[training]\nsteps_per_epoch = 4\nbatch_size = 4\nepochs = 1000\ndevice = "cpu"\n[sampler]\npatch_size = 64',
-    )  # fmt: skip
+    lab = Lab(tmp_path, trained_bundle, isbi, ENDLESS_TRAINING)
     run = lab.home / "train-run"
     request = {"id": "train-1", "kind": "train", "em": str(isbi / "train" / "image"), "labels": str(isbi / "train" / "label"),
                "mapping": "isbi", "out": str(run)}  # fmt: skip
@@ -291,10 +282,7 @@ def history_rows(run: Path) -> list[list[str]]:
 
 
 def test_restart_starts_a_run_over_only_once_and_a_retry_resumes_it(tmp_path, trained_bundle, isbi):
-    lab = Lab(
-        tmp_path, trained_bundle, isbi,
-        extra='[unet]\ndepth = 3\nbase_filters = 8\n[training]\nsteps_per_epoch = 4\nbatch_size = 4\nepochs = 1000\ndevice = "cpu"\n[sampler]\npatch_size = 64',
-    )  # fmt: skip
+    lab = Lab(tmp_path, trained_bundle, isbi, ENDLESS_TRAINING)
     run = lab.home / "train-run"
     request = {"id": "train-over", "kind": "train", "em": str(isbi / "train" / "image"),
                "labels": str(isbi / "train" / "label"), "mapping": "isbi", "out": str(run), "restart": True}  # fmt: skip
@@ -336,7 +324,7 @@ def test_jobs_run_by_sqlite_workers_keep_status_files_and_api_events_current(tmp
 
     from membraind.service.runner import worker_name
 
-    lab = Lab(tmp_path, trained_bundle, isbi, service="[service.queue]\nserve_runs_jobs = false\n")
+    lab = Lab(tmp_path, trained_bundle, isbi, {"service": {"queue": {"serve_runs_jobs": False}}})
     worker = SupervisedDaemon(lab.config, tmp_path / "worker.log", command=["worker", "--cpu", "--name", "w0"])
     with lab.daemon() as serve, worker:
         lab.drop_request("onnx.json", {"id": "file-1", "kind": "export-onnx", "bundle": str(trained_bundle),

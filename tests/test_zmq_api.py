@@ -270,7 +270,7 @@ def test_curve_admits_known_keys_only_and_records_who_submitted(tmp_path, isbi):
     bob_public, bob = generate_keys(keys, "bob")
     admitted.mkdir()
     (admitted / "alice.key").write_bytes((keys / "alice.key").read_bytes())
-    api = Api(tmp_path, isbi, api=f'server_key = "{keys / "server.key_secret"}"\nauthorized_keys = "{admitted}"')
+    api = Api(tmp_path, isbi, {"service": {"api": {"server_key": keys / "server.key_secret", "authorized_keys": admitted}}})
     server = keys / "server.key"
     with api.supervised():
         with api.client(server_key=server, key=alice) as client:
@@ -302,8 +302,7 @@ def test_a_port_in_use_stops_the_start_with_the_reason(tmp_path, isbi):
     port = squatter.bind_to_random_port("tcp://127.0.0.1")
     squatter.linger = 0
     try:
-        api = Api(tmp_path, isbi)
-        api.config.write_text(api.config.read_text().replace(api.endpoint, f"tcp://127.0.0.1:{port}"))
+        api = Api(tmp_path, isbi, {"service": {"api": {"endpoint": f"tcp://127.0.0.1:{port}"}}})
         daemon = api.supervised()
         with pytest.raises(RuntimeError, match="did not become ready"):
             daemon.start(ready_timeout=120)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from membraind.config import Settings
+from membraind.daemon_toml import ipc_api, write_daemon_toml
 from membraind.demo.pipeline import run_demo
 
 SCOPE_TILES = 4
@@ -27,35 +28,28 @@ def _step(number: int, text: str) -> None:
     print(f"[{number}/11] {text}", flush=True)
 
 
-def api_endpoints(out: Path) -> tuple[str, str]:
-    """The demo daemon's API endpoints: sockets in ``out`` (TCP ports 5581 and 5582 when the path is too long)."""
+def api_table(out: Path) -> dict[str, str]:
+    """The demo daemon's ``[service.api]``: sockets in ``out`` (TCP ports 5581 and 5582 when the path is too long)."""
     if len(str(out)) < 80:
-        return f"ipc://{out}/api.sock", f"ipc://{out}/events.sock"
-    return "tcp://127.0.0.1:5581", "tcp://127.0.0.1:5582"
+        return ipc_api(out)
+    return {"endpoint": "tcp://127.0.0.1:5581", "events": "tcp://127.0.0.1:5582"}
 
 
 def _config(out: Path, home: Path, bundle: Path) -> Path:
-    config = out / "membraind.toml"
-    config.write_text(
-        f"""# written by `membraind demo`: the embedded defaults plus the demo's folders
-[service]
-home = "{home}"
-roots = ["{out}"]
-
-[service.api]  # a private socket, so the demo runs beside a real daemon
-endpoint = "{api_endpoints(out)[0]}"
-events = "{api_endpoints(out)[1]}"
-
-[[service.scope]]
-folder = "{home / 'scope'}"
-out = "{home / 'scope-predictions'}"
-bundles = ["{bundle}"]
-
-[predict]
-tile_size = 512
-"""
-    )
-    return config
+    config = {
+        "service": {
+            "home": home,
+            "roots": [out],
+            "api": api_table(out),
+            "scope": [{"folder": home / "scope", "out": home / "scope-predictions", "bundles": [bundle]}],
+        },
+        "predict": {"tile_size": 512},
+    }
+    return write_daemon_toml(
+        out / "membraind.toml", config,
+        comment="written by `membraind demo`: the embedded defaults plus the demo's folders\n"
+        "and a private API socket, so the demo runs beside a real daemon",
+    )  # fmt: skip
 
 
 def _drop(folder: Path, name: str, request: dict) -> None:

@@ -1,4 +1,4 @@
-"""Tile-invariant intensity normalisation (design decision 5).
+"""Tile-invariant intensity normalisation (docs/design-notes.md, "Tile-invariant preprocessing").
 
 A percentile stretch maps the ``low_percentile`` gray value of a section to 0 and the
 ``high_percentile`` value to 1. Its statistics come from a whole section (``scope =

@@ -114,7 +114,7 @@ JobSpec = Annotated[Union[SPEC_TYPES], Field(discriminator="kind")]
 
 
 class Priority:
-    """GPU queue priorities (higher runs first), design decision 4."""
+    """GPU queue priorities, higher first (docs/design-notes.md, "One GPU job at a time, by priority")."""
 
     INTERACTIVE = 30  # anchors and single images a person is waiting for
     SCOPE = 20  # tiles arriving from the microscope

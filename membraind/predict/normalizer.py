@@ -1,4 +1,6 @@
-"""Tile-invariant input normalisation at prediction time (design decision 5).
+"""Tile-invariant input normalisation at prediction time.
+
+docs/design-notes.md, "Tile-invariant preprocessing".
 
 A bundle's :class:`IntensityNormalization` stretches gray values with statistics of a
 whole section (or of its training set), never of a tile. Here the section statistics

@@ -1,4 +1,4 @@
-"""The daemon's side of an engine process (design decision 3).
+"""The daemon's side of an engine process (docs/design-notes.md, "No fork: engines run in spawned processes").
 
 :meth:`EngineProcess.run` sends one job to the process and waits for it, forwarding
 progress. A job that crashes the process, hangs (no progress for ``hang_seconds``) or

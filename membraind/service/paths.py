@@ -1,4 +1,4 @@
-"""Requests may only read and write under the configured roots (design decision 7)."""
+"""Requests may only read and write under the configured roots (docs/design-notes.md, "Paths and trust")."""
 
 from __future__ import annotations
 

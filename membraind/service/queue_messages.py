@@ -1,8 +1,8 @@
 """How queue messages are written: JSON, signed with HMAC-SHA256 when a secret is set.
 
 Huey's own serializer pickles, and unpickling a message is running its code: fine for a
-file only this daemon writes, not for a Redis server on the network (design decision
-7). A membraind message only ever carries a job id, so JSON holds it; with a secret,
+file only this daemon writes, not for a Redis server on the network (docs/design-notes.md,
+"Paths and trust"). A membraind message only ever carries a job id, so JSON holds it; with a secret,
 a message that was not signed with it (forged, or from another cluster's secret) is
 refused before it is even parsed. Nothing is ever unpickled.
 """

@@ -8,8 +8,9 @@ never stalls a dequeue; with ``redis`` they are priority queues in the shared Re
 server (blocking pops: a worker takes a job the moment it is queued). Messages are
 signed JSON, never pickle (:mod:`membraind.service.queue_messages`).
 
-The consumers run as threads of the daemon or worker (never forked, design decision 3),
-without Huey's signal handling: the process owns SIGTERM/SIGINT and stops them itself.
+The consumers run as threads of the daemon or worker (never forked: docs/design-notes.md,
+"No fork: engines run in spawned processes"), without Huey's signal handling: the process
+owns SIGTERM/SIGINT and stops them itself.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ class _QueueStorage(SqliteStorage):
     """Huey's SQLite storage without an fsync per enqueue.
 
     The queue needs no durability of its own: at every start it is flushed and rebuilt
-    from the journal (design decision 1), which does fsync. WAL with synchronous=NORMAL
-    can lose the last enqueues at a power cut but never corrupts the file; it takes a
-    millisecond or more off every submission.
+    from the journal (docs/design-notes.md, "The journal is the record of truth"), which
+    does fsync. WAL with synchronous=NORMAL can lose the last enqueues at a power cut but
+    never corrupts the file; it takes a millisecond or more off every submission.
     """
 
     def _create_connection(self):  # noqa: ANN202 - Huey's signature

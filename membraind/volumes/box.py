@@ -1,8 +1,9 @@
 """The one box type: a half-open region of a volume at a given mip level.
 
 Boxes are half-open (``x0 <= x < x1``) and carry the mip level their xy coordinates are
-in (design decision 6). Mip ``m`` halves x and y ``m`` times; z is never scaled. VAST's
-inclusive mip0 boxes are converted at the VAST boundary only.
+in (docs/design-notes.md, "One box type, converted at the VAST boundary"). Mip ``m``
+halves x and y ``m`` times; z is never scaled. VAST's inclusive mip0 boxes are converted
+at the VAST boundary only.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Every reader turns a failure into an :class:`~membraind.errors.InputError` that names
 the file; every writer writes to a temporary name in the same folder and renames it
-into place, so a reader never sees half a file (design decision 2).
+into place, so a reader never sees half a file (docs/design-notes.md, "Idempotent
+outputs").
 """
 
 from __future__ import annotations

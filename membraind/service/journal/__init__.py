@@ -1,4 +1,6 @@
-"""The job journal (design decision 1), on the backend the configuration names.
+"""The job journal, on the backend the configuration names.
+
+docs/design-notes.md, "The journal is the record of truth".
 
 See :mod:`membraind.service.journal.base` for the state machine every backend keeps.
 """

@@ -1,8 +1,8 @@
 """What every journal backend does: the job state machine, leases, and the reads.
 
-The journal is membraind's record of truth about jobs (design decision 1). Huey forgets
-a task the moment a worker takes it, so a job running when its worker dies would be
-lost without it. Every job's state::
+The journal is membraind's record of truth about jobs (docs/design-notes.md, "The
+journal is the record of truth"). Huey forgets a task the moment a worker takes it, so a
+job running when its worker dies would be lost without it. Every job's state::
 
     queued -> running -> done | failed | cancelled
        ^         |

@@ -1,14 +1,16 @@
-"""A stand-in for VAST's remote-API server, for tests and for trying membraind without VAST.
+"""The emulated VAST: the layers, selections and view its remote API shows, and one handler per command.
 
-:class:`VastEmulator` listens on TCP and answers the commands membraind uses byte for byte
-as vast-protocol.md describes them, backed by:
+:class:`EmulatedVast` answers a request's parameters with its reply payload, or raises
+:class:`Refused` with VAST's error code; :mod:`membraind.vast.emulator.server` carries the
+frames over TCP. It serves, as vast-protocol.md describes the commands:
 
 - layer 0: the EM layer, a :class:`~membraind.volumes.volume.Volume` (8-bit gray, or RGB
   sent as B,G,R per pixel; 16-bit volumes are sent as their high byte);
 - layers 1..A: one annotation layer per :class:`AnnotationLayerData`, either given as
   data or read from a skeleton file that is read again whenever it changes on disk;
 - layer A+1: an in-memory uint16 segmentation layer of the mip-0 volume size, stored in
-  blocks allocated on first write (all zero until written);
+  blocks allocated on first write (all zero until written, see
+  :class:`~membraind.vast.emulator.sparse_labels.SparseLabels`);
 - after it, every layer added by LOADLAYER (any volume :func:`open_volume` reads, usually
   a ``.vsvi``), always appended at the end whatever reference layer is given.
 
@@ -40,22 +42,11 @@ bounds; 12 reply larger than :data:`MAX_REPLY`; 13 written data does not match t
 20 annotation object number out of bounds or none selected; 21 no annotation or
 segmentation layer; 30 invalid layer number; 31 invalid layer type (EM read of a
 non-image layer); 32 LOADLAYER could not open the file.
-
-Faults for client tests: set :attr:`VastEmulator.fault` to one of :data:`FAULTS`; it
-applies to the next reply (of any connection) only:
-
-- ``close_mid_reply``: send half of the reply, then close the connection;
-- ``wrong_magic``: send the reply with ``VASX`` instead of ``VAST``, then close;
-- ``length_too_large``: announce 1024 more bytes than sent, send the reply, then stall;
-- ``stall``: send nothing; stalling ends when the client closes, the emulator stops or
-  ``idle_timeout`` passes, and then the connection is closed.
 """
 
 from __future__ import annotations
 
 import logging
-import select
-import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +55,7 @@ from typing import Callable
 import numpy as np
 
 from membraind.errors import InputError, MembraindError
+from membraind.vast.emulator.sparse_labels import SparseLabels
 from membraind.vast.layouts import (
     AnnoObject,
     LayerInfo,
@@ -75,37 +67,24 @@ from membraind.vast.layouts import (
     encode_rle,
     encode_scale_factors,
 )
-from membraind.vast.protocol import (
-    HEADER,
-    MAGIC,
-    Command,
-    Tag,
-    TaggedValues,
-    VastProtocolError,
-    decode_values,
-    encode_frame,
-    encode_values,
-    read_frame,
-)
+from membraind.vast.protocol import Command, Tag, TaggedValues, VastProtocolError, decode_values, encode_values
 from membraind.vast.skeletons import AnnotationLayerData, SkeletonObject, load_skeleton_file
 from membraind.volumes.box import Box
 from membraind.volumes.open_volume import open_volume
 from membraind.volumes.volume import Volume
 
-__all__ = ["VastEmulator", "SparseLabels", "FAULTS", "MAX_REPLY", "REQUEST_LIMIT", "API_VERSION"]
+__all__ = ["EmulatedVast", "Refused", "MAX_REPLY", "API_VERSION"]
 
 log = logging.getLogger(__name__)
 
-FAULTS = ("close_mid_reply", "wrong_magic", "length_too_large", "stall")
 MAX_REPLY = 1 << 30  # larger image requests are refused with error 12, as VAST refuses huge ones
-REQUEST_LIMIT = 512 << 20  # a request announcing more is not the protocol: the connection is closed
 API_VERSION = 5  # what GETAPIVERSION answers (VAST Lite 1.5 era; membraind does not depend on it)
 
 # GETLAYERINFO type codes (undocumented in VAST; see LayerInfo).
 _TYPE = {"em": 0, "loaded": 0, "seg": 1, "anno": 2}
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """Answer the current request with VAST error ``code``."""
 
     def __init__(self, code: int, why: str) -> None:
@@ -131,61 +110,16 @@ class _Layer:
         return "em" if self.is_image else self.kind
 
 
-class SparseLabels:
-    """uint16 ids of a ``(z, y, x)`` volume in square blocks, allocated when first written."""
-
-    def __init__(self, shape: tuple[int, int, int], block: int = 256) -> None:
-        self.shape, self.block = shape, block
-        self._blocks: dict[tuple[int, int, int], np.ndarray] = {}
-
-    def _spans(self, y0: int, y1: int, x0: int, x1: int):
-        b = self.block
-        for by in range(y0 // b, -(-y1 // b)):
-            for bx in range(x0 // b, -(-x1 // b)):
-                ys, ye = max(y0, by * b), min(y1, (by + 1) * b)
-                xs, xe = max(x0, bx * b), min(x1, (bx + 1) * b)
-                yield (by, bx), (slice(ys - by * b, ye - by * b), slice(xs - bx * b, xe - bx * b)), (
-                    slice(ys - y0, ye - y0), slice(xs - x0, xe - x0))  # fmt: skip
-
-    def read(self, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """The ids of the half-open mip-0 box as ``(z, y, x)``."""
-        out = np.zeros((z1 - z0, y1 - y0, x1 - x0), np.uint16)
-        for z in range(z0, z1):
-            for (by, bx), inner, outer in self._spans(y0, y1, x0, x1):
-                block = self._blocks.get((z, by, bx))
-                if block is not None:
-                    out[(z - z0, *outer)] = block[inner]
-        return out
-
-    def write(self, z0: int, y0: int, x0: int, labels: np.ndarray) -> None:
-        """Store ``labels`` (``(z, y, x)``) with its first voxel at ``(x0, y0, z0)``."""
-        nz, ny, nx = labels.shape
-        for z in range(z0, z0 + nz):
-            for key, inner, outer in self._spans(y0, y0 + ny, x0, x0 + nx):
-                block = self._blocks.get((z, *key))
-                if block is None:
-                    block = self._blocks[(z, *key)] = np.zeros((self.block, self.block), np.uint16)
-                block[inner] = labels[(z - z0, *outer)]
-
-    @property
-    def written_blocks(self) -> int:
-        return len(self._blocks)
-
-
-class VastEmulator:
-    """An emulated VAST remote-API server (see the module docstring for what it serves).
+class EmulatedVast:
+    """What an emulated VAST holds, and the handler of each remote-API command it answers.
 
     ``volume``: the EM layer, a :class:`Volume` or a path :func:`open_volume` reads.
     ``skeletons``: annotation layers, as data or as a skeleton file (JSON or VAST CSV, see
     :mod:`membraind.vast.skeletons`) re-read whenever its modification time, size or inode
     changes (:func:`~membraind.vast.skeletons.save_skeleton_json` replaces it atomically).
-    ``port=0`` picks a free port; :meth:`start` returns the bound one.
-    ``idle_timeout`` (s) closes connections that send nothing for that long.
 
-    Attributes for tests: ``calls`` (LOADLAYER and REFRESHLAYERREGION requests, as
-    ``("LOADLAYER", filename)`` and ``("REFRESHLAYERREGION", layer, minx, maxx, miny, maxy,
-    minz, maxz)``), ``fault`` (see :data:`FAULTS`), ``segmentation`` (:class:`SparseLabels`),
-    ``connections`` (open connection count) and :meth:`wait_idle`.
+    :meth:`answer` serves one request at a time, whatever thread calls it. ``calls`` records
+    LOADLAYER and REFRESHLAYERREGION requests, ``segmentation`` is the segmentation layer.
     """
 
     def __init__(
@@ -193,12 +127,8 @@ class VastEmulator:
         volume: Volume | Path | str,
         *,
         skeletons: Path | str | list[AnnotationLayerData] | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
         voxel_size: tuple[float, float, float] | None = None,
         cube_size: tuple[int, int, int] = (16, 16, 16),
-        idle_timeout: float = 600.0,
-        max_connections: int = 64,
         em_name: str | None = None,
         segmentation_name: str = "segmentation",
     ) -> None:
@@ -207,8 +137,7 @@ class VastEmulator:
         self.voxel_size = (float(vx), float(vy), float(vz))
         if self.volume.dtype not in (np.uint8, np.uint16):
             raise InputError(f"{self.volume.name} holds {self.volume.dtype} voxels; the emulator serves 8- or 16-bit EM")
-        self.host, self.port = host, port
-        self.cube_size, self.idle_timeout, self.max_connections = cube_size, idle_timeout, max_connections
+        self.cube_size = cube_size
         z, y, x = self.volume.shape
         self.size = (x, y, z)
         self.mips = max(1, sum(1 for m in range(max(1, self.volume.mips)) if x >> m and y >> m))
@@ -232,13 +161,7 @@ class VastEmulator:
         self._api_selected = {"any": 0}
         self._selected_object: dict[str, int] = {}  # annotation layer name -> selected object id
 
-        self._state = threading.RLock()  # one request at a time touches the emulated VAST
-        self._io = threading.Condition()  # guards fault, calls, connections
-        self._fault: str | None = None
-        self._conns: dict[socket.socket, threading.Thread] = {}
-        self._stopping = threading.Event()
-        self._listener: socket.socket | None = None
-        self._acceptor: threading.Thread | None = None
+        self._lock = threading.RLock()  # one request at a time touches the emulated VAST
         self._handlers: dict[int, Callable[[TaggedValues], bytes]] = {
             Command.GETINFO: self._getinfo,
             Command.GETVIEWCOORDINATES: self._getview,
@@ -266,159 +189,18 @@ class VastEmulator:
             Command.REFRESHLAYERREGION: self._refresh,
         }
 
-    # ------------------------------------------------------------------ server
+    def answer(self, command: int, params: bytes) -> bytes:
+        """The reply payload to ``command`` with its encoded ``params``.
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def fault(self) -> str | None:
-        """The fault applied to the next reply (None: none); cleared once applied."""
-        return self._fault
-
-    @fault.setter
-    def fault(self, value: str | None) -> None:
-        if value is not None and value not in FAULTS:
-            raise ValueError(f"unknown fault {value!r}; choose one of {', '.join(FAULTS)} or None")
-        with self._io:
-            self._fault = value
-
-    @property
-    def connections(self) -> int:
-        """Connections being served now."""
-        with self._io:
-            return len(self._conns)
-
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Wait until no connection is being served; False if some still are after ``timeout`` s."""
-        with self._io:
-            return self._io.wait_for(lambda: not self._conns, timeout)
-
-    def start(self) -> int:
-        """Listen and serve in background threads; returns the port."""
-        if self._listener is not None:
-            return self.port
-        self._stopping.clear()
-        self._listener = socket.create_server((self.host, self.port))
-        self._listener.settimeout(0.5)  # the accept loop notices stop() even where shutdown does not wake it
-        self.port = self._listener.getsockname()[1]
-        self._acceptor = threading.Thread(target=self._accept_loop, name=f"vast-emulator:{self.port}", daemon=True)
-        self._acceptor.start()
-        log.info("VAST emulator listening on %s", self.address)
-        return self.port
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop listening, close every connection and wait for the threads serving them."""
-        self._stopping.set()
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            _shutdown(listener)
-            listener.close()
-        if self._acceptor is not None:
-            self._acceptor.join(timeout)
-            self._acceptor = None
-        with self._io:
-            conns = dict(self._conns)
-        for conn in conns:
-            _shutdown(conn)  # wakes the thread blocked in recv
-        for thread in conns.values():
-            thread.join(timeout)
-
-    def __enter__(self) -> "VastEmulator":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _accept_loop(self) -> None:
-        listener = self._listener
-        while listener is not None and not self._stopping.is_set():
-            try:
-                conn, _ = listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break  # listener closed by stop()
-            with self._io:
-                if len(self._conns) >= self.max_connections or self._stopping.is_set():
-                    log.warning("VAST emulator: refusing a connection, %d already open", len(self._conns))
-                    conn.close()
-                    continue
-                thread = threading.Thread(target=self._serve, args=(conn,), daemon=True, name="vast-emulator-conn")
-                self._conns[conn] = thread
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            conn.settimeout(self.idle_timeout)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            while not self._stopping.is_set():
-                try:
-                    command, params = read_frame(conn, limit=REQUEST_LIMIT)
-                except (VastProtocolError, OSError) as exc:  # includes timeouts and resets
-                    log.debug("VAST emulator: closing a connection (%s)", exc)
-                    return
-                reply = self._answer(command, params)
-                if not self._send(conn, reply):
-                    return
-        finally:
-            conn.close()
-            with self._io:
-                self._conns.pop(conn, None)
-                self._io.notify_all()
-
-    def _send(self, conn: socket.socket, reply: bytes) -> bool:
-        """Send ``reply``, applying a pending fault; False when the connection must close."""
-        with self._io:
-            fault, self._fault = self._fault, None
-        try:
-            if fault is None:
-                conn.sendall(reply)
-                return True
-            log.info("VAST emulator: injecting fault %s", fault)
-            if fault == "close_mid_reply":
-                conn.sendall(reply[: len(reply) // 2])
-            elif fault == "wrong_magic":
-                conn.sendall(b"VASX" + reply[len(MAGIC) :])
-            elif fault == "length_too_large":
-                length = HEADER.unpack_from(reply)[1]
-                conn.sendall(HEADER.pack(MAGIC, length + 1024) + reply[HEADER.size :])
-                self._stall(conn)
-            else:
-                self._stall(conn)
-        except OSError as exc:
-            log.debug("VAST emulator: reply not sent (%s)", exc)
-        return False
-
-    def _stall(self, conn: socket.socket) -> None:
-        """Say nothing until the peer closes, the emulator stops, or ``idle_timeout`` passes."""
-        waited = 0.0
-        while not self._stopping.is_set() and waited < self.idle_timeout:
-            ready, _, _ = select.select([conn], [], [], 0.2)
-            waited += 0.2
-            if ready and not conn.recv(1 << 16):
-                return  # the client gave up and closed
-
-    def _answer(self, command: int, params: bytes) -> bytes:
-        """The reply frame to one request; never raises."""
-        with self._state:
-            try:
-                handler = self._handlers.get(command)
-                if handler is None:
-                    raise _Refused(2, f"unknown command id {command}")
-                self._refresh_skeletons()
-                return encode_frame(1, handler(decode_values(params)), signed=True)
-            except _Refused as exc:
-                log.debug("VAST emulator: command %d refused with %d: %s", command, exc.code, exc)
-                return encode_frame(0, encode_values(exc.code), signed=True)
-            except VastProtocolError as exc:
-                log.debug("VAST emulator: command %d carries invalid values: %s", command, exc)
-                return encode_frame(0, encode_values(3), signed=True)
-            except Exception:  # a bug here must not take the server down
-                log.exception("VAST emulator: internal error answering command %d", command)
-                return encode_frame(0, encode_values(5), signed=True)
+        Raises :class:`Refused` with VAST's error code, or
+        :class:`~membraind.vast.protocol.VastProtocolError` when ``params`` cannot be decoded.
+        """
+        with self._lock:
+            handler = self._handlers.get(command)
+            if handler is None:
+                raise Refused(2, f"unknown command id {command}")
+            self._refresh_skeletons()
+            return handler(decode_values(params))
 
     # ------------------------------------------------------------------ layers and state
 
@@ -429,13 +211,13 @@ class VastEmulator:
     def layer_names(self) -> list[str]:
         """Every layer as ``"N kind 'name'"``, in VAST order."""
         kinds = {"em": "EM", "anno": "annotation", "seg": "segmentation", "loaded": "loaded"}
-        with self._state:
+        with self._lock:
             return [f"{n} {kinds[layer.kind]} {layer.name!r}" for n, layer in enumerate(self._layers())]
 
     def _layer(self, number: int) -> _Layer:
         layers = self._layers()
         if not 0 <= number < len(layers):
-            raise _Refused(30, f"layer {number} does not exist (0..{len(layers) - 1})")
+            raise Refused(30, f"layer {number} does not exist (0..{len(layers) - 1})")
         return layers[number]
 
     def _layer_for(self, family: str, selection: dict[str, int] | None = None) -> tuple[int, _Layer]:
@@ -449,7 +231,7 @@ class VastEmulator:
         for number, layer in enumerate(layers):
             if layer.family == family:
                 return number, layer
-        raise _Refused(21, f"no {family} layer")
+        raise Refused(21, f"no {family} layer")
 
     def _stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -476,11 +258,11 @@ class VastEmulator:
     @staticmethod
     def _params(values: TaggedValues, numbers: int, texts: int = 0, blocks: int = 0) -> list[int]:
         if values.uints and values.ints:
-            raise _Refused(3, "parameters mix uint32 and int32 values; their order would be lost")
+            raise Refused(3, "parameters mix uint32 and int32 values; their order would be lost")
         nums = values.uints or values.ints
         if (len(nums), len(values.texts), len(values.blocks), len(values.doubles), len(values.uint64s)) != (
             numbers, texts, blocks, 0, 0):  # fmt: skip
-            raise _Refused(3, f"expected {numbers} numbers, {texts} texts, {blocks} data blocks")
+            raise Refused(3, f"expected {numbers} numbers, {texts} texts, {blocks} data blocks")
         return list(nums)
 
     def _no_params(self, values: TaggedValues) -> None:
@@ -488,7 +270,7 @@ class VastEmulator:
 
     def _mip(self, mip: int) -> int:
         if not 0 <= mip < self.mips:
-            raise _Refused(11, f"mip {mip} is not in 0..{self.mips - 1}")
+            raise Refused(11, f"mip {mip} is not in 0..{self.mips - 1}")
         return mip
 
     def _box(self, mip: int, coords: list[int]) -> Box:
@@ -497,7 +279,7 @@ class VastEmulator:
         limits = (self.size[0] >> mip, self.size[1] >> mip, self.size[2])
         for lo, hi, limit in ((x0, x1, limits[0]), (y0, y1, limits[1]), (z0, z1, limits[2])):
             if not 0 <= lo <= hi < limit:
-                raise _Refused(10, f"box {coords} leaves the volume ({limits} at mip {mip}) or has min > max")
+                raise Refused(10, f"box {coords} leaves the volume ({limits} at mip {mip}) or has min > max")
         return Box(x0=x0, x1=x1 + 1, y0=y0, y1=y1 + 1, z0=z0, z1=z1 + 1, mip=mip)
 
     # ------------------------------------------------------------------ volume, view, layers
@@ -514,7 +296,7 @@ class VastEmulator:
     def _setview(self, values: TaggedValues) -> bytes:
         x, y, z = self._params(values, 3)
         if not all(0 <= v < limit for v, limit in zip((x, y, z), self.size)):
-            raise _Refused(10, f"view ({x}, {y}, {z}) lies outside the volume {self.size}")
+            raise Refused(10, f"view ({x}, {y}, {z}) lies outside the volume {self.size}")
         self.view = (x, y, z)
         return b""
 
@@ -537,7 +319,7 @@ class VastEmulator:
         for family in ("em", "anno", "seg"):
             try:
                 slots.append(self._layer_for(family, chosen)[0])
-            except _Refused:
+            except Refused:
                 slots.append(-1)
         return encode_values(*((Tag.INT32, v) for v in (*slots, -1)))  # -1: no tool layer
 
@@ -556,15 +338,14 @@ class VastEmulator:
         (reference,) = self._params(values, 1, texts=1)
         filename = values.texts[0]
         if not filename.strip():
-            raise _Refused(32, "LOADLAYER without a file name")
+            raise Refused(32, "LOADLAYER without a file name")
         if reference != -1 and not 0 <= reference < len(self._layers()):
-            raise _Refused(30, f"reference layer {reference} does not exist")
-        with self._io:
-            self.calls.append(("LOADLAYER", filename))
+            raise Refused(30, f"reference layer {reference} does not exist")
+        self.calls.append(("LOADLAYER", filename))
         try:
             volume = open_volume(Path(filename))
         except (MembraindError, OSError, ValueError) as exc:
-            raise _Refused(32, f"cannot load {filename}: {exc}") from None
+            raise Refused(32, f"cannot load {filename}: {exc}") from None
         descriptor = getattr(volume, "descriptor", None)
         name = getattr(descriptor, "TargetLayerName", "") or Path(filename).stem
         self._loaded.append(_Layer("loaded", name, volume=volume, path=filename))
@@ -576,9 +357,8 @@ class VastEmulator:
         # Only a cache invalidation: a region reaching past the volume (whole tiles of a
         # tile store at its edge) is accepted; only min > max is refused.
         if any(lo > hi for lo, hi in zip(coords[0::2], coords[1::2])):
-            raise _Refused(10, f"refresh region {coords} has min > max")
-        with self._io:
-            self.calls.append(("REFRESHLAYERREGION", number, *coords))
+            raise Refused(10, f"refresh region {coords} has min > max")
+        self.calls.append(("REFRESHLAYERREGION", number, *coords))
         clear = getattr(layer.volume, "clear_cache", None)
         if callable(clear):
             clear()  # show tiles written since they were first read
@@ -590,16 +370,16 @@ class VastEmulator:
         number, mip, *coords = self._params(values, 8)
         layer = self._layer(number)
         if not layer.is_image:
-            raise _Refused(31, f"layer {number} ({layer.name}) is not an image layer")
+            raise Refused(31, f"layer {number} ({layer.name}) is not an image layer")
         box = self._box(self._mip(mip), coords)
         channels = 3 if layer.volume is not None and layer.volume.channels == 3 else 1
         if box.voxels * channels > MAX_REPLY:
-            raise _Refused(12, f"{box.voxels * channels} bytes asked for; at most {MAX_REPLY}")
+            raise Refused(12, f"{box.voxels * channels} bytes asked for; at most {MAX_REPLY}")
         try:
             pixels = self._read_image(layer, box, channels)
         except (MembraindError, OSError, ValueError) as exc:
             log.warning("VAST emulator: cannot read %s of layer %d: %s", box, number, exc)
-            raise _Refused(4, str(exc)) from None
+            raise Refused(4, str(exc)) from None
         if pixels.dtype == np.uint16:
             pixels = (pixels >> 8).astype(np.uint8)  # VAST image layers are 8 bit per channel
         if channels == 3:
@@ -628,7 +408,7 @@ class VastEmulator:
     def _getseg(self, values: TaggedValues, rle: bool) -> bytes:
         box = self._seg_box(values, 0)
         if box.voxels * 2 > MAX_REPLY:
-            raise _Refused(12, f"{box.voxels * 2} bytes asked for; at most {MAX_REPLY}")
+            raise Refused(12, f"{box.voxels * 2} bytes asked for; at most {MAX_REPLY}")
         s = 2**box.mip
         # Mip m voxel (x, y) is mip-0 voxel (x * s, y * s): read the covering mip-0 rows, keep every s-th.
         labels = self.segmentation.read(box.z0, box.z1, box.y0 * s, (box.y1 - 1) * s + 1, box.x0 * s,
@@ -638,7 +418,7 @@ class VastEmulator:
             return raw
         encoded = encode_rle(labels)
         if len(encoded) > len(raw):  # as error 22's wording says: "request raw instead"
-            raise _Refused(22, f"RLE would take {len(encoded)} bytes, raw {len(raw)}")
+            raise Refused(22, f"RLE would take {len(encoded)} bytes, raw {len(raw)}")
         return encoded
 
     def _setseg(self, values: TaggedValues, rle: bool) -> bytes:
@@ -648,10 +428,10 @@ class VastEmulator:
             try:
                 labels = decode_rle(data, box.shape)
             except VastProtocolError as exc:
-                raise _Refused(13, str(exc)) from None
+                raise Refused(13, str(exc)) from None
         else:
             if len(data) != 2 * box.voxels:
-                raise _Refused(13, f"{len(data)} bytes for {box.voxels} voxels of 2 bytes")
+                raise Refused(13, f"{len(data)} bytes for {box.voxels} voxels of 2 bytes")
             labels = np.frombuffer(data, "<u2").reshape(box.shape)
         s = 2**box.mip
         if s > 1:
@@ -698,7 +478,7 @@ class VastEmulator:
         data = self._anno_layer()
         count = len(self._table(data))
         if not 1 <= object_id <= count:
-            raise _Refused(20, f"object {object_id} is not in 1..{count} of layer {data.name}")
+            raise Refused(20, f"object {object_id} is not in 1..{count} of layer {data.name}")
         self._selected_object[data.name] = object_id
         return b""
 
@@ -711,7 +491,7 @@ class VastEmulator:
         data = self._anno_layer()
         selected = self._selected(data)
         if not selected:
-            raise _Refused(20, f"no object of layer {data.name} is selected")
+            raise Refused(20, f"no object of layer {data.name} is selected")
         obj = self._table(data)[selected - 1]
         return encode_node_table(obj.nodes if obj else [])
 
@@ -727,9 +507,3 @@ def _anno_object(object_id: int, obj: SkeletonObject | None) -> AnnoObject:
     return AnnoObject(id=object_id, anchor=(root.x, root.y, root.z),
                       bbox=(min(xs), min(ys), min(zs), max(xs), max(ys), max(zs)))  # fmt: skip
 
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed or never connected
