@@ -19,9 +19,10 @@ from pathlib import Path
 from membraind.config import load_settings
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth
+from membraind.groundtruth.training_data import TrainingData
 from membraind.nn.bundle import load_bundle
 from membraind.nn.evaluate import EvaluationResult, make_engine
-from membraind.nn.trainer import Trainer, TrainingData
+from membraind.nn.training_setup import build_trainer
 
 DEFAULT_ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 
@@ -41,8 +42,8 @@ def main() -> None:
     settings = settings.model_copy(update={"training": training})
     out = args.out or Path(tempfile.mkdtemp(prefix="isbi-accuracy-"))
 
-    trainer = Trainer(out, data, settings, name="isbi-benchmark")
     started = time.monotonic()
+    trainer = build_trainer(out, data, settings, name="isbi-benchmark")
     bundle_path = trainer.run()
     minutes = (time.monotonic() - started) / 60
     bundle = load_bundle(bundle_path)

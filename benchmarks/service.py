@@ -36,7 +36,8 @@ def train_small_bundle(isbi: Path, out: Path) -> Path:
     from membraind.config import Settings
     from membraind.groundtruth.label_mapping import LabelMapping
     from membraind.groundtruth.pairs import load_ground_truth
-    from membraind.nn.trainer import Trainer, TrainingData
+    from membraind.groundtruth.training_data import TrainingData
+    from membraind.nn.training_setup import build_trainer
 
     images = load_ground_truth(isbi / "train" / "image", isbi / "train" / "label", LabelMapping.preset("isbi"))
     settings = Settings.model_validate({
@@ -44,7 +45,7 @@ def train_small_bundle(isbi: Path, out: Path) -> Path:
         "training": {"epochs": 2, "steps_per_epoch": 10, "batch_size": 8, "device": "cpu", "seed": 1},
         "sampler": {"patch_size": 128},
     })  # fmt: skip
-    return Trainer(out / "run", TrainingData(images[:10], images[10:11]), settings, name="bench").run()
+    return build_trainer(out / "run", TrainingData(images[:10], images[10:11]), settings, name="bench").run()
 
 
 def cpu_seconds(pids: list[int]) -> float:

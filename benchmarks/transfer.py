@@ -27,10 +27,11 @@ from membraind.demo.synthetic_em import generate_stack
 from membraind.groundtruth.classes import THIRD, UNANNOTATED
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
+from membraind.groundtruth.training_data import TrainingData
 from membraind.nn.bundle import Bundle, load_bundle
 from membraind.nn.evaluate import make_engine, score
 from membraind.nn.train_settings import TransferSettings
-from membraind.nn.trainer import Trainer, TrainingData
+from membraind.nn.training_setup import build_trainer
 from membraind.segment.metrics import ConfusionCounts
 
 DEFAULT_ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
@@ -66,7 +67,7 @@ def main() -> None:
         parent = load_bundle(args.parent)
     else:
         isbi = load_ground_truth(args.isbi / "train" / "image", args.isbi / "train" / "label", LabelMapping.preset("isbi"))
-        trainer = Trainer(out / "parent", TrainingData(isbi[:20], isbi[20:25], []), settings_for(args.parent_minutes))
+        trainer = build_trainer(out / "parent", TrainingData(isbi[:20], isbi[20:25], []), settings_for(args.parent_minutes))
         parent = load_bundle(trainer.run())
 
     stack = generate_stack(seed=11, sections=6)
@@ -77,15 +78,15 @@ def main() -> None:
 
     device = args.device
     finetuned = load_bundle(
-        Trainer(out / "finetune", data, settings_for(args.minutes), parent=parent,
-                transfer=TransferSettings(mode=args.mode)).run()
+        build_trainer(out / "finetune", data, settings_for(args.minutes), parent=parent,
+                      transfer=TransferSettings(mode=args.mode)).run()
     )
     scratch_settings = settings_for(args.minutes)
     scratch_settings = scratch_settings.model_copy(
         update={"unet": parent.metadata.architecture,
                 "sampler": scratch_settings.sampler.model_copy(update={"patch_size": parent.metadata.patch_size})}
     )
-    scratch = load_bundle(Trainer(out / "scratch", data, scratch_settings).run())
+    scratch = load_bundle(build_trainer(out / "scratch", data, scratch_settings).run())
 
     results = {name: membrane_f1(b, test, "cpu" if device == "auto" else device)
                for name, b in (("finetune", finetuned), ("scratch", scratch), ("parent", parent))}

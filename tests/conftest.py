@@ -102,7 +102,8 @@ def trained_bundle(tmp_path_factory, isbi) -> Path:
     from membraind.config import Settings
     from membraind.groundtruth.label_mapping import LabelMapping
     from membraind.groundtruth.pairs import load_ground_truth
-    from membraind.nn.trainer import Trainer, TrainingData
+    from membraind.groundtruth.training_data import TrainingData
+    from membraind.nn.training_setup import build_trainer
 
     images = load_ground_truth(isbi / "train" / "image", isbi / "train" / "label", LabelMapping.preset("isbi"))
     settings = Settings.model_validate(
@@ -113,4 +114,4 @@ def trained_bundle(tmp_path_factory, isbi) -> Path:
         }
     )
     out = tmp_path_factory.mktemp("trained")
-    return Trainer(out / "run", TrainingData(images[:10], images[10:11]), settings, name="isbi-small").run()
+    return build_trainer(out / "run", TrainingData(images[:10], images[10:11]), settings, name="isbi-small").run()

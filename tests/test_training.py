@@ -19,7 +19,9 @@ from membraind.groundtruth.pairs import load_ground_truth
 from membraind.nn.architecture import UNetConfig
 from membraind.nn.bundle import load_bundle
 from membraind.nn.train_settings import TransferSettings
-from membraind.nn.trainer import Trainer, TrainingCancelled, TrainingData
+from membraind.groundtruth.training_data import TrainingData
+from membraind.nn.trainer import TrainingCancelled
+from membraind.nn.training_setup import build_trainer
 from membraind.nn.transfer import plan_transfer
 from membraind.nn.unet import UNet
 
@@ -99,7 +101,7 @@ def test_training_writes_history_curve_and_bundle(tmp_path, tiny_settings, isbi_
         update={"training": tiny_settings.training.model_copy(update={"epochs": 2})}
     )
     messages = []
-    bundle_path = Trainer(tmp_path / "run", isbi_small, settings).run(lambda f, m: messages.append((f, m)))
+    bundle_path = build_trainer(tmp_path / "run", isbi_small, settings).run(lambda f, m: messages.append((f, m)))
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for key in ("train_loss", "train_accuracy", "train_membrane_f1", "val_loss", "val_accuracy", "val_membrane_f1"):
@@ -121,11 +123,11 @@ def test_cancel_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_settings, isb
         return calls["n"] > 4  # in the second epoch
 
     with pytest.raises(TrainingCancelled):
-        Trainer(tmp_path / "run", isbi_small, settings).run(cancel=cancel)
+        build_trainer(tmp_path / "run", isbi_small, settings).run(cancel=cancel)
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 1
     # Running again resumes after the kept epoch.
-    Trainer(tmp_path / "run", isbi_small, settings).run()
+    build_trainer(tmp_path / "run", isbi_small, settings).run()
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
 
@@ -162,9 +164,9 @@ def test_resume_after_sigkill_continues_epochs_and_curve(tmp_path, isbi):
 
 def test_finetune_records_its_parent(tmp_path, tiny_settings, isbi_small):
     settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 1})})
-    parent_path = Trainer(tmp_path / "parent", isbi_small, settings).run()
+    parent_path = build_trainer(tmp_path / "parent", isbi_small, settings).run()
     parent = load_bundle(parent_path)
-    child_path = Trainer(
+    child_path = build_trainer(
         tmp_path / "child", isbi_small, settings, parent=parent, transfer=TransferSettings(mode="freeze-encoder")
     ).run()
     child = load_bundle(child_path)
@@ -188,18 +190,18 @@ def small_isbi_folders(tmp_path, isbi):
 
 
 def test_episodic_finetuning_replays_the_parents_data(tmp_path, tiny_settings, small_isbi_folders):
-    from membraind.nn.trainer import load_training_data
+    from membraind.groundtruth.training_data import load_training_data
 
     settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 1})})
     em, labels = small_isbi_folders
     data = load_training_data(em, labels, LabelMapping.preset("isbi"), 0.34)
     assert [gt.name for gt in data.train] == ["00", "01"] and [gt.name for gt in data.validation] == ["02"]
-    parent = load_bundle(Trainer(tmp_path / "parent", data, settings).run())
+    parent = load_bundle(build_trainer(tmp_path / "parent", data, settings).run())
     assert parent.metadata.training["data"][0]["em"] == str(em.resolve())
-    trainer = Trainer(tmp_path / "child", data, settings, parent=parent, transfer=TransferSettings(mode="episodic"))
-    sampler, replay = trainer._samplers()
+    trainer = build_trainer(tmp_path / "child", data, settings, parent=parent, transfer=TransferSettings(mode="episodic"))
+    replay = trainer.batches.replay
     assert replay is not None and len(replay.sources) == 3  # every image the parent learned from
-    images, _ = trainer._draw_batch(sampler, replay)
+    images, _ = trainer.batches.draw()
     assert images.shape[0] == settings.training.batch_size
     child = load_bundle(trainer.run())
     assert child.metadata.parent_data == parent.metadata.training["data"]
@@ -209,10 +211,11 @@ def test_episodic_without_recorded_parent_data_says_what_to_do(tmp_path, tiny_se
     from membraind.errors import InputError
 
     settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 1})})
-    parent = load_bundle(Trainer(tmp_path / "parent", isbi_small, settings).run())
-    trainer = Trainer(tmp_path / "child", isbi_small, settings, parent=parent, transfer=TransferSettings(mode="episodic"))
+    parent = load_bundle(build_trainer(tmp_path / "parent", isbi_small, settings).run())
     with pytest.raises(InputError, match="does not record any; use another mode"):
-        trainer.run()
+        build_trainer(
+            tmp_path / "child", isbi_small, settings, parent=parent, transfer=TransferSettings(mode="episodic")
+        ).run()
 
 
 def test_cli_train_export_evaluate(tmp_path, small_isbi_folders):
@@ -268,3 +271,56 @@ def test_dice_term_rewards_getting_membrane_right():
     wrong = -right
     loss_fn = SparseSegmentationLoss(dice_weight=1.0)
     assert loss_fn(right, target).item() < 0.05 < 1.0 < loss_fn(wrong, target).item()
+
+
+def test_mask_unannotated_takes_label_classes_and_ignores_class_0():
+    from membraind.nn.loss import MaskUnannotated, SparseSegmentationLoss
+
+    torch.manual_seed(0)
+    inner = SparseSegmentationLoss(dice_weight=1.0)
+    loss_fn = MaskUnannotated(inner)
+    logits = torch.randn(2, 2, 16, 16)
+    labels = torch.randint(1, 3, (2, 16, 16), dtype=torch.uint8)  # 1 interior, 2 membrane
+    labels[:, :8] = 0  # the top half is not annotated
+    assert loss_fn(logits, labels).item() == pytest.approx(inner(logits, labels.long() - 1).item(), rel=1e-6)
+    changed = logits.clone()
+    changed[:, :, :8] = torch.randn(2, 2, 8, 16) * 10
+    assert loss_fn(changed, labels).item() == pytest.approx(loss_fn(logits, labels).item(), rel=1e-6)
+    # The validation loss scores probabilities against the same label classes, unannotated pixels ignored.
+    probabilities = torch.softmax(logits[0], dim=0).numpy()
+    other = probabilities.copy()
+    other[:, :8] = other[::-1, :8]
+    image_labels = labels[0].numpy()
+    assert loss_fn.validation_loss(probabilities, image_labels) == pytest.approx(
+        loss_fn.validation_loss(other, image_labels), rel=1e-6
+    )
+
+
+def test_batch_metric_counts_annotated_pixels_in_label_classes():
+    from membraind.nn.evaluate import score_batch
+
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 1, 0] = 1.0  # top row: membrane (class 2); bottom row: interior (class 1)
+    labels = np.array([[[2, 0], [1, 2]]], np.uint8)
+    counts = score_batch(logits, labels)
+    assert (counts.pixels, counts.correct, counts.true_positive, counts.false_negative) == (3, 2, 1, 1)
+
+
+def test_prefetch_hands_out_in_order_and_reraises():
+    from membraind.groundtruth.prefetch import Prefetch
+
+    items = iter([1, 2, ValueError("broken")])
+
+    def draw():
+        item = next(items)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    ahead = Prefetch(draw, 3)
+    try:
+        assert [ahead.next(), ahead.next()] == [1, 2]
+        with pytest.raises(ValueError, match="broken"):
+            ahead.next()
+    finally:
+        ahead.close()

@@ -22,11 +22,11 @@ def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
 
 
 def _train(spec, settings: Settings) -> int:
-    from membraind.jobs.execute import make_trainer, training_result
+    from membraind.jobs.execute import make_trainer, training_data, training_result
     from membraind.nn.trainer import TrainingCancelled
 
-    trainer = make_trainer(spec, settings)
-    data = trainer.data
+    data = training_data(spec, settings)
+    trainer = make_trainer(spec, settings, data)
     print(
         f"training on {len(data.train)} image(s), validating on {len(data.validation)}, device {trainer.device}; "
         f"run folder {spec.out}"

@@ -7,7 +7,7 @@ them here too, keeping bundles and engines loaded between jobs (:class:`ModelCac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from membraind_client.messages import JobResult  # one definition for the daemon and its clients
 
@@ -15,6 +15,10 @@ from membraind.config import Settings, with_overrides
 from membraind.jobs.specs import ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
 from membraind.predict.request import VastSource
 from membraind.predict.settings import PredictSettings
+
+if TYPE_CHECKING:  # torch is imported only when a training job runs
+    from membraind.groundtruth.training_data import TrainingData
+    from membraind.nn.trainer import Trainer
 
 __all__ = ["JobResult", "ModelCache", "run_job", "predict_settings", "training_settings"]
 
@@ -83,19 +87,28 @@ def training_settings(spec: TrainSpec, settings: Settings) -> Settings:
     return settings.model_copy(update={"training": training, "sampler": sampler})
 
 
-def make_trainer(spec: TrainSpec, settings: Settings):
-    """The :class:`~membraind.nn.trainer.Trainer` for a train or finetune spec (data loaded)."""
+def training_data(spec: TrainSpec, settings: Settings) -> TrainingData:
+    """The :class:`~membraind.groundtruth.training_data.TrainingData` a train or finetune spec names."""
     from membraind.groundtruth.label_mapping import LabelMapping
+    from membraind.groundtruth.training_data import load_training_data
+
+    mapping = LabelMapping.preset(spec.mapping) if spec.mapping else settings.groundtruth.mapping()
+    return load_training_data(
+        spec.em, spec.labels, mapping, settings.training.validation_fraction, spec.val_em, spec.val_labels
+    )
+
+
+def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None = None) -> Trainer:
+    """The :class:`~membraind.nn.trainer.Trainer` for a train or finetune spec, its pieces built
+    by :func:`~membraind.nn.training_setup.build_trainer` (``data`` loaded unless given)."""
     from membraind.nn.bundle import load_bundle
-    from membraind.nn.trainer import Trainer, load_training_data
+    from membraind.nn.training_setup import build_trainer
 
     settings = training_settings(spec, settings)
     if spec.restart:
         (spec.out / "checkpoint.pt").unlink(missing_ok=True)
-    mapping = LabelMapping.preset(spec.mapping) if spec.mapping else settings.groundtruth.mapping()
-    data = load_training_data(
-        spec.em, spec.labels, mapping, settings.training.validation_fraction, spec.val_em, spec.val_labels
-    )
+    if data is None:
+        data = training_data(spec, settings)
     parent = transfer = None
     if isinstance(spec, FinetuneSpec):
         parent = load_bundle(spec.parent)
@@ -103,7 +116,7 @@ def make_trainer(spec: TrainSpec, settings: Settings):
             settings.transfer, "the request", mode=spec.mode, leaky_factor=spec.leaky_factor,
             episodic_ratio=spec.episodic_ratio,
         )  # fmt: skip
-    return Trainer(spec.out, data, settings, name=spec.name, parent=parent, transfer=transfer)
+    return build_trainer(spec.out, data, settings, name=spec.name, parent=parent, transfer=transfer)
 
 
 def training_result(run_dir: Path, bundle: Path) -> JobResult:

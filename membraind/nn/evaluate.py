@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from skimage.measure import label
@@ -14,12 +14,15 @@ from membraind.groundtruth.classes import INTERIOR, UNANNOTATED
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth, read_em
 from membraind.nn.bundle import Bundle, load_bundle
-from membraind.nn.inference import classes_from_probabilities, pad_to_multiple, predict_probabilities
+from membraind.nn.inference import classes_from_logits, classes_from_probabilities, pad_to_multiple, predict_probabilities
 from membraind.segment.instances import segment_section
 from membraind.segment.metrics import ConfusionCounts, SegmentationScores, score_segmentation
 from membraind.segment.settings import Segment2DSettings
 from membraind.volumes.image_files import write_image
 from membraind.volumes.sections import list_sections
+
+if TYPE_CHECKING:
+    import torch
 
 Engine = Callable[[np.ndarray], np.ndarray]
 
@@ -119,9 +122,19 @@ def make_engine(bundle: Bundle, engine: str = "torch", device: str = "cpu") -> E
     return lambda image: predict_probabilities(model, image, multiple, torch_device)
 
 
+def score_classes(predicted: np.ndarray, labels: np.ndarray) -> ConfusionCounts:
+    """Counts of the ``predicted`` label classes against ``labels`` over its annotated pixels."""
+    return ConfusionCounts().add(predicted, labels, labels != UNANNOTATED)
+
+
 def score(probabilities: np.ndarray, labels: np.ndarray) -> ConfusionCounts:
-    """Counts of the predicted classes against ``labels`` over its annotated pixels."""
-    return ConfusionCounts().add(classes_from_probabilities(probabilities), labels, labels != UNANNOTATED)
+    """Counts of one image's predicted classes (from probabilities (C, H, W)) against ``labels``."""
+    return score_classes(classes_from_probabilities(probabilities), labels)
+
+
+def score_batch(logits: torch.Tensor, labels: np.ndarray) -> ConfusionCounts:
+    """Counts of a batch's predicted classes (from logits (N, C, H, W)) against ``labels`` (N, H, W)."""
+    return score_classes(classes_from_logits(logits), labels)
 
 
 def membrane_overlay(em_normalised: np.ndarray, membrane: np.ndarray) -> np.ndarray:

@@ -37,3 +37,8 @@ def predict_probabilities(model: nn.Module, image: np.ndarray, multiple: int, de
 def classes_from_probabilities(probabilities: np.ndarray) -> np.ndarray:
     """Label classes (1 = interior, 2 = membrane, 3 = third) from (C, H, W) probabilities."""
     return (probabilities.argmax(axis=0) + 1).astype(np.uint8)
+
+
+def classes_from_logits(logits: torch.Tensor) -> np.ndarray:
+    """Label classes (N, H, W) uint8 from a batch of logits (N, C, H, W): channel k is class k + 1."""
+    return (logits.argmax(1) + 1).to(torch.uint8).cpu().numpy()

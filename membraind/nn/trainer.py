@@ -1,5 +1,10 @@
 """Training a U-Net on sparse labels, with checkpoints, resume and cancellation.
 
+The trainer only trains: it receives its pieces (model, loss, optimizer, learning-rate
+schedule, training batches, validation images and the bundle's metadata), which
+:func:`membraind.nn.training_setup.build_trainer` builds for training and fine-tuning
+alike. Unannotated pixels are the loss's and the metric's business, not the loop's.
+
 A run directory holds everything of one training run:
 
 - ``checkpoint.pt``: model, optimizer and progress after the last finished epoch
@@ -8,16 +13,12 @@ A run directory holds everything of one training run:
 - ``model/``: the bundle of the best epoch so far (by validation membrane F1).
 
 Running again into the same directory resumes after the last finished epoch, so a
-killed run loses at most one epoch. Unannotated pixels (class 0) never reach the loss.
+killed run loses at most one epoch.
 """
 
 from __future__ import annotations
 
-import math
-import queue
-import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -27,66 +28,25 @@ import torch
 from torch import nn
 
 from membraind.atomic import atomic_path, write_text_atomic
-from membraind.config import Settings
 from membraind.errors import Cancelled, InputError
-from membraind.groundtruth.classes import UNANNOTATED
-from membraind.groundtruth.label_mapping import LabelMapping
-from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
-from membraind.groundtruth.sampler import PatchSampler
-from membraind.nn.bundle import Bundle, ModelMetadata, default_class_names, save_bundle
+from membraind.groundtruth.batches import TrainingBatches
+from membraind.nn.bundle import ModelMetadata, save_bundle
+from membraind.nn.device import autocast_dtype
+from membraind.nn.evaluate import score, score_batch
 from membraind.nn.history import EpochRecord, plot_learning_curve, write_csv
-from membraind.nn.evaluate import score
 from membraind.nn.inference import predict_probabilities
-from membraind.nn.loss import IGNORE, SparseSegmentationLoss
-from membraind.nn.train_settings import TransferSettings
-from membraind.nn.device import autocast_dtype, resolve_device
-from membraind.nn.transfer import plan_transfer
-from membraind.nn.unet import UNet
+from membraind.nn.loss import MaskUnannotated
+from membraind.nn.schedule import LearningRateSchedule
+from membraind.nn.train_settings import TrainingSettings
+from membraind.nn.transfer import TransferPlan
 from membraind.segment.metrics import ConfusionCounts
 
-WARMUP = 0.03  # share of training spent warming the learning rate up
-
 Progress = Callable[[float, str], None]
+Validation = list[tuple[np.ndarray, np.ndarray]]  # (normalised image, label classes) per image
 
 
 class TrainingCancelled(Cancelled):
     """Raised when a cancel request stopped training (the last checkpoint is kept)."""
-
-
-@dataclass
-class TrainingData:
-    """Training and validation images, and where they came from (stored in the bundle)."""
-
-    train: list[GroundTruthImage]
-    validation: list[GroundTruthImage]
-    sources: list[dict] = field(default_factory=list)
-
-
-def split_validation(images: list[GroundTruthImage], fraction: float) -> tuple[list, list]:
-    """Hold out whole images (the last ``fraction``), or, for one image, its bottom rows.
-
-    A held-out band is erased from the training copy, so no training patch (which must
-    be wholly annotated) can overlap it.
-    """
-    if len(images) >= 2:
-        held = max(1, round(fraction * len(images)))
-        return images[:-held], images[-held:]
-    (only,) = images
-    cut = int(round(only.labels.shape[0] * (1 - fraction)))
-    train_labels = only.labels.copy()
-    train_labels[cut:] = UNANNOTATED
-    val_labels = np.full_like(only.labels, UNANNOTATED)
-    val_labels[cut:] = only.labels[cut:]
-    return [GroundTruthImage(only.name, only.em, train_labels)], [GroundTruthImage(only.name, only.em, val_labels)]
-
-
-def _schedule(progress: float, kind: str) -> float:
-    """Learning-rate factor at ``progress`` in [0, 1]: linear warm-up, then cosine decay."""
-    if kind == "constant":
-        return 1.0
-    if progress < WARMUP:
-        return max(progress / WARMUP, 0.01)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - WARMUP) / (1 - WARMUP))))
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -94,127 +54,38 @@ def _save_atomic(obj: dict, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-class _Batches:
-    """Draws one epoch of batches in a background thread, in a fixed order."""
-
-    def __init__(self, draw: Callable[[], tuple[np.ndarray, np.ndarray]], count: int) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=4)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, args=(draw, count), daemon=True)
-        self._thread.start()
-
-    def _fill(self, draw: Callable, count: int) -> None:
-        for _ in range(count):
-            if self._stop.is_set():
-                return
-            try:
-                item = draw()
-            except BaseException as exc:  # re-raised in the training thread
-                item = exc
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(item, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-
-    def next(self) -> tuple[np.ndarray, np.ndarray]:
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 class Trainer:
-    """Trains one network into ``run_dir`` (see the module docstring for its layout)."""
+    """Trains ``model`` into ``run_dir`` (see the module docstring for its layout).
+
+    ``bundle`` is the metadata of the bundles it writes, less what training adds (time
+    written, history, best epoch); ``plan`` names the modules a transfer mode freezes.
+    """
 
     def __init__(
         self,
         run_dir: Path,
-        data: TrainingData,
-        settings: Settings,
-        name: str | None = None,
-        parent: Bundle | None = None,
-        transfer: TransferSettings | None = None,
+        model: nn.Module,
+        loss: MaskUnannotated,
+        optimizer: torch.optim.Optimizer,
+        schedule: LearningRateSchedule,
+        batches: TrainingBatches,
+        validation: Validation,
+        bundle: ModelMetadata,
+        settings: TrainingSettings,
+        device: torch.device,
+        plan: TransferPlan | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
-        self.data = data
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.batches = batches
+        self.validation = validation
+        self.bundle = bundle
         self.settings = settings
-        self.training = settings.training
-        self.name = name or self.run_dir.name
-        self.parent = parent
-        self.transfer = transfer if parent is not None else None
-        self.device = resolve_device(self.training.device)
-        if parent is not None:
-            if parent.model is None:
-                raise InputError(f"bundle {parent.path} holds only an ONNX network, which cannot be fine-tuned")
-            self.architecture = parent.metadata.architecture
-            self.normalization = parent.metadata.normalization
-            self.patch_size = parent.metadata.patch_size
-        else:
-            self.architecture = settings.unet
-            self.normalization = settings.normalization.fit([gt.em for gt in data.train])
-            self.patch_size = settings.sampler.patch_size
-        weights = self.training.class_weights
-        if weights is not None and len(weights) != self.architecture.classes:
-            raise InputError(
-                f"training.class_weights has {len(weights)} value(s) but the network has "
-                f"{self.architecture.classes} classes; give one weight per class (interior, membrane[, third])"
-            )
-        if self.patch_size % self.architecture.multiple:
-            raise InputError(
-                f"patch size {self.patch_size} is not a multiple of {self.architecture.multiple} "
-                f"(2^depth for a U-Net of depth {self.architecture.depth}); choose e.g. "
-                f"{self.patch_size - self.patch_size % self.architecture.multiple}"
-            )
-
-    # -- setup ----------------------------------------------------------------------
-    def _build_model(self) -> nn.Module:
-        torch.manual_seed(self.training.seed)
-        model = UNet(self.architecture)
-        if self.parent is not None:
-            model.load_state_dict(self.parent.model.state_dict())
-        return model.to(self.device)
-
-    def _samplers(self) -> tuple[PatchSampler, PatchSampler | None]:
-        s = self.settings
-        sampler = PatchSampler(
-            self.data.train, self.patch_size, self.normalization, s.augmentation, s.sampler.angle_step, self.training.seed
-        )
-        replay = None
-        if self.transfer is not None and self.transfer.mode == "episodic":
-            replay = PatchSampler(
-                self._parent_data(), self.patch_size, self.normalization, s.augmentation, s.sampler.angle_step
-            )
-        return sampler, replay
-
-    def _parent_data(self) -> list[GroundTruthImage]:
-        sources = self.parent.metadata.training.get("data", [])
-        if not sources:
-            raise InputError(
-                f"episodic fine-tuning replays the parent's training data, but bundle {self.parent.path} "
-                "does not record any; use another mode (e.g. --mode leaky)"
-            )
-        images = []
-        for source in sources:
-            try:
-                images += load_ground_truth(Path(source["em"]), Path(source["labels"]), LabelMapping(values=source["mapping"]))
-            except InputError as exc:
-                raise InputError(f"episodic fine-tuning needs the parent's training data, which is unavailable: {exc}") from None
-        return images
-
-    def _draw_batch(self, sampler: PatchSampler, replay: PatchSampler | None) -> tuple[np.ndarray, np.ndarray]:
-        size = self.training.batch_size
-        from_replay = int(round(self.transfer.episodic_ratio * size)) if replay is not None else 0
-        images, labels = sampler.batch(size - from_replay)
-        if from_replay:
-            old_images, old_labels = replay.batch(from_replay)
-            images, labels = np.concatenate([images, old_images]), np.concatenate([labels, old_labels])
-        return images, labels
+        self.device = device
+        self.plan = plan or TransferPlan()
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> Path:
@@ -222,38 +93,26 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         progress = progress or (lambda fraction, message: None)
         cancel = cancel or (lambda: False)
-        t = self.training
-        model = self._build_model()
-        plan = plan_transfer(model, self.transfer, t.learning_rate)
-        optimizer = torch.optim.AdamW(plan.groups, weight_decay=t.weight_decay)
-        base_rates = [group["lr"] for group in optimizer.param_groups]
+        t, model, optimizer = self.settings, self.model, self.optimizer
         amp_dtype = autocast_dtype(self.device) if t.amp else None
         use_amp = amp_dtype is not None
         scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
-        model = model.to(memory_format=memory_format)
-        weights = torch.tensor(t.class_weights, dtype=torch.float32, device=self.device) if t.class_weights else None
-        loss_fn = SparseSegmentationLoss(weights, t.dice_weight)
 
-        state = self._resume(model, optimizer)
+        state = self._resume()
         if state["epoch"]:
             progress(state["epoch"] / t.epochs, f"resuming after epoch {state['epoch']} (checkpoint in {self.run_dir})")
         history: list[EpochRecord] = [EpochRecord.model_validate(r) for r in state["history"]]
-        sampler, replay = self._samplers()
-        validation = [(self.normalization.normalize_section(gt.em), gt.labels) for gt in self.data.validation]
         total_steps = t.epochs * t.steps_per_epoch
         budget = t.max_minutes * 60 if t.max_minutes else None
         elapsed = state["elapsed"]
 
         for epoch in range(state["epoch"], t.epochs):
             started = time.monotonic()
-            sampler.reseed([t.seed, epoch])
-            if replay is not None:
-                replay.reseed([t.seed, epoch, 1])
             model.train()
-            plan.keep_frozen()
+            self.plan.keep_frozen()
             counts, loss_sum, steps = ConfusionCounts(), 0.0, 0
-            batches = _Batches(lambda: self._draw_batch(sampler, replay), t.steps_per_epoch)
+            batches = self.batches.epoch(epoch, t.steps_per_epoch)
 
             def done(steps_done: int) -> float:
                 """Share of the training done: by steps, or by time when a budget is set."""
@@ -266,23 +125,20 @@ class Trainer:
                         raise TrainingCancelled(
                             f"training cancelled in epoch {epoch + 1}; resuming continues after epoch {epoch}"
                         )
-                    factor = _schedule(done(epoch * t.steps_per_epoch + step), t.schedule)
-                    for group, base in zip(optimizer.param_groups, base_rates):
-                        group["lr"] = base * factor
+                    self.schedule.set_progress(done(epoch * t.steps_per_epoch + step))
                     images, labels = batches.next()
                     x = torch.from_numpy(images)[:, None].to(self.device, memory_format=memory_format)
-                    y = torch.from_numpy(labels.astype(np.int64) - 1).to(self.device)  # class 0 -> IGNORE
+                    y = torch.from_numpy(labels).to(self.device)
                     with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                         logits = model(x)
-                        loss = loss_fn(logits.float(), y)
+                        loss = self.loss(logits.float(), y)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
                     loss_sum += float(loss.detach())
                     steps += 1
-                    predicted = (logits.argmax(1) + 1).to(torch.uint8).cpu().numpy()
-                    counts.add(predicted, labels, labels != UNANNOTATED)
+                    counts += score_batch(logits, labels)
                     progress(
                         done(epoch * t.steps_per_epoch + step + 1),
                         f"epoch {epoch + 1}/{t.epochs} step {step + 1}/{t.steps_per_epoch} loss {loss_sum / steps:.4f}",
@@ -291,7 +147,7 @@ class Trainer:
                         break
             finally:
                 batches.close()
-            val_loss, val_counts = self._validate(model, validation, loss_fn)
+            val_loss, val_counts = self._validate()
             elapsed += time.monotonic() - started
             record = EpochRecord(
                 epoch=epoch + 1,
@@ -305,7 +161,7 @@ class Trainer:
                 val_membrane_f1=val_counts.membrane_f1,
             )
             history.append(record)
-            self._finish_epoch(model, optimizer, history, elapsed)
+            self._finish_epoch(history, elapsed)
             progress(
                 done((epoch + 1) * t.steps_per_epoch),
                 f"epoch {epoch + 1}/{t.epochs}: validation membrane F1 {record.val_membrane_f1:.4f}",
@@ -315,18 +171,12 @@ class Trainer:
         return self.run_dir / "model"
 
     @torch.no_grad()
-    def _validate(
-        self, model: nn.Module, validation: list, loss_fn: SparseSegmentationLoss
-    ) -> tuple[float, ConfusionCounts]:
-        """Cross-entropy (without the Dice term, comparable across settings) and counts."""
+    def _validate(self) -> tuple[float, ConfusionCounts]:
+        """Validation loss (see :meth:`MaskUnannotated.validation_loss`) and counts."""
         counts, losses = ConfusionCounts(), []
-        for image, labels in validation:
-            probabilities = predict_probabilities(model, image, self.architecture.multiple, self.device)
-            target = torch.from_numpy(labels.astype(np.int64) - 1)
-            log_p = torch.from_numpy(np.log(np.clip(probabilities, 1e-7, 1.0)))[None]
-            weight = loss_fn.cross_entropy.weight
-            weight = weight.cpu() if weight is not None else None
-            losses.append(float(nn.functional.nll_loss(log_p, target[None], weight=weight, ignore_index=IGNORE)))
+        for image, labels in self.validation:
+            probabilities = predict_probabilities(self.model, image, self.bundle.architecture.multiple, self.device)
+            losses.append(self.loss.validation_loss(probabilities, labels))
             counts += score(probabilities, labels)
         return (float(np.mean(losses)) if losses else float("nan")), counts
 
@@ -334,7 +184,8 @@ class Trainer:
     def _checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoint.pt"
 
-    def _resume(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    def _resume(self) -> dict:
+        """Load the checkpoint into the model and optimizer; the progress it records."""
         path = self._checkpoint_path()
         fresh = {"epoch": 0, "history": [], "elapsed": 0.0}
         if not path.exists():
@@ -345,19 +196,19 @@ class Trainer:
             raise InputError(
                 f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start the run over"
             ) from None
-        if saved.get("architecture") != self.architecture.model_dump_json():
+        if saved.get("architecture") != self.bundle.architecture.model_dump_json():
             raise InputError(
                 f"{self.run_dir} holds a run of another network architecture; choose another output folder or "
                 "delete its checkpoint.pt to start over"
             )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
         return {"epoch": saved["epoch"], "history": saved["history"], "elapsed": saved["elapsed"]}
 
-    def _finish_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, history: list[EpochRecord], elapsed: float) -> None:
+    def _finish_epoch(self, history: list[EpochRecord], elapsed: float) -> None:
         best = max(history, key=lambda r: r.val_membrane_f1)
         if best is history[-1]:
-            save_bundle(self.run_dir / "model", model, self._metadata(history))
+            save_bundle(self.run_dir / "model", self.model, self._metadata(history))
         else:  # keep the best weights; only the recorded history grows
             bundle_json = self.run_dir / "model" / "model.json"
             if bundle_json.exists():
@@ -369,54 +220,22 @@ class Trainer:
         _save_atomic(
             {
                 "epoch": history[-1].epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 "history": [r.model_dump() for r in history],
                 "elapsed": elapsed,
-                "architecture": self.architecture.model_dump_json(),
+                "architecture": self.bundle.architecture.model_dump_json(),
             },
             self._checkpoint_path(),
         )
 
     def _metadata(self, history: list[EpochRecord]) -> ModelMetadata:
-        training = {
-            "settings": self.training.model_dump(),
-            "sampler": self.settings.sampler.model_dump(),
-            "augmentation": self.settings.augmentation.model_dump(),
-            "transfer": self.transfer.model_dump() if self.transfer else None,
-            "data": self.data.sources,
-            "best_epoch": max(history, key=lambda r: r.val_membrane_f1).epoch,
-        }
-        return ModelMetadata(
-            name=self.name,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            architecture=self.architecture,
-            class_names=default_class_names(self.architecture.classes),
-            membrane_channel=1,
-            normalization=self.normalization,
-            patch_size=self.patch_size,
-            training=training,
-            history=[r.model_dump() for r in history],
-            parent=str(self.parent.path) if self.parent is not None else None,
-            parent_data=self.parent.metadata.training.get("data", []) if self.parent is not None else [],
+        """The bundle's metadata with what this run adds: time written, best epoch, history."""
+        best_epoch = max(history, key=lambda r: r.val_membrane_f1).epoch
+        return self.bundle.model_copy(
+            update={
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "training": {**self.bundle.training, "best_epoch": best_epoch},
+                "history": [r.model_dump() for r in history],
+            }
         )
-
-
-def load_training_data(
-    em: Path,
-    labels: Path,
-    mapping: LabelMapping,
-    validation_fraction: float,
-    val_em: Path | None = None,
-    val_labels: Path | None = None,
-) -> TrainingData:
-    """Load ground truth and set validation aside (a given validation set, else a split)."""
-    train = load_ground_truth(em, labels, mapping)
-    sources = [{"em": str(Path(em).resolve()), "labels": str(Path(labels).resolve()), "mapping": mapping.values}]
-    if (val_em is None) != (val_labels is None):
-        raise InputError("give both --val-em and --val-labels, or neither (then part of the training data is held out)")
-    if val_em is not None:
-        validation = load_ground_truth(val_em, val_labels, mapping)
-    else:
-        train, validation = split_validation(train, validation_fraction)
-    return TrainingData(train, validation, sources)

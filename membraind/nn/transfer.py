@@ -7,7 +7,8 @@ The five modes of the mEMbrain paper (the original code had none of them):
 - ``freeze-encoder``: the down path (and bottleneck) is fixed, the decoder learns;
 - ``leaky``: the encoder learns at ``leaky_factor`` times the learning rate;
 - ``episodic``: everything learns, and every batch mixes in patches of the parent's own
-  training data, so the network does not forget what it knew (handled by the trainer).
+  training data, so the network does not forget what it knew (the training batches mix
+  them in: :mod:`membraind.groundtruth.batches`).
 """
 
 from __future__ import annotations

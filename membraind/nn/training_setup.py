@@ -1,0 +1,146 @@
+"""Assembling a training run: the pieces the trainer receives, for training and fine-tuning.
+
+From the ground truth and the settings (and, to fine-tune, a parent bundle and transfer
+settings) this builds the network, optimizer, learning-rate schedule, loss, training
+batches, validation images and the metadata of the bundles to come, and hands them to a
+:class:`~membraind.nn.trainer.Trainer`, which only trains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from membraind.config import Settings
+from membraind.errors import InputError
+from membraind.groundtruth.batches import TrainingBatches
+from membraind.groundtruth.normalization import IntensityNormalization
+from membraind.groundtruth.pairs import GroundTruthImage
+from membraind.groundtruth.sampler import PatchSampler
+from membraind.groundtruth.training_data import TrainingData, load_sources
+from membraind.nn.architecture import UNetConfig
+from membraind.nn.bundle import Bundle, ModelMetadata, default_class_names
+from membraind.nn.device import resolve_device
+from membraind.nn.loss import MaskUnannotated, SparseSegmentationLoss
+from membraind.nn.schedule import LearningRateSchedule
+from membraind.nn.train_settings import TrainingSettings, TransferSettings
+from membraind.nn.trainer import Trainer
+from membraind.nn.transfer import plan_transfer
+from membraind.nn.unet import UNet
+
+
+def build_trainer(
+    run_dir: Path,
+    data: TrainingData,
+    settings: Settings,
+    name: str | None = None,
+    parent: Bundle | None = None,
+    transfer: TransferSettings | None = None,
+) -> Trainer:
+    """The trainer of a run into ``run_dir``: from scratch, or fine-tuning ``parent`` as ``transfer`` says."""
+    training = settings.training
+    transfer = transfer if parent is not None else None
+    device = resolve_device(training.device)
+    if parent is not None:
+        if parent.model is None:
+            raise InputError(f"bundle {parent.path} holds only an ONNX network, which cannot be fine-tuned")
+        architecture, normalization = parent.metadata.architecture, parent.metadata.normalization
+        patch_size = parent.metadata.patch_size
+    else:
+        architecture = settings.unet
+        normalization = settings.normalization.fit([gt.em for gt in data.train])
+        patch_size = settings.sampler.patch_size
+    _check_fit(architecture, patch_size, training)
+
+    torch.manual_seed(training.seed)  # the same seed initialises the same network
+    model = UNet(architecture)
+    if parent is not None:
+        model.load_state_dict(parent.model.state_dict())
+    model = model.to(device)
+    plan = plan_transfer(model, transfer, training.learning_rate)
+    optimizer = torch.optim.AdamW(plan.groups, weight_decay=training.weight_decay)
+    schedule = LearningRateSchedule(optimizer, training.schedule)
+    model = model.to(memory_format=torch.channels_last if training.channels_last else torch.contiguous_format)
+    weights = torch.tensor(training.class_weights, dtype=torch.float32, device=device) if training.class_weights else None
+    loss = MaskUnannotated(SparseSegmentationLoss(weights, training.dice_weight))
+
+    sampler = PatchSampler(
+        data.train, patch_size, normalization, settings.augmentation, settings.sampler.angle_step, training.seed
+    )
+    replay = None
+    if transfer is not None and transfer.mode == "episodic":
+        replay = PatchSampler(
+            _parent_images(parent), patch_size, normalization, settings.augmentation, settings.sampler.angle_step
+        )
+    batches = TrainingBatches(
+        sampler, training.batch_size, training.seed, replay, transfer.episodic_ratio if replay is not None else 0.0
+    )
+    validation = [(normalization.normalize_section(gt.em), gt.labels) for gt in data.validation]
+    bundle = _bundle_metadata(
+        name or Path(run_dir).name, architecture, normalization, patch_size, settings, transfer, data, parent
+    )
+    return Trainer(
+        run_dir, model, loss, optimizer, schedule, batches, validation, bundle, training, device, plan
+    )  # fmt: skip
+
+
+def _check_fit(architecture: UNetConfig, patch_size: int, training: TrainingSettings) -> None:
+    """Class weights and patch size that fit the network, or an error saying what does."""
+    weights = training.class_weights
+    if weights is not None and len(weights) != architecture.classes:
+        raise InputError(
+            f"training.class_weights has {len(weights)} value(s) but the network has "
+            f"{architecture.classes} classes; give one weight per class (interior, membrane[, third])"
+        )
+    if patch_size % architecture.multiple:
+        raise InputError(
+            f"patch size {patch_size} is not a multiple of {architecture.multiple} "
+            f"(2^depth for a U-Net of depth {architecture.depth}); choose e.g. "
+            f"{patch_size - patch_size % architecture.multiple}"
+        )
+
+
+def _parent_images(parent: Bundle) -> list[GroundTruthImage]:
+    """The parent's own training images, replayed by episodic fine-tuning."""
+    sources = parent.metadata.training.get("data", [])
+    if not sources:
+        raise InputError(
+            f"episodic fine-tuning replays the parent's training data, but bundle {parent.path} "
+            "does not record any; use another mode (e.g. --mode leaky)"
+        )
+    try:
+        return load_sources(sources)
+    except InputError as exc:
+        raise InputError(f"episodic fine-tuning needs the parent's training data, which is unavailable: {exc}") from None
+
+
+def _bundle_metadata(
+    name: str,
+    architecture: UNetConfig,
+    normalization: IntensityNormalization,
+    patch_size: int,
+    settings: Settings,
+    transfer: TransferSettings | None,
+    data: TrainingData,
+    parent: Bundle | None,
+) -> ModelMetadata:
+    """What every bundle of the run records besides its history, best epoch and time written."""
+    training = {
+        "settings": settings.training.model_dump(),
+        "sampler": settings.sampler.model_dump(),
+        "augmentation": settings.augmentation.model_dump(),
+        "transfer": transfer.model_dump() if transfer else None,
+        "data": data.sources,
+    }
+    return ModelMetadata(
+        name=name,
+        architecture=architecture,
+        class_names=default_class_names(architecture.classes),
+        membrane_channel=1,
+        normalization=normalization,
+        patch_size=patch_size,
+        training=training,
+        parent=str(parent.path) if parent is not None else None,
+        parent_data=parent.metadata.training.get("data", []) if parent is not None else [],
+    )
