@@ -167,10 +167,6 @@ class SparseLabels:
                     block = self._blocks[(z, *key)] = np.zeros((self.block, self.block), np.uint16)
                 block[inner] = labels[(z - z0, *outer)]
 
-    @property
-    def written_blocks(self) -> int:
-        return len(self._blocks)
-
 
 class VastEmulator:
     """An emulated VAST remote-API server (see the module docstring for what it serves).
