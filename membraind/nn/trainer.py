@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from membraind_client.progress import Progress, ProgressReporter, no_progress
+
 from membraind.atomic import atomic_path, write_text_atomic
 from membraind.config import Settings
 from membraind.errors import Cancelled, InputError
@@ -45,9 +47,6 @@ from membraind.nn.unet import UNet
 from membraind.segment.metrics import ConfusionCounts
 
 WARMUP = 0.03  # share of training spent warming the learning rate up
-
-Progress = Callable[[float, str], None]
-
 
 class TrainingCancelled(Cancelled):
     """Raised when a cancel request stopped training (the last checkpoint is kept)."""
@@ -217,10 +216,10 @@ class Trainer:
         return images, labels
 
     # -- the loop ----------------------------------------------------------------------
-    def run(self, progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> Path:
+    def run(self, progress: ProgressReporter | None = None, cancel: Callable[[], bool] | None = None) -> Path:
         """Train (or resume) until the epochs or the time budget are spent; returns the bundle path."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        progress = progress or (lambda fraction, message: None)
+        progress = progress or no_progress
         cancel = cancel or (lambda: False)
         t = self.training
         model = self._build_model()
@@ -237,7 +236,8 @@ class Trainer:
 
         state = self._resume(model, optimizer)
         if state["epoch"]:
-            progress(state["epoch"] / t.epochs, f"resuming after epoch {state['epoch']} (checkpoint in {self.run_dir})")
+            progress(Progress(phase="resuming", fraction=state["epoch"] / t.epochs, milestone=True,
+                              message=f"resuming after epoch {state['epoch']} (checkpoint in {self.run_dir})"))  # fmt: skip
         history: list[EpochRecord] = [EpochRecord.model_validate(r) for r in state["history"]]
         sampler, replay = self._samplers()
         validation = [(self.normalization.normalize_section(gt.em), gt.labels) for gt in self.data.validation]
@@ -283,10 +283,11 @@ class Trainer:
                     steps += 1
                     predicted = (logits.argmax(1) + 1).to(torch.uint8).cpu().numpy()
                     counts.add(predicted, labels, labels != UNANNOTATED)
-                    progress(
-                        done(epoch * t.steps_per_epoch + step + 1),
-                        f"epoch {epoch + 1}/{t.epochs} step {step + 1}/{t.steps_per_epoch} loss {loss_sum / steps:.4f}",
-                    )
+                    progress(Progress(
+                        phase="training", fraction=done(epoch * t.steps_per_epoch + step + 1),
+                        current=epoch * t.steps_per_epoch + step + 1, total=total_steps, unit="step",
+                        message=f"epoch {epoch + 1}/{t.epochs} step {step + 1}/{t.steps_per_epoch} loss {loss_sum / steps:.4f}",
+                    ))  # fmt: skip
                     if budget and elapsed + time.monotonic() - started >= budget:
                         break
             finally:
@@ -306,10 +307,11 @@ class Trainer:
             )
             history.append(record)
             self._finish_epoch(model, optimizer, history, elapsed)
-            progress(
-                done((epoch + 1) * t.steps_per_epoch),
-                f"epoch {epoch + 1}/{t.epochs}: validation membrane F1 {record.val_membrane_f1:.4f}",
-            )
+            progress(Progress(
+                phase="validating", fraction=done((epoch + 1) * t.steps_per_epoch), milestone=True,
+                current=(epoch + 1) * t.steps_per_epoch, total=total_steps, unit="step",
+                message=f"epoch {epoch + 1}/{t.epochs}: validation membrane F1 {record.val_membrane_f1:.4f}",
+            ))  # fmt: skip
             if budget and elapsed >= budget:
                 break
         return self.run_dir / "model"
