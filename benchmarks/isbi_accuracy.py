@@ -21,7 +21,7 @@ from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth
 from membraind.groundtruth.training_data import TrainingData
 from membraind.nn.bundle import load_bundle
-from membraind.nn.evaluate import EvaluationResult, make_engine
+from membraind.nn.evaluate import EvaluationResult, make_runtime
 from membraind.nn.training_setup import build_trainer
 
 DEFAULT_ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
@@ -51,10 +51,10 @@ def main() -> None:
     steps = len(history) * training.steps_per_epoch
     patches_per_s = steps * training.batch_size / max(history[-1]["seconds"], 1e-9)
 
-    engine = make_engine(bundle, "torch", str(trainer.device))
+    runtime = make_runtime(bundle, "torch", str(trainer.device))
     result = EvaluationResult()
     for gt in images[25:]:
-        probabilities = engine(bundle.metadata.normalization.normalize_section(gt.em))
+        probabilities = runtime(bundle.metadata.normalization.normalize_section(gt.em))
         result.add(gt.name, probabilities, bundle.metadata.membrane_channel, gt.labels, settings.segment2d)
     print(result.table())
     total, instances = result.total, result.mean_instances()

@@ -1,4 +1,4 @@
-"""Prediction throughput: naive loop vs raw engine vs membraind end to end, and memory.
+"""Prediction throughput: naive loop vs raw runtime vs membraind end to end, and memory.
 
 Builds a volume of ``--sections`` 1024 x 1024 sections from ISBI 2012 (each a 2 x 2
 mosaic of mirrored 512 px sections) and predicts it with the default network
@@ -6,8 +6,8 @@ architecture (weights do not change speed), printing megapixels per second:
 
 - naive: PyTorch eager fp32, one tile at a time, read -> normalise -> infer -> write
   in sequence (no overlap of I/O and compute);
-- raw: the engine of the best end-to-end row on pre-loaded, pre-normalised tiles;
-- e2e torch / e2e onnx: ``membraind predict`` (run_prediction) with that engine.
+- raw: the runtime of the best end-to-end row on pre-loaded, pre-normalised tiles;
+- e2e torch / e2e onnx: ``membraind predict`` (run_prediction) with that runtime.
 
 Then the peak memory (RSS) of whole-volume prediction of 40 and 160 sections with a
 small network, each in its own process, to show memory does not grow with the volume.
@@ -89,16 +89,16 @@ def naive(volume_dir: Path, bundle_path: Path, out: Path, tile: int, context: in
     return pixels / 1e6 / (time.perf_counter() - started)
 
 
-def raw_engine(volume_dir: Path, bundle_path: Path, settings, sections: int) -> tuple[float, str]:
-    """Megapixels per second of the engine alone on pre-loaded, normalised tiles."""
+def raw_runtime(volume_dir: Path, bundle_path: Path, settings, sections: int) -> tuple[float, str]:
+    """Megapixels per second of the runtime alone on pre-loaded, normalised tiles."""
     from membraind.nn.bundle import load_bundle
-    from membraind.predict.engines import load_engine
+    from membraind.predict.runtimes import load_runtime
     from membraind.predict.tiling import input_size
     from membraind.volumes.image_files import read_image
 
     bundle = load_bundle(bundle_path)
-    engine = load_engine(bundle, settings)
-    size = input_size(settings.tile_size, settings.context, engine.multiple)
+    runtime = load_runtime(bundle, settings)
+    size = input_size(settings.tile_size, settings.context, runtime.multiple)
     norm = bundle.metadata.normalization
     tiles = []
     for path in sorted(volume_dir.glob("*.png"))[:sections]:
@@ -106,11 +106,11 @@ def raw_engine(volume_dir: Path, bundle_path: Path, settings, sections: int) -> 
         padded = np.pad(section, settings.context, mode="reflect")
         tiles.append(norm.apply(padded[:size, :size], norm.section_range(section)))
     batch = max(settings.batch_size, 1)
-    engine(np.stack(tiles[:batch])[:, None])  # warm-up (one-off allocations)
+    runtime(np.stack(tiles[:batch])[:, None])  # warm-up (one-off allocations)
     started = time.perf_counter()
     for i in range(0, len(tiles), batch):
-        engine(np.stack(tiles[i : i + batch])[:, None])
-    return len(tiles) * settings.tile_size**2 / 1e6 / (time.perf_counter() - started), engine.name
+        runtime(np.stack(tiles[i : i + batch])[:, None])
+    return len(tiles) * settings.tile_size**2 / 1e6 / (time.perf_counter() - started), runtime.name
 
 
 def end_to_end(volume_dir: Path, bundle_path: Path, out: Path, settings) -> float:
@@ -157,19 +157,19 @@ def main() -> None:
 
     (work / "naive").mkdir(exist_ok=True)
     rows["naive"] = naive(volume, bundle, work / "naive", settings.tile_size, settings.context)
-    torch_settings = settings.model_copy(update={"engine": "torch"})
-    onnx_settings = settings.model_copy(update={"engine": "onnx"})
+    torch_settings = settings.model_copy(update={"runtime": "torch"})
+    onnx_settings = settings.model_copy(update={"runtime": "onnx"})
     rows["e2e_torch"] = end_to_end(volume, bundle, work / "e2e_torch", torch_settings)
     rows["e2e_ort"] = end_to_end(volume, bundle, work / "e2e_ort", onnx_settings)
     best_name = "e2e_torch" if rows["e2e_torch"] >= rows["e2e_ort"] else "e2e_ort"
     best_settings = torch_settings if best_name == "e2e_torch" else onnx_settings
-    rows["raw"], engine_name = raw_engine(volume, bundle, best_settings, args.sections)
+    rows["raw"], runtime_name = raw_runtime(volume, bundle, best_settings, args.sections)
 
     print(f"{args.sections} sections of 1024 x 1024, default network, tile {settings.tile_size} + context {settings.context}")
     print(f"{'row':28s} {'Mpx/s':>8s}")
     labels = {
         "naive": "(a) naive loop (torch fp32)",
-        "raw": f"(b) raw engine ({engine_name})",
+        "raw": f"(b) raw runtime ({runtime_name})",
         "e2e_torch": "(c) end-to-end, PyTorch",
         "e2e_ort": "(d) end-to-end, ONNX Runtime",
     }
@@ -177,7 +177,7 @@ def main() -> None:
         print(f"{labels[key]:28s} {rows[key]:8.3f}")
     e2e_over_raw = rows[best_name] / rows["raw"]
     best_over_naive = max(rows["e2e_torch"], rows["e2e_ort"]) / rows["naive"]
-    print(f"best end-to-end ({best_name}) / raw engine: {e2e_over_raw:.2f}   best / naive: {best_over_naive:.2f}")
+    print(f"best end-to-end ({best_name}) / raw runtime: {e2e_over_raw:.2f}   best / naive: {best_over_naive:.2f}")
 
     rss = {40: float("nan"), 160: float("nan")}
     if not args.skip_memory:

@@ -29,7 +29,7 @@ from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
 from membraind.groundtruth.training_data import TrainingData
 from membraind.nn.bundle import Bundle, load_bundle
-from membraind.nn.evaluate import make_engine, score
+from membraind.nn.evaluate import make_runtime, score
 from membraind.nn.train_settings import TransferSettings
 from membraind.nn.training_setup import build_trainer
 from membraind.segment.metrics import ConfusionCounts
@@ -39,10 +39,10 @@ DEFAULT_ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi20
 
 def membrane_f1(bundle: Bundle, images: list[GroundTruthImage], device: str) -> float:
     """Membrane F1 of ``bundle`` over the annotated pixels of ``images``."""
-    engine = make_engine(bundle, "torch", device)
+    runtime = make_runtime(bundle, "torch", device)
     total = ConfusionCounts()
     for gt in images:
-        total += score(engine(bundle.metadata.normalization.normalize_section(gt.em)), gt.labels)
+        total += score(runtime(bundle.metadata.normalization.normalize_section(gt.em)), gt.labels)
     return total.membrane_f1
 
 

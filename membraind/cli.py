@@ -18,7 +18,7 @@ from typing import Sequence
 from membraind import __version__
 from membraind.commands import Command, demo, groundtruth, predict, segment, service, training, vast
 from membraind.config import Settings, load_settings
-from membraind.errors import MembraindError
+from membraind.errors import Cancelled, MembraindError
 
 AREAS = (demo, groundtruth, training, predict, segment, vast, service)
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a process ended by SIGPIPE
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = args.func(args, settings)
         sys.stdout.flush()  # here, where a closed pipe can be handled, not at interpreter exit
         return status
-    except MembraindError as exc:
+    except (MembraindError, Cancelled) as exc:  # Cancelled: said as before it stood apart from the errors
         print(f"membraind: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,6 +4,9 @@ Anything raised as a :class:`MembraindError` is a problem with the user's input 
 setup. Its message must say what is wrong (naming the file, field or value) and what
 to do; the CLI prints it as one line without a traceback, and the daemon records it on
 the job and keeps running.
+
+:class:`Cancelled` stands apart (as huey's ``CancelExecution`` does): stopping because
+someone asked is not an error, and the daemon records the job as cancelled, not failed.
 """
 
 
@@ -19,8 +22,9 @@ class ConfigError(MembraindError):
     """The configuration file or environment holds an invalid setting."""
 
 
-class Cancelled(MembraindError):
-    """Work stopped because cancelling was asked for; what was finished is kept."""
+class Cancelled(Exception):
+    """Work stopped because cancelling was asked for (a cancel, or the daemon stopping);
+    what was finished is kept. Not a :class:`MembraindError`: nothing was wrong."""
 
 
 def describe_validation_error(exc: Exception) -> str:

@@ -66,6 +66,22 @@ def test_bad_config_names_the_field(tmp_path, text, message):
     assert str(path) in str(info.value)
 
 
+def test_predict_runtime_is_also_read_under_its_old_name_engine(tmp_path, monkeypatch):
+    path = tmp_path / "c.toml"
+    path.write_text('[predict]\nengine = "onnx"\n')
+    assert load_settings(path).predict.runtime == "onnx"
+    path.write_text('[predict]\nruntime = "onnx"\n')
+    assert load_settings(path).predict.runtime == "onnx"
+    monkeypatch.setenv("MEMBRAIND_PREDICT__ENGINE", "torch")
+    with pytest.raises(ConfigError, match="set only runtime"):  # a file and the environment disagreeing
+        load_settings(path)
+    path.write_text('[predict]\nengine = "onnx"\n')
+    assert load_settings(path).predict.runtime == "torch", "the environment wins, as for every key"
+    monkeypatch.delenv("MEMBRAIND_PREDICT__ENGINE")
+    monkeypatch.setenv("MEMBRAIND_PREDICT__RUNTIME", "torch")
+    assert load_settings().predict.runtime == "torch"
+
+
 def test_misspelled_environment_variable_is_an_error(monkeypatch):
     monkeypatch.setenv("MEMBRAIND_SAMPLR__SEED", "1")
     with pytest.raises(ConfigError, match="MEMBRAIND_SAMPLR__SEED is not a membraind setting"):

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from membraind_client.progress import Progress
 
 from membraind.jobs.execute import JobResult
 from membraind.jobs.specs import ExportOnnxSpec
@@ -31,6 +32,10 @@ def journal(request, tmp_path):
 
 def job(job_id: str, priority: int | None = None) -> Job:
     return Job(id=job_id, spec=ExportOnnxSpec(bundle=f"/data/{job_id}"), priority=priority, source="test")
+
+
+def report(fraction: float, message: str, **fields) -> Progress:
+    return Progress(phase="testing", fraction=fraction, message=message, **fields)
 
 
 def states(journal, job_id: str) -> list[str]:
@@ -150,12 +155,28 @@ def test_requeue_with_delay_refund_and_due(journal):
 
 def test_progress_is_recorded_for_running_jobs_only_and_clamped(journal):
     journal.add(job("p"))
-    journal.progress("p", 0.5, "not started yet")
-    assert journal.get("p").progress == 0.0
+    journal.progress("p", report(0.5, "not started yet"))
+    assert journal.get("p").progress == 0.0 and journal.get("p").progress_detail is None
     journal.claim("p", A, 30)
-    journal.progress("p", 1.7, "x" * 2000)
+    journal.progress("p", report(1.7, "x" * 2000))
     record = journal.get("p")
     assert record.progress == 1.0 and len(record.message) == 500
+    assert record.progress_detail.fraction == 1.0 and record.progress_detail.message == record.message
+
+
+def test_the_structured_progress_is_kept_while_the_job_runs(journal):
+    journal.add(job("s"))
+    journal.claim("s", A, 30)
+    sent = report(0.25, "tile 5/20", current=5, total=20, unit="tile", eta_seconds=12.5)
+    journal.progress("s", sent)
+    record = journal.get("s")
+    assert record.progress_detail == sent and (record.progress, record.message) == (0.25, "tile 5/20")
+    assert journal.requeue("s", "attempt 1 failed", A), "a change of state clears it: it described that run"
+    assert journal.get("s").progress_detail is None
+    journal.claim("s", A, 30)
+    journal.progress("s", sent)
+    assert journal.finish("s", JobResult(), A)
+    assert journal.get("s").progress_detail is None and journal.get("s").progress == 1.0
 
 
 def test_lists_by_state_and_counts(journal):
@@ -183,7 +204,7 @@ def test_changes_made_through_another_connection_are_followed_in_order(journal):
         for name in ("a", "b"):
             other.add(job(name))
         other.claim("a", A, 30)
-        other.progress("a", 0.5, "half way")
+        other.progress("a", report(0.5, "half way"))
         ids, position = journal.changes(position, block_ms=5000)
         assert ids == ["a", "b"], "each changed job once, in the order of its first change"
         assert other.renew("a", A, 30)
@@ -213,7 +234,7 @@ def test_a_journal_written_before_leases_existed_opens_and_recovers(tmp_path):
     old.close()
     journal = SqliteJournal(path)
     try:
-        assert journal.get("old").worker is None
+        assert journal.get("old").worker is None and journal.get("old").progress_detail is None
         assert [r.id for r in journal.recover("host:serve")] == ["old"], "a run without a lease counts as expired"
     finally:
         journal.close()
@@ -225,7 +246,7 @@ def test_the_sqlite_change_log_keeps_its_last_ten_thousand_rows(tmp_path):
         journal.add(job("busy"))
         journal.claim("busy", A, 30)
         for step in range(10_050):
-            journal.progress("busy", step / 10_050, f"step {step}")
+            journal.progress("busy", report(step / 10_050, f"step {step}"))
         with sqlite3.connect(tmp_path / "journal.db") as db:
             (count, first, last) = db.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM changes").fetchone()
         assert count == 10_000 and (first, last) == (10_052 - 9_999, 10_052)  # add, claim, then 10050 progress

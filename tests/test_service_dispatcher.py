@@ -15,9 +15,10 @@ from typing import Iterator
 import pytest
 
 from membraind.config import Settings
+from membraind.errors import Cancelled
 from membraind.jobs.specs import ExportOnnxSpec, TrainSpec
 from membraind.service.dispatcher import Dispatcher
-from membraind.service.engine import EngineProcess, JobCancelled
+from membraind.service.engine.process import EngineProcess
 from membraind.service.jobs import Job
 from membraind.service.journal import SqliteJournal
 from membraind.service.queues import JobQueues, open_hueys
@@ -165,7 +166,7 @@ def test_engine_stop_interrupts_a_start_in_another_thread(tmp_path, home):
     job = export_job(home, "export-2")
     try:
         with engine_interpreter(tmp_path, "exec sleep 600"):
-            runner, outcome = run_in_thread(lambda: engine.run(job, lambda f, m: None, lambda: False))
+            runner, outcome = run_in_thread(lambda: engine.run(job, lambda report: None, lambda: False))
             pid = wait_until(lambda: engine.pid, DEADLINE, what="the engine process to be started")
             asked = time.monotonic()
             engine.stop()
@@ -173,7 +174,7 @@ def test_engine_stop_interrupts_a_start_in_another_thread(tmp_path, home):
             took = time.monotonic() - asked
         assert not runner.is_alive() and took < 10, f"stop took {took:.1f} s"
         (error,) = outcome
-        assert isinstance(error, JobCancelled) and "starting" in str(error)
+        assert isinstance(error, Cancelled) and "starting" in str(error)
         assert process_gone(pid) and engine.pid is None
     finally:
         engine.kill()

@@ -583,7 +583,7 @@ def test_episodic_finetuning_from_a_parent_trained_outside_the_roots_is_refused(
     })  # fmt: skip
     parent_run = service.data / "runs" / "parent"  # the parent bundle itself lies inside the roots
     result = run_train(TrainSpec(em=lab_gt / "image", labels=lab_gt / "label", mapping="isbi", out=parent_run),
-                       tiny, lambda fraction, message: None, lambda: False)  # fmt: skip
+                       tiny, lambda report: None, lambda: False)  # fmt: skip
     parent = Path(result.outputs[0])
     finetune = valid_request("finetune", service.data) | {"parent": str(parent), "mapping": "isbi"}
     drop(service.path, "episodic.json", encode(finetune | {"mode": "episodic"}, "json"))

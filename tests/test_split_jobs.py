@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from membraind_client.progress import Progress
 
 from membraind.config import Settings
 from membraind.jobs.chunks import split_prediction, z_slabs
@@ -83,9 +84,11 @@ def test_a_split_job_is_one_job_for_the_user(dispatcher, volume):
     assert not dispatcher.submit(Job(id="vol", spec=predict(volume)))[1] and len(journal.children("vol")) == 3
 
     journal.claim(parts[0], W, 30)
-    journal.progress(parts[0], 0.5, "tile 2 of 4")
+    journal.progress(parts[0], Progress(phase="predicting", fraction=0.5, current=2, total=4, unit="tile", message="tile 2/4"))
     dispatcher.notify(journal.get(parts[0]))  # what the runner (or the change follower) does
     assert journal.get("vol").progress == pytest.approx(0.5 / 3) and "0 of 3 parts done, 1 running" in journal.get("vol").message
+    detail = journal.get("vol").progress_detail
+    assert (detail.current, detail.total, detail.unit) == (0, 3, "part") and detail.fraction == pytest.approx(0.5 / 3)
     journal.finish(parts[0], JobResult(outputs=["/out/a.vsvi"]), W)
     run_part(journal, parts[1], ["/out/a.vsvi", "/out/b.png"], "host:gpu1")
     dispatcher.notify(journal.get(parts[1]))

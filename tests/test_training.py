@@ -100,14 +100,18 @@ def test_training_writes_history_curve_and_bundle(tmp_path, tiny_settings, isbi_
     settings = tiny_settings.model_copy(
         update={"training": tiny_settings.training.model_copy(update={"epochs": 2})}
     )
-    messages = []
-    bundle_path = build_trainer(tmp_path / "run", isbi_small, settings).run(lambda f, m: messages.append((f, m)))
+    reports = []
+    bundle_path = build_trainer(tmp_path / "run", isbi_small, settings).run(reports.append)
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for key in ("train_loss", "train_accuracy", "train_membrane_f1", "val_loss", "val_accuracy", "val_membrane_f1"):
         assert 0 <= float(rows[-1][key]) < 10
     assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
-    assert messages[-1][0] == pytest.approx(1.0)
+    assert reports[-1].fraction == pytest.approx(1.0)
+    steps = [r for r in reports if not r.milestone]
+    assert {(r.phase, r.unit, r.total) for r in steps} == {("training", "step", 2 * settings.training.steps_per_epoch)}
+    assert [r.current for r in steps] == list(range(1, len(steps) + 1)), "one report per step, counted over the run"
+    assert [r.phase for r in reports if r.milestone] == ["validating", "validating"], "one line per epoch"
     bundle = load_bundle(bundle_path)
     assert bundle.metadata.architecture.depth == 2
     assert bundle.metadata.patch_size == 64

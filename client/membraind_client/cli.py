@@ -169,7 +169,9 @@ def _counts(counts: dict[str, int]) -> str:
 def _progress_text(job: JobInfo, width: int = 20) -> str:
     fraction = min(max(job.progress, 0.0), 1.0)
     filled = round(fraction * width)
-    return f"{job.id[:24]}  {job.state:9s} [{'#' * filled}{'-' * (width - filled)}] {fraction * 100:5.1f}%  {job.message}"
+    eta = job.progress_detail.eta if job.progress_detail is not None and job.state == "running" else ""
+    return (f"{job.id[:24]}  {job.state:9s} [{'#' * filled}{'-' * (width - filled)}] {fraction * 100:5.1f}%  "
+            f"{f'ETA {eta}  ' if eta else ''}{job.message}")  # fmt: skip
 
 
 class ProgressLine:

@@ -262,5 +262,6 @@ class EventTracker:
             self.changed = False
             return job
         self.seq = event.seq
-        update = {"state": event.state, "progress": event.progress, "message": event.message, "error": event.error}
+        update = {"state": event.state, "progress": event.progress, "message": event.message,
+                  "progress_detail": event.progress_detail, "error": event.error}  # fmt: skip
         return self._mark(job.model_copy(update=update))

@@ -5,7 +5,8 @@ a ``type``. A client sends a request (:data:`Request`) to the daemon's ROUTER en
 and gets one reply (:data:`Reply`), or an :class:`ErrorReply` saying what was wrong.
 The daemon's PUB endpoint publishes an :class:`Event` for every job state change and
 (throttled) progress, as two frames: the topic (:func:`event_topic`) and the JSON.
-See docs/protocol.md. Nothing here is ever pickled.
+See docs/protocol.md. Nothing here is ever pickled. Replies and events may gain fields
+in later versions: they ignore fields they do not know (requests do not).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from membraind_client.progress import Progress
 
 __all__ = [
     "PROTOCOL_VERSION", "MAX_MESSAGE_BYTES", "JOB_ID_PATTERN", "JobState", "FINAL_STATES", "JobResult", "JobInfo",
@@ -30,7 +33,7 @@ FINAL_STATES = ("done", "failed", "cancelled")
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # a reply or event from a newer daemon may carry more fields
 
     v: int = Field(PROTOCOL_VERSION, description="protocol version")
 
@@ -56,6 +59,9 @@ class JobInfo(BaseModel):
     state: JobState
     progress: float = Field(description="fraction done, 0..1")
     message: str = Field(description="what it is doing now, for people")
+    progress_detail: Progress | None = Field(
+        None, description="while it runs: its last progress report (phase, current/total unit, ETA); else null"
+    )
     result: JobResult | None
     error: str | None = Field(description="why it failed, for people")
     attempts: int
@@ -208,6 +214,7 @@ class Event(_Message):
     state: JobState
     progress: float
     message: str
+    progress_detail: Progress | None = Field(None, description="as in JobInfo")
     error: str | None = None
     time: float
 

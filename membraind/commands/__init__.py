@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
+from membraind_client.progress import Progress, ProgressReporter
+
 from membraind.config import Settings
 from membraind.errors import InputError, describe_validation_error
 from membraind.groundtruth.label_mapping import PRESETS, LabelMapping
@@ -42,23 +44,32 @@ def mapping_from(args: argparse.Namespace, settings: Settings) -> LabelMapping:
     return settings.groundtruth.mapping()
 
 
-def progress_bar(unit_scale: int = 1000) -> tuple[Callable[[float, str], None], Callable[[], None]]:
-    """A tqdm bar driven by ``progress(fraction, message)`` callbacks; returns (callback, close).
+def progress_bar(unit_scale: int = 1000) -> tuple[ProgressReporter, Callable[[], None]]:
+    """A tqdm bar drawn from :class:`~membraind_client.progress.Progress` reports; returns (reporter, close).
 
-    Messages naming a step or tile go on the bar; other messages (epochs, resumes) are
-    printed above it.
+    The bar shows the fraction, the time spent and the report's own estimate of the time
+    left, and the message of a step forward; a milestone's message (an epoch's score, a
+    finished section) is printed above the bar, where it stays.
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=unit_scale, unit="", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+    class Bar(tqdm):
+        eta = "?"
 
-    def progress(fraction: float, message: str) -> None:
-        bar.n = int(fraction * unit_scale)
-        if " step " in message or message.startswith("tile "):
-            bar.set_postfix_str(message, refresh=True)
-        else:
+        @property
+        def format_dict(self) -> dict:
+            return {**super().format_dict, "eta": self.eta}  # the job's estimate, not tqdm's own
+
+    bar = Bar(total=unit_scale, unit="", bar_format="{l_bar}{bar}| {elapsed}<{eta}{postfix}")
+
+    def progress(report: Progress) -> None:
+        bar.n = int(report.fraction * unit_scale)
+        bar.eta = report.eta or "?"
+        if report.milestone:
             bar.refresh()
-            bar.write(message)
+            bar.write(report.message)
+        else:
+            bar.set_postfix_str(report.message, refresh=True)
 
     return progress, bar.close
 

@@ -129,7 +129,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
     spec = spec_from_args(
         PredictSpec, volume=vast_source(args.volume), bundles=args.bundle, out=args.out, target=_target(args),
-        mip=args.mip, engine=args.engine, device=args.device, overwrite=args.overwrite,
+        mip=args.mip, engine=args.runtime, device=args.device, overwrite=args.overwrite,
         outputs=args.outputs.split(",") if args.outputs else None, show_in_vast=not args.no_vast_layer,
     )  # fmt: skip
     run_spec(spec, settings)
@@ -149,7 +149,8 @@ def register(add: Add) -> None:
     p.add_argument("--box-mip", type=int, default=0, help="mip of the --box coordinates (default 0)")
     add_anchor_arguments(p)
     p.add_argument("--image-root", type=Path, help="single image: the watched folder its output path mirrors")
-    p.add_argument("--engine", choices=("auto", "torch", "onnx"), help="inference engine (default: config)")
+    p.add_argument("--runtime", "--engine", dest="runtime", choices=("auto", "torch", "onnx"),
+                   help="inference runtime (default: config; --engine is its old name)")  # fmt: skip
     p.add_argument("--device", help="auto, cpu, cuda, ... (default: config)")
     p.add_argument("--outputs", help="comma list of membrane, classes, rgb (default: config)")
     p.add_argument(

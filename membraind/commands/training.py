@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from membraind_client.progress import EtaClock, no_progress
+
 from membraind.commands import Add, add_ground_truth_arguments, add_mapping_argument, mapping_from, progress_bar, spec_from_args
 from membraind.config import Settings
 
@@ -33,7 +35,7 @@ def _train(spec, settings: Settings) -> int:
     )
     progress, close_bar = progress_bar()
     try:
-        bundle = trainer.run(progress)
+        bundle = trainer.run(EtaClock(progress))  # as run_job does for every other job
     except (TrainingCancelled, KeyboardInterrupt):
         close_bar()
         print(f"stopped; the last finished epoch is kept. Run the same command again to resume ({spec.out}).")
@@ -62,7 +64,7 @@ def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.jobs.specs import ExportOnnxSpec
 
     spec = spec_from_args(ExportOnnxSpec, bundle=args.bundle, out=args.out)
-    print(run_export_onnx(spec, settings, lambda fraction, message: None, lambda: False).summary)
+    print(run_export_onnx(spec, settings, no_progress, lambda: False).summary)
     return 0
 
 
@@ -75,7 +77,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         args.labels,
         mapping_from(args, settings) if args.labels else None,
         args.out,
-        args.engine,
+        args.runtime,
         settings.segment2d,
     )
     print(result.table())
@@ -121,4 +123,5 @@ def register(add: Add) -> None:
     p.add_argument("--labels", type=Path, help="matching labels: also print membrane F1 and pixel error")
     add_mapping_argument(p)
     p.add_argument("--out", type=Path, default=Path("evaluation"), help="folder for overlay PNGs (default: evaluation)")
-    p.add_argument("--engine", choices=("torch", "onnx"), default="torch", help="inference engine (default: torch)")
+    p.add_argument("--runtime", "--engine", dest="runtime", choices=("torch", "onnx"), default="torch",
+                   help="inference runtime (default: torch; --engine is its old name)")  # fmt: skip

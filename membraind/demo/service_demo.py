@@ -62,6 +62,8 @@ def _drop(folder: Path, name: str, request: dict) -> None:
 
 def _follow(journal, job_id: str, timeout: float = 1800.0):
     """Show a job's progress until it ends; returns its record."""
+    from membraind_client.progress import Progress
+
     from membraind.commands import progress_bar
 
     progress, close = progress_bar()
@@ -72,8 +74,9 @@ def _follow(journal, job_id: str, timeout: float = 1800.0):
             record = journal.get(job_id)
             if record is not None and (record.progress, record.message) != last:
                 last = (record.progress, record.message)
-                if record.state == "running":
-                    progress(record.progress, record.message)
+                if record.state == "running":  # before its first report: 'started', 'cancelling' as a line of its own
+                    progress(record.progress_detail or Progress(phase=record.state, fraction=record.progress,
+                                                                message=record.message, milestone=True))  # fmt: skip
             if record is not None and record.final:
                 return record
             time.sleep(0.5)

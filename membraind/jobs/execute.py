@@ -1,7 +1,7 @@
 """Carrying out a job spec: the one place that turns each kind into library calls.
 
 The command line runs specs here in its own process; the daemon's engine process runs
-them here too, keeping bundles and engines loaded between jobs (:class:`ModelCache`).
+them here too, keeping bundles and runtimes loaded between jobs (:class:`ModelCache`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from membraind_client.messages import JobResult  # one definition for the daemon and its clients
+from membraind_client.progress import EtaClock, Progress, ProgressReporter
 
 from membraind.config import Settings, with_overrides
 from membraind.jobs.specs import ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
@@ -22,40 +23,39 @@ if TYPE_CHECKING:  # torch is imported only when a training job runs
 
 __all__ = ["JobResult", "ModelCache", "run_job", "predict_settings", "training_settings"]
 
-Progress = Callable[[float, str], None]
 Cancel = Callable[[], bool]
 
 
 class ModelCache:
-    """Bundles and engines kept loaded between prediction jobs (reloaded when the files change)."""
+    """Bundles and runtimes kept loaded between prediction jobs (reloaded when the files change)."""
 
     def __init__(self) -> None:
         self._entries: dict[tuple, tuple[Any, Any]] = {}
 
     def get(self, path: Path, settings: PredictSettings) -> tuple[Any, Any]:
-        """(bundle, engine) for the bundle at ``path`` under ``settings``."""
+        """(bundle, runtime) for the bundle at ``path`` under ``settings``."""
         from membraind.nn.bundle import load_bundle
-        from membraind.predict.engines import load_engine
+        from membraind.predict.runtimes import load_runtime
 
         path = Path(path).resolve()
         stamp = max((f.stat().st_mtime_ns for f in path.iterdir()), default=0) if path.is_dir() else 0
-        key = (str(path), stamp, settings.engine, settings.device, settings.precision)
+        key = (str(path), stamp, settings.runtime, settings.device, settings.precision)
         if key not in self._entries:
             self._entries = {k: v for k, v in self._entries.items() if k[0] != key[0]}  # drop stale versions
             bundle = load_bundle(path)
-            self._entries[key] = (bundle, load_engine(bundle, settings))
+            self._entries[key] = (bundle, load_runtime(bundle, settings))
         return self._entries[key]
 
 
 def predict_settings(spec: PredictSpec, settings: Settings) -> PredictSettings:
     """The configured prediction settings with the spec's choices on top (validated)."""
     return with_overrides(
-        settings.predict, "the request", engine=spec.engine, device=spec.device, outputs=spec.outputs,
+        settings.predict, "the request", runtime=spec.engine, device=spec.device, outputs=spec.outputs,
         overwrite=True if spec.overwrite else None,
     )  # fmt: skip
 
 
-def run_predict(spec: PredictSpec, settings: Settings, progress: Progress, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
+def run_predict(spec: PredictSpec, settings: Settings, progress: ProgressReporter, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
     """Predict; results from a VAST source are shown in that VAST unless the spec says not to."""
     from membraind.predict.run import run_prediction
 
@@ -63,7 +63,7 @@ def run_predict(spec: PredictSpec, settings: Settings, progress: Progress, cance
     loaded = [cache.get(path, predict) for path in spec.bundles] if cache else None
     report = run_prediction(
         spec, predict, bundles=[b for b, _ in loaded] if loaded else None,
-        engines=[e for _, e in loaded] if loaded else None, progress=progress, cancel=cancel,
+        runtimes=[r for _, r in loaded] if loaded else None, progress=progress, cancel=cancel,
     )  # fmt: skip
     summary = report.summary()
     if isinstance(spec.volume, VastSource) and spec.show_in_vast:
@@ -128,7 +128,7 @@ def training_result(run_dir: Path, bundle: Path) -> JobResult:
     )
 
 
-def run_train(spec: TrainSpec, settings: Settings, progress: Progress, cancel: Cancel) -> JobResult:
+def run_train(spec: TrainSpec, settings: Settings, progress: ProgressReporter, cancel: Cancel) -> JobResult:
     """Train (or fine-tune), resuming a run left in ``spec.out``."""
     trainer = make_trainer(spec, settings)
     return training_result(spec.out, trainer.run(progress, cancel))
@@ -142,7 +142,7 @@ def segment_settings(spec: Segment2DSpec, settings: Settings):
     )  # fmt: skip
 
 
-def run_segment2d(spec: Segment2DSpec, settings: Settings, progress: Progress, cancel: Cancel) -> JobResult:
+def run_segment2d(spec: Segment2DSpec, settings: Settings, progress: ProgressReporter, cancel: Cancel) -> JobResult:
     """Segment the membrane volume section by section."""
     from membraind.segment.run import run_segmentation
 
@@ -154,18 +154,19 @@ def run_segment2d(spec: Segment2DSpec, settings: Settings, progress: Progress, c
     return JobResult(outputs=[str(p) for p in report.outputs], summary=report.summary())
 
 
-def run_export_onnx(spec: ExportOnnxSpec, settings: Settings, progress: Progress, cancel: Cancel) -> JobResult:
+def run_export_onnx(spec: ExportOnnxSpec, settings: Settings, progress: ProgressReporter, cancel: Cancel) -> JobResult:
     """Export a bundle to ONNX."""
     from membraind.nn.bundle import load_bundle
     from membraind.nn.onnx_io import export_onnx
 
     out = export_onnx(load_bundle(spec.bundle), spec.out or spec.bundle / "model.onnx")
-    progress(1.0, f"exported {out}")
+    progress(Progress(phase="exporting", fraction=1.0, message=f"exported {out}", milestone=True))
     return JobResult(outputs=[str(out)], summary=f"ONNX model {out}")
 
 
-def run_job(spec: Any, settings: Settings, progress: Progress, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
-    """Carry out any job spec."""
+def run_job(spec: Any, settings: Settings, progress: ProgressReporter, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
+    """Carry out any job spec; its progress reports reach ``progress`` with the time left estimated."""
+    progress = EtaClock(progress)  # the one place the estimate is made, for the CLI and the daemon alike
     if isinstance(spec, PredictSpec):
         return run_predict(spec, settings, progress, cancel, cache)
     if isinstance(spec, TrainSpec):  # FinetuneSpec too

@@ -31,7 +31,9 @@ class PredictSpec(PredictRequest):
     """Predict membranes (see :class:`~membraind.predict.request.PredictRequest`)."""
 
     kind: Literal["predict"] = "predict"
-    engine: Literal["auto", "torch", "onnx"] | None = Field(None, description="inference engine (default: config)")
+    engine: Literal["auto", "torch", "onnx"] | None = Field(
+        None, description="inference runtime (default: config); a public request field, so it keeps this name"
+    )
     device: str | None = Field(None, description="auto, cpu, cuda, cuda:1 ... (default: config)")
     outputs: list[OutputKind] | None = Field(None, description="membrane, classes, rgb (default: config)")
     overwrite: bool = Field(False, description="recompute tiles whose outputs are already up to date")

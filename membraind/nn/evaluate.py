@@ -24,7 +24,7 @@ from membraind.volumes.sections import list_sections
 if TYPE_CHECKING:
     import torch
 
-Engine = Callable[[np.ndarray], np.ndarray]
+SectionRuntime = Callable[[np.ndarray], np.ndarray]  # normalised 2D image -> (C, H, W) probabilities
 
 
 @dataclass
@@ -100,9 +100,9 @@ def score_instances(membrane: np.ndarray, truth: np.ndarray, settings: Segment2D
     return score_segmentation(segment_section(np.clip(membrane, 0, 1), settings), cells)
 
 
-def make_engine(bundle: Bundle, engine: str = "torch", device: str = "cpu") -> Engine:
+def make_runtime(bundle: Bundle, runtime: str = "torch", device: str = "cpu") -> SectionRuntime:
     """A function from a normalised 2D image to class probabilities (C, H, W)."""
-    if engine == "onnx" or bundle.model is None:
+    if runtime == "onnx" or bundle.model is None:
         from membraind.nn.onnx_io import OnnxPredictor, export_onnx
 
         path = bundle.onnx_path or (bundle.path / "model.onnx")
@@ -151,12 +151,12 @@ def evaluate_bundle(
     labels: Path | None,
     mapping: LabelMapping | None,
     out: Path,
-    engine: str = "torch",
+    runtime: str = "torch",
     segment2d: Segment2DSettings | None = None,
 ) -> EvaluationResult:
     """Predict every section of ``em``; write overlays and probabilities; score against ``labels``."""
     bundle = load_bundle(bundle_path)
-    predict = make_engine(bundle, engine)
+    predict = make_runtime(bundle, runtime)
     norm, channel = bundle.metadata.normalization, bundle.metadata.membrane_channel
     if labels is not None:
         if mapping is None:

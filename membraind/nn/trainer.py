@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from membraind_client.progress import Progress, ProgressReporter, no_progress
+
 from membraind.atomic import atomic_path, write_text_atomic
 from membraind.errors import Cancelled, InputError
 from membraind.groundtruth.batches import TrainingBatches
@@ -41,7 +43,6 @@ from membraind.nn.train_settings import TrainingSettings
 from membraind.nn.transfer import TransferPlan
 from membraind.segment.metrics import ConfusionCounts
 
-Progress = Callable[[float, str], None]
 Validation = list[tuple[np.ndarray, np.ndarray]]  # (normalised image, label classes) per image
 
 
@@ -88,10 +89,10 @@ class Trainer:
         self.plan = plan or TransferPlan()
 
     # -- the loop ----------------------------------------------------------------------
-    def run(self, progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> Path:
+    def run(self, progress: ProgressReporter | None = None, cancel: Callable[[], bool] | None = None) -> Path:
         """Train (or resume) until the epochs or the time budget are spent; returns the bundle path."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        progress = progress or (lambda fraction, message: None)
+        progress = progress or no_progress
         cancel = cancel or (lambda: False)
         t, model, optimizer = self.settings, self.model, self.optimizer
         amp_dtype = autocast_dtype(self.device) if t.amp else None
@@ -101,7 +102,8 @@ class Trainer:
 
         state = self._resume()
         if state["epoch"]:
-            progress(state["epoch"] / t.epochs, f"resuming after epoch {state['epoch']} (checkpoint in {self.run_dir})")
+            progress(Progress(phase="resuming", fraction=state["epoch"] / t.epochs, milestone=True,
+                              message=f"resuming after epoch {state['epoch']} (checkpoint in {self.run_dir})"))  # fmt: skip
         history: list[EpochRecord] = [EpochRecord.model_validate(r) for r in state["history"]]
         total_steps = t.epochs * t.steps_per_epoch
         budget = t.max_minutes * 60 if t.max_minutes else None
@@ -139,10 +141,11 @@ class Trainer:
                     loss_sum += float(loss.detach())
                     steps += 1
                     counts += score_batch(logits, labels)
-                    progress(
-                        done(epoch * t.steps_per_epoch + step + 1),
-                        f"epoch {epoch + 1}/{t.epochs} step {step + 1}/{t.steps_per_epoch} loss {loss_sum / steps:.4f}",
-                    )
+                    progress(Progress(
+                        phase="training", fraction=done(epoch * t.steps_per_epoch + step + 1),
+                        current=epoch * t.steps_per_epoch + step + 1, total=total_steps, unit="step",
+                        message=f"epoch {epoch + 1}/{t.epochs} step {step + 1}/{t.steps_per_epoch} loss {loss_sum / steps:.4f}",
+                    ))  # fmt: skip
                     if budget and elapsed + time.monotonic() - started >= budget:
                         break
             finally:
@@ -162,10 +165,11 @@ class Trainer:
             )
             history.append(record)
             self._finish_epoch(history, elapsed)
-            progress(
-                done((epoch + 1) * t.steps_per_epoch),
-                f"epoch {epoch + 1}/{t.epochs}: validation membrane F1 {record.val_membrane_f1:.4f}",
-            )
+            progress(Progress(
+                phase="validating", fraction=done((epoch + 1) * t.steps_per_epoch), milestone=True,
+                current=(epoch + 1) * t.steps_per_epoch, total=total_steps, unit="step",
+                message=f"epoch {epoch + 1}/{t.epochs}: validation membrane F1 {record.val_membrane_f1:.4f}",
+            ))  # fmt: skip
             if budget and elapsed >= budget:
                 break
         return self.run_dir / "model"

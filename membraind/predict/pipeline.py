@@ -2,7 +2,7 @@
 
 A reader thread reads tiles with their context (a few sections of one tile position per
 read, so slow sources such as VAST are asked for z-chunks), the calling thread runs the
-engines, and a writer thread encodes and writes the outputs. Bounded queues between the
+runtimes, and a writer thread encodes and writes the outputs. Bounded queues between the
 stages keep memory independent of the volume's size, and let reading and writing (PNG
 decoding and encoding release the GIL) overlap with inference.
 """
@@ -19,6 +19,8 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
+from membraind_client.progress import Progress, ProgressReporter, no_progress
+
 from membraind.errors import Cancelled
 from membraind.predict.models import LoadedModel
 from membraind.predict.outputs import render_outputs
@@ -28,7 +30,6 @@ from membraind.volumes.volume import Volume
 
 __all__ = ["PredictionCancelled", "PredictionReport", "Sink", "predict_tiles"]
 
-Progress = Callable[[float, str], None]
 _END = object()
 
 
@@ -121,7 +122,7 @@ def predict_tiles(
     prefetch: int = 3,
     z_chunk: int = 8,
     overwrite: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressReporter | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> PredictionReport:
     """Predict ``keys`` of ``grid`` with every model, writing to ``sink``.
@@ -129,13 +130,13 @@ def predict_tiles(
     Tiles the sink reports up to date are skipped (unless ``overwrite``), so an
     interrupted prediction resumes where it stopped.
     """
-    progress = progress or (lambda fraction, message: None)
+    progress = progress or no_progress
     cancel = cancel or (lambda: False)
     started = time.monotonic()
     report = PredictionReport(tiles=len(keys))
     todo = [k for k in keys if overwrite or sink.pending(k, volume.mtime(grid.core(k)))]
     report.skipped = len(keys) - len(todo)
-    multiple = int(np.lcm.reduce([m.engine.multiple for m in models]))
+    multiple = int(np.lcm.reduce([m.runtime.multiple for m in models]))
     size = input_size(grid.tile_size, context, multiple)
     stop = threading.Event()
     to_infer: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -189,10 +190,12 @@ def predict_tiles(
                 _put(to_write, (key, core, images), stop, writer)
                 report.megapixels += core.voxels / 1e6
             done += len(batch)
-            progress(
-                (report.skipped + done) / max(len(keys), 1),
-                f"tile {report.skipped + done}/{len(keys)} (z {batch[-1][0].z}, row {batch[-1][0].row}, col {batch[-1][0].col})",
-            )
+            last = batch[-1][0]
+            progress(Progress(
+                phase="predicting", fraction=(report.skipped + done) / max(len(keys), 1),
+                current=report.skipped + done, total=len(keys), unit="tile",
+                message=f"tile {report.skipped + done}/{len(keys)} (z {last.z}, row {last.row}, col {last.col})",
+            ))  # fmt: skip
         _put(to_write, _END, stop, writer)
         writer.join()
         writer.check()
@@ -228,7 +231,7 @@ def _infer(batch: list, models: list[LoadedModel], context: int) -> list:
     results = [(key, core, {}) for key, core, _ in batch]
     for model in models:
         x = np.stack([model.normalizer.tile(raw, core, context) for _, core, raw in batch])[:, None]
-        probabilities = model.engine(x)
+        probabilities = model.runtime(x)
         for (key, core, images), p in zip(results, probabilities):
             _, h, w = core.shape
             crop = p[:, context : context + h, context : context + w]

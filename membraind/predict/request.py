@@ -1,6 +1,6 @@
 """What a prediction is asked to do: which data, which bundles, which part, where to write.
 
-One pydantic model serves the CLI, request files and (later) the daemon's jobs. The
+One pydantic model serves the CLI, request files and the daemon's jobs. The
 part to predict is one of four modes: the whole volume, a box, anchor points each with
 a cube around it (the union of the tiles the cubes touch is predicted once), or one
 image file (a tile that just arrived at the scope; the output mirrors its path).

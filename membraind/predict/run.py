@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from membraind_client.progress import ProgressReporter
+
 from membraind.errors import InputError
 from membraind.nn.bundle import Bundle, load_bundle
-from membraind.predict.engines import Engine
 from membraind.predict.models import prepare_models
-from membraind.predict.pipeline import PredictionReport, Progress, predict_tiles
+from membraind.predict.pipeline import PredictionReport, predict_tiles
 from membraind.predict.request import Anchors, BoxRegion, PredictRequest, SingleImage, VastSource
+from membraind.predict.runtimes import Runtime
 from membraind.predict.settings import PredictSettings
 from membraind.predict.sinks import ImageFileSink, TileStoreSink
 from membraind.predict.tiling import TileGrid, TileKey
@@ -69,11 +71,11 @@ def run_prediction(
     settings: PredictSettings,
     *,
     bundles: list[Bundle] | None = None,
-    engines: list[Engine] | None = None,
-    progress: Progress | None = None,
+    runtimes: list[Runtime] | None = None,
+    progress: ProgressReporter | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> PredictionReport:
-    """Predict what ``request`` asks for. ``bundles``/``engines`` may be passed in already
+    """Predict what ``request`` asks for. ``bundles``/``runtimes`` may be passed in already
     loaded (the engine process keeps them between jobs)."""
     bundles = bundles or [load_bundle(path) for path in request.bundles]
     volume = _open(request)
@@ -83,13 +85,13 @@ def run_prediction(
             raise InputError(f"{volume.name} has mip levels 0-{volume.mips - 1}; mip {mip} was asked for")
         grid = TileGrid(volume, mip, settings.tile_size)
         keys = plan_tiles(request, grid)
-        models = prepare_models(bundles, volume, mip, settings, engines)
+        models = prepare_models(bundles, volume, mip, settings, runtimes)
         if isinstance(request.target, SingleImage):
             relative = _relative_image_path(request, request.target)
             sink = ImageFileSink(request.out, relative, grid, models, Path(request.volume))
         else:
             sink = TileStoreSink(request.out, volume, grid, models, settings.pyramid)
-        cpu = all(m.engine.device.type == "cpu" for m in models)
+        cpu = all(m.runtime.device.type == "cpu" for m in models)
         report = predict_tiles(
             volume, grid, keys, models, sink,
             context=settings.context,

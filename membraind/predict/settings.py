@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["PredictSettings", "OutputKind"]
 
@@ -12,17 +12,18 @@ OutputKind = Literal["membrane", "classes", "rgb"]
 
 
 class PredictSettings(BaseModel):
-    """How prediction runs: engine, tiling, overlap of I/O and compute, and what it writes."""
+    """How prediction runs: runtime, tiling, overlap of I/O and compute, and what it writes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    engine: Literal["auto", "torch", "onnx"] = Field(
-        "auto", description="inference engine; 'auto' picks the fastest for the device (see docs/benchmarks.md)"
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", validation_alias=AliasChoices("runtime", "engine"),  # 'engine': its name before issue 17, still read
+        description="inference runtime; 'auto' picks the fastest for the device (see docs/benchmarks.md)",
     )
     device: str = Field("auto", description="'auto' (GPU when there is one), 'cpu', 'cuda', 'cuda:1', ...")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
-        description="arithmetic of the PyTorch engine; 'auto': bf16/fp16 on GPU, bf16 on CPUs with native bf16, else fp32",
+        description="arithmetic of the PyTorch runtime; 'auto': bf16/fp16 on GPU, bf16 on CPUs with native bf16, else fp32",
     )
     tile_size: int = Field(1024, ge=64, description="side of the output tiles (the tile store's PNG tiles)")
     context: int = Field(
@@ -36,6 +37,18 @@ class PredictSettings(BaseModel):
     )
     overwrite: bool = Field(False, description="recompute tiles whose outputs are newer than their inputs")
     pyramid: bool = Field(True, description="write mip levels above the prediction mip so VAST shows zoomed-out views")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_runtime_key(cls, data: Any) -> Any:
+        """The old key ``engine`` and ``runtime`` may not disagree (a file and the environment
+        can each set one; which one should win would be a guess)."""
+        if isinstance(data, dict) and "engine" in data and "runtime" in data:
+            if data["engine"] != data["runtime"]:
+                raise ValueError(f"runtime ({data['runtime']!r}) and engine, its old name ({data['engine']!r}), "
+                                 "disagree; set only runtime")  # fmt: skip
+            data = {k: v for k, v in data.items() if k != "engine"}
+        return data
 
     @model_validator(mode="after")
     def _aligned(self) -> "PredictSettings":

@@ -22,6 +22,8 @@ from typing import Callable, Iterator
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from membraind_client.progress import Progress, ProgressReporter
+
 from membraind.atomic import write_text_atomic
 from membraind.errors import Cancelled, InputError, describe_validation_error
 from membraind.segment.instances import segment_section
@@ -38,9 +40,6 @@ MANIFEST_NAME = "segment2d.json"
 STORE_NAME = "segmentation"
 TIFF_NAME = "labels.tif"
 MANIFEST_FORMAT = 1
-
-Progress = Callable[[float, str], None]
-
 
 class SegmentationCancelled(Cancelled):
     """Raised when a segmentation is cancelled; finished sections stay written."""
@@ -99,7 +98,7 @@ def run_segmentation(
     sections: range | None = None,
     overwrite: bool = False,
     label_tiff: bool = True,
-    progress: Progress | None = None,
+    progress: ProgressReporter | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> SegmentationReport:
     """Segment the sections of the membrane-probability volume at ``membrane`` (membrane
@@ -135,7 +134,8 @@ def run_segmentation(
             write_text_atomic(out / MANIFEST_NAME, manifest.model_dump_json(indent=2))
             report.sections += 1
             if progress is not None:
-                progress((done + 1) / len(todo), f"section {z}: {count} segments")
+                progress(Progress(phase="segmenting", fraction=(done + 1) / len(todo), current=done + 1, total=len(todo),
+                                  unit="section", message=f"section {z}: {count} segments", milestone=True))  # fmt: skip
         report.segments = sum(s.count for s in manifest.sections.values())
         report.outputs.append(store.write_vsvi())
         if label_tiff:

@@ -51,7 +51,8 @@ class EventFeed:
                 self._seq[record.id] = seq
             event = Event(
                 job_id=record.id, epoch=self.epoch, seq=seq, kind=record.kind, state=record.state,
-                progress=record.progress, message=record.message, error=record.error, time=time.time(),
+                progress=record.progress, message=record.message, progress_detail=record.progress_detail,
+                error=record.error, time=time.time(),
             )  # fmt: skip
             try:
                 self._pending.put_nowait(event)

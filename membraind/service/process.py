@@ -9,8 +9,7 @@ import logging
 import signal
 import threading
 
-from membraind.errors import ConfigError
-from membraind.service.engine import JobCancelled
+from membraind.errors import Cancelled, ConfigError
 from membraind.service.systemd import Notifier
 
 __all__ = ["ServiceProcess", "HEALTH_INTERVAL"]
@@ -38,7 +37,7 @@ class ServiceProcess(abc.ABC):
 
     def wait_for_journal(self, journal, what: str) -> None:
         """Start-up: wait until ``journal`` answers (a Redis server may come up after us),
-        saying so in the log and systemd's status; raises JobCancelled if asked to stop,
+        saying so in the log and systemd's status; raises Cancelled if asked to stop,
         and the journal's ConfigError when waiting would not help (a refused password)."""
         said = False
         while True:
@@ -57,7 +56,7 @@ class ServiceProcess(abc.ABC):
                     said = True
             self.notifier.extend_timeout(30)  # systemd's start timeout must not end a wait for another service
             if self._stop.wait(2.0):
-                raise JobCancelled(f"stopped while waiting for {what}")
+                raise Cancelled(f"stopped while waiting for {what}")
 
     @staticmethod
     def journal_readable(journal) -> bool:
@@ -96,7 +95,7 @@ class ServiceProcess(abc.ABC):
                 else:
                     log.warning("a part of the service is unhealthy; not pinging the systemd watchdog")
                 self.periodically()
-        except JobCancelled:  # SIGTERM while the engine was still starting: a normal stop
+        except Cancelled:  # SIGTERM while the engine was still starting: a normal stop
             log.info("stop requested during start-up")
         finally:
             self.stop()

@@ -15,9 +15,12 @@ import threading
 import time
 from typing import Callable
 
+from membraind_client.progress import Progress, ProgressReporter
+
 from membraind.config import Settings
+from membraind.errors import Cancelled
 from membraind.jobs.specs import queue_of
-from membraind.service.engine import EngineProcess, JobCancelled, JobFailed
+from membraind.service.engine.process import EngineProcess, JobFailed
 from membraind.service.jobs import Job, JobRecord
 from membraind.service.journal.base import Journal
 
@@ -107,7 +110,7 @@ class JobRunner:
         job_id, engine = record.id, self.engines[queue_of(record.kind)]
         try:
             result = engine.run(self.job_for_attempt(record), self._progress(job_id), self._should_stop(job_id, lease))
-        except JobCancelled as exc:
+        except Cancelled as exc:
             if lease.lost.is_set():
                 return  # taken over: the new holder records it
             if self.stopping.is_set() and not self.journal.cancel_requested(job_id):
@@ -154,14 +157,14 @@ class JobRunner:
             self.journal.fail(record.id, f"{exc}{tries}", self.worker)
             log.warning("job %s failed: %s%s", record.id, exc, tries)
 
-    def _progress(self, job_id: str) -> Callable[[float, str], None]:
+    def _progress(self, job_id: str) -> ProgressReporter:
         last = [0.0]
 
-        def progress(fraction: float, message: str) -> None:
+        def progress(report: Progress) -> None:
             now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL or fraction >= 1.0:
+            if now - last[0] >= PROGRESS_INTERVAL or report.fraction >= 1.0:
                 last[0] = now
-                self.journal.progress(job_id, fraction, message)
+                self.journal.progress(job_id, report)
                 self.notify(self.journal.get(job_id))
 
         return progress

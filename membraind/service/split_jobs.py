@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Callable
 
+from membraind_client.progress import Progress, estimate_eta
+
 from membraind.jobs.chunks import split_prediction
 from membraind.service.jobs import Job, JobRecord
 from membraind.service.journal.base import Journal
@@ -66,7 +68,10 @@ class SplitJobs:
         """Hold the just-recorded ``parent`` for its parts and queue them."""
         if self.journal.claim(parent.id, SPLIT_WORKER, SPLIT_LEASE) is None:
             return  # cancelled already
-        self.journal.progress(parent.id, 0.0, f"split into {len(parts)} jobs of up to {self.sections} sections")
+        self.journal.progress(parent.id, Progress(
+            phase="splitting", fraction=0.0, current=0, total=len(parts), unit="part",
+            message=f"split into {len(parts)} jobs of up to {self.sections} sections",
+        ))  # fmt: skip
         self._add(parts)
         log.info("job %s split into %d jobs of up to %d sections", parent.id, len(parts), self.sections)
 
@@ -127,7 +132,11 @@ class SplitJobs:
             message = f"{done} of {len(parts)} parts done, {running} running"
             if (fraction, message) == (parent.progress, parent.message):
                 return None  # the health loop settles every split job each turn: no write, no event, when idle
-            self.journal.progress(parent_id, fraction, message)
+            elapsed = time.time() - parent.started if parent.started else 0.0
+            self.journal.progress(parent_id, Progress(
+                phase="predicting", fraction=fraction, current=done, total=len(parts), unit="part", message=message,
+                eta_seconds=estimate_eta(elapsed, fraction),
+            ))  # fmt: skip
         return self.journal.get(parent_id)
 
     def settle_all(self) -> list[JobRecord]:

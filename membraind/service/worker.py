@@ -13,7 +13,7 @@ import logging
 import os
 
 from membraind.config import Settings
-from membraind.service.engine import EngineProcess
+from membraind.service.engine.process import EngineProcess
 from membraind.service.instance_lock import InstanceLock
 from membraind.service.journal import Journal, journal_name, open_journal
 from membraind.service.process import ServiceProcess

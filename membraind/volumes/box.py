@@ -99,13 +99,6 @@ class Box(BaseModel):
         """The part of this box in section ``z`` (one section deep, same x/y extent)."""
         return Box(x0=self.x0, x1=self.x1, y0=self.y0, y1=self.y1, z0=z, z1=z + 1, mip=self.mip)
 
-    def shift(self, dx: int = 0, dy: int = 0, dz: int = 0) -> "Box":
-        """The box moved by the given offsets."""
-        return Box(
-            x0=self.x0 + dx, x1=self.x1 + dx, y0=self.y0 + dy, y1=self.y1 + dy,
-            z0=self.z0 + dz, z1=self.z1 + dz, mip=self.mip,
-        )  # fmt: skip
-
     def slices(self, origin: "Box | None" = None) -> tuple[slice, slice, slice]:
         """Index ``(z, y, x)`` slices of this box within an array read for ``origin``."""
         o = origin.at_mip(self.mip) if origin is not None else Box(x0=0, x1=0, y0=0, y1=0, z0=0, z1=0, mip=self.mip)

@@ -61,20 +61,6 @@ def read_image(path: Path) -> np.ndarray:
     return array
 
 
-def read_tiff_stack(path: Path) -> np.ndarray:
-    """Read a multi-page TIFF as ``(Z, H, W)`` (gray) or ``(Z, H, W, C)`` (colour)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"TIFF stack {path} does not exist")
-    try:
-        array = tifffile.imread(path)
-    except Exception as exc:
-        raise InputError(f"cannot read {path} as a TIFF stack ({type(exc).__name__}: {exc})") from exc
-    if array.ndim == 2:
-        array = array[None]
-    return array
-
-
 def write_image(path: Path, array: np.ndarray) -> Path:
     """Write ``array`` as PNG or TIFF (by suffix) atomically: temporary file, then rename."""
     path = Path(path)

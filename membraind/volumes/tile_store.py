@@ -147,10 +147,6 @@ class TileStore:
 
     # ------------------------------------------------------------------ tiles
 
-    def has_tile(self, z: int, row: int, col: int, mip: int = 0) -> bool:
-        """True when the tile's file exists."""
-        return self.tile_path(z, row, col, mip).is_file()
-
     def tile_mtime(self, z: int, row: int, col: int, mip: int = 0) -> float | None:
         """When the tile was last written (seconds since the epoch), None if it does not exist."""
         try:

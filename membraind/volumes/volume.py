@@ -97,10 +97,6 @@ class SectionStackVolume(Volume):
         self._cache_size = max(1, cache_sections)
         self._lock = Lock()  # readers in several threads share the cache
 
-    def section_path(self, z: int) -> Path:
-        """The file holding section ``z`` (the stack itself for multi-page TIFFs)."""
-        return self.sections[z].path
-
     def mtime(self, box: Box) -> float | None:
         """The newest modification time of the section files ``box`` reads."""
         return max(self.sections[z].path.stat().st_mtime for z in range(box.z0, box.z1)) if not box.empty else None

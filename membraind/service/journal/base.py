@@ -25,16 +25,21 @@ from __future__ import annotations
 import abc
 from typing import Any, Iterable
 
+from membraind_client.progress import Progress
+
 from membraind.jobs.execute import JobResult
 from membraind.service.jobs import Job, JobRecord
 
-__all__ = ["Journal", "JournalEvent", "COLUMNS", "record_from_values", "released_message", "expired_message"]
+__all__ = [
+    "Journal", "JournalEvent", "COLUMNS", "record_from_values", "stored_progress", "released_message", "expired_message",
+]  # fmt: skip
 
 # The fields of a job as both backends store them (the SQLite columns, the Redis hash fields).
 COLUMNS = (
     "id", "kind", "spec", "priority", "source", "client", "state", "progress", "message", "result", "error",
-    "attempts", "cancel_requested", "worker", "parent", "created", "started", "finished", "updated",
+    "attempts", "cancel_requested", "worker", "parent", "created", "started", "finished", "updated", "progress_detail",
 )  # fmt: skip
+MESSAGE_CHARS = 500  # longer progress messages are cut
 
 JournalEvent = tuple  # (seq, job_id, job_seq, state, time, detail)
 
@@ -47,7 +52,15 @@ def record_from_values(values: dict[str, Any]) -> JobRecord:
     values["spec"] = json.loads(values["spec"])
     values["result"] = JobResult.model_validate_json(values["result"]) if values.get("result") else None
     values["cancel_requested"] = bool(int(values["cancel_requested"]))
+    detail = values.get("progress_detail")
+    values["progress_detail"] = Progress.model_validate_json(detail) if detail else None  # absent in older journals
     return JobRecord(**values)
+
+
+def stored_progress(progress: Progress) -> tuple[float, str, str]:
+    """(fraction clamped to 0..1, message cut to MESSAGE_CHARS, the whole report as JSON) as a journal stores them."""
+    fraction, message = max(0.0, min(1.0, float(progress.fraction))), progress.message[:MESSAGE_CHARS]
+    return fraction, message, progress.model_copy(update={"fraction": fraction, "message": message}).model_dump_json()
 
 
 def released_message(worker: str) -> str:
@@ -78,8 +91,9 @@ class Journal(abc.ABC):
         """Extend ``worker``'s lease on a running job; False when the worker no longer holds it."""
 
     @abc.abstractmethod
-    def progress(self, job_id: str, fraction: float, message: str) -> None:
-        """Record a running job's progress."""
+    def progress(self, job_id: str, progress: Progress) -> None:
+        """Record a running job's progress (its fraction and message, and the whole report as
+        ``progress_detail``, which every change of state clears)."""
 
     @abc.abstractmethod
     def _end(self, job_id: str, worker: str, state: str, *, result: JobResult | None, error: str | None,

@@ -27,11 +27,13 @@ from typing import Iterable
 
 import redis
 
+from membraind_client.progress import Progress
+
 from membraind.errors import ConfigError
 from membraind.jobs.execute import JobResult
 from membraind.service.jobs import Job, JobRecord
 from membraind.service.journal.base import (
-    COLUMNS, Journal, JournalEvent, expired_message, record_from_values, released_message,
+    COLUMNS, Journal, JournalEvent, expired_message, record_from_values, released_message, stored_progress,
 )  # fmt: skip
 
 __all__ = ["RedisJournal", "STATES", "redact"]
@@ -94,6 +96,7 @@ move('queued', 'running')
 redis.call('HINCRBY', key, 'attempts', 1)
 redis.call('HSET', key, 'started', now_text, 'progress', '0', 'message', 'started', 'worker', ARGV[3],
            'lease_until', tostring(lease))
+redis.call('HDEL', key, 'progress_detail')
 redis.call('ZADD', p .. 'leases', lease, id)
 event('running', 'on ' .. ARGV[3])
 changed()
@@ -110,10 +113,10 @@ redis.call('ZADD', p .. 'leases', lease, id)
 return 1
 """
 
-# ARGV: prefix, id, fraction, message, keep
+# ARGV: prefix, id, fraction, message, progress JSON, keep
 _PROGRESS = """
 if redis.call('HGET', key, 'state') ~= 'running' then return 0 end
-redis.call('HSET', key, 'progress', ARGV[3], 'message', ARGV[4], 'updated', now_text)
+redis.call('HSET', key, 'progress', ARGV[3], 'message', ARGV[4], 'progress_detail', ARGV[5], 'updated', now_text)
 changed()
 return 1
 """
@@ -124,6 +127,7 @@ local s = redis.call('HMGET', key, 'state', 'worker')
 if s[1] ~= 'running' or s[2] ~= ARGV[3] then return 0 end
 move('running', ARGV[4])
 redis.call('HSET', key, 'message', ARGV[7], 'finished', now_text, 'lease_until', '0')
+redis.call('HDEL', key, 'progress_detail')
 if ARGV[5] ~= '' then redis.call('HSET', key, 'result', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', key, 'error', ARGV[6]) end
 if ARGV[4] == 'done' then redis.call('HSET', key, 'progress', '1') end
@@ -139,6 +143,7 @@ local s = redis.call('HMGET', key, 'state', 'worker')
 if s[1] ~= 'running' or s[2] ~= ARGV[3] then return 0 end
 move('running', 'queued')
 redis.call('HSET', key, 'message', ARGV[4], 'not_before', tostring(now + tonumber(ARGV[5])), 'lease_until', '0')
+redis.call('HDEL', key, 'progress_detail')
 if ARGV[6] == '1' then redis.call('HINCRBY', key, 'attempts', -1) end
 redis.call('ZREM', p .. 'leases', id)
 event('queued', ARGV[4])
@@ -153,6 +158,7 @@ if not state then return 0 end
 if state == 'queued' then
   move('queued', 'cancelled')
   redis.call('HSET', key, 'message', 'cancelled before it started', 'cancel_requested', '1', 'finished', now_text)
+  redis.call('HDEL', key, 'progress_detail')
   event('cancelled', 'cancelled before it started')
 elseif state == 'running' then
   redis.call('HSET', key, 'cancel_requested', '1', 'message', 'cancelling', 'updated', now_text)
@@ -170,6 +176,7 @@ local new = 'queued'
 if s[4] == '1' then new = 'cancelled' end
 move('running', new)
 redis.call('HSET', key, 'message', ARGV[4], 'lease_until', '0')
+redis.call('HDEL', key, 'progress_detail')
 if new == 'cancelled' then redis.call('HSET', key, 'finished', now_text) end
 redis.call('ZREM', p .. 'leases', id)
 event(new, ARGV[4])
@@ -221,8 +228,9 @@ class RedisJournal(Journal):
     def renew(self, job_id: str, worker: str, lease_seconds: float) -> bool:
         return bool(self._run("renew", job_id, worker, lease_seconds))
 
-    def progress(self, job_id: str, fraction: float, message: str) -> None:
-        self._run("progress", job_id, repr(max(0.0, min(1.0, float(fraction)))), message[:500])
+    def progress(self, job_id: str, progress: Progress) -> None:
+        fraction, message, detail = stored_progress(progress)
+        self._run("progress", job_id, repr(fraction), message, detail)
 
     def _end(self, job_id: str, worker: str, state: str, *, result: JobResult | None, error: str | None,
              message: str) -> bool:  # fmt: skip

@@ -16,7 +16,11 @@ from typing import Iterable, Iterator
 
 from membraind.jobs.execute import JobResult
 from membraind.service.jobs import Job, JobRecord
-from membraind.service.journal.base import COLUMNS, Journal, record_from_values, expired_message, released_message
+from membraind_client.progress import Progress
+
+from membraind.service.journal.base import (
+    COLUMNS, Journal, expired_message, record_from_values, released_message, stored_progress,
+)  # fmt: skip
 
 __all__ = ["SqliteJournal"]
 
@@ -66,12 +70,12 @@ END;
 """
 CHANGES_POLL = 0.1  # seconds between looks at the change log while following
 # Added after the first release: journals written before get them at open.
-_LATER_COLUMNS = {"worker": "TEXT", "lease_until": "REAL NOT NULL DEFAULT 0", "parent": "TEXT"}
+_LATER_COLUMNS = {"worker": "TEXT", "lease_until": "REAL NOT NULL DEFAULT 0", "parent": "TEXT", "progress_detail": "TEXT"}
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 # A running job goes back to the queue, or ends cancelled when a cancel was asked for.
 _BACK_TO_QUEUE = (
     "UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END, message = ?, "
-    "lease_until = 0, updated = ?, finished = CASE WHEN cancel_requested THEN ? END "
+    "progress_detail = NULL, lease_until = 0, updated = ?, finished = CASE WHEN cancel_requested THEN ? END "
     "WHERE id = ? AND state = 'running'"
 )
 
@@ -158,7 +162,7 @@ class SqliteJournal(Journal):
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1, started = ?, updated = ?, progress = 0, "
-                "message = 'started', worker = ?, lease_until = ? "
+                "message = 'started', progress_detail = NULL, worker = ?, lease_until = ? "
                 "WHERE id = ? AND state = 'queued' AND cancel_requested = 0",
                 (now, now, worker, now + lease_seconds, job_id),
             )
@@ -175,11 +179,12 @@ class SqliteJournal(Journal):
             )
         return cursor.rowcount == 1
 
-    def progress(self, job_id: str, fraction: float, message: str) -> None:
+    def progress(self, job_id: str, progress: Progress) -> None:
         with self._write() as db:
             db.execute(
-                "UPDATE jobs SET progress = ?, message = ?, updated = ? WHERE id = ? AND state = 'running'",
-                (max(0.0, min(1.0, fraction)), message[:500], time.time(), job_id),
+                "UPDATE jobs SET progress = ?, message = ?, progress_detail = ?, updated = ? "
+                "WHERE id = ? AND state = 'running'",
+                (*stored_progress(progress), time.time(), job_id),
             )
 
     def _end(self, job_id: str, worker: str, state: str, *, result: JobResult | None, error: str | None,
@@ -187,7 +192,8 @@ class SqliteJournal(Journal):
         now = time.time()
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE jobs SET state = ?, result = ?, error = ?, message = ?, finished = ?, updated = ?, lease_until = 0, "
+                "UPDATE jobs SET state = ?, result = ?, error = ?, message = ?, progress_detail = NULL, finished = ?, "
+                "updated = ?, lease_until = 0, "
                 "progress = CASE WHEN ? = 'done' THEN 1 ELSE progress END "
                 "WHERE id = ? AND state = 'running' AND worker = ?",
                 (state, result.model_dump_json() if result else None, error, message, now, now, state, job_id, worker),
@@ -201,7 +207,8 @@ class SqliteJournal(Journal):
         now = time.time()
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE jobs SET state = 'queued', message = ?, not_before = ?, updated = ?, lease_until = 0, "
+                "UPDATE jobs SET state = 'queued', message = ?, progress_detail = NULL, not_before = ?, updated = ?, "
+                "lease_until = 0, "
                 "attempts = attempts - ? WHERE id = ? AND state = 'running' AND worker = ?",
                 (message, now + delay, now, 1 if refund_attempt else 0, job_id, worker),
             )
@@ -218,7 +225,7 @@ class SqliteJournal(Journal):
             if row[0] == "queued":
                 now = time.time()
                 db.execute(
-                    "UPDATE jobs SET state = 'cancelled', message = 'cancelled before it started', "
+                    "UPDATE jobs SET state = 'cancelled', message = 'cancelled before it started', progress_detail = NULL, "
                     "cancel_requested = 1, finished = ?, updated = ? WHERE id = ?",
                     (now, now, job_id),
                 )

@@ -45,7 +45,3 @@ class SparseLabels:
                 if block is None:
                     block = self._blocks[(z, *key)] = np.zeros((self.block, self.block), np.uint16)
                 block[inner] = labels[(z - z0, *outer)]
-
-    @property
-    def written_blocks(self) -> int:
-        return len(self._blocks)

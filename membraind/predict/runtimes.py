@@ -1,6 +1,6 @@
-"""Inference engines: a batch of normalised tiles in, class probabilities out.
+"""Inference runtimes: a batch of normalised tiles in, class probabilities out.
 
-Two engines share one contract, ``engine(batch (N, 1, H, W) float32) -> (N, C, H, W)
+Two runtimes share one contract, ``runtime(batch (N, 1, H, W) float32) -> (N, C, H, W)
 float32`` probabilities: PyTorch (CPU or GPU, with autocast where the hardware has
 fast 16-bit arithmetic, channels-last) and ONNX Runtime on a bundle's exported model.
 """
@@ -17,13 +17,13 @@ from membraind.nn.bundle import Bundle
 from membraind.nn.device import autocast_dtype, resolve_device
 from membraind.predict.settings import PredictSettings
 
-__all__ = ["Engine", "TorchEngine", "OnnxEngine", "load_engine", "choose_engine"]
+__all__ = ["Runtime", "TorchRuntime", "OnnxRuntime", "load_runtime", "choose_runtime"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class Engine(Protocol):
-    """What the prediction pipeline needs from an engine."""
+class Runtime(Protocol):
+    """What the prediction pipeline needs from a runtime."""
 
     name: str
     device: torch.device
@@ -33,12 +33,12 @@ class Engine(Protocol):
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-class TorchEngine:
+class TorchRuntime:
     """PyTorch inference of a bundle's U-Net, in eval mode, without gradients."""
 
     def __init__(self, bundle: Bundle, device: torch.device, precision: str = "auto", channels_last: bool = True):
         if bundle.model is None:
-            raise ConfigError(f"bundle {bundle.path} holds only an ONNX network; use engine 'onnx'")
+            raise ConfigError(f"bundle {bundle.path} holds only an ONNX network; use runtime 'onnx'")
         self.name = "torch"
         self.device = device
         self.multiple = bundle.metadata.architecture.multiple
@@ -58,7 +58,7 @@ class TorchEngine:
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
-class OnnxEngine:
+class OnnxRuntime:
     """ONNX Runtime inference of a bundle's exported (or imported) ONNX network."""
 
     def __init__(self, bundle: Bundle, device: torch.device) -> None:
@@ -78,14 +78,14 @@ class OnnxEngine:
         return self.predictor.predict(batch)
 
 
-def choose_engine(settings: PredictSettings, device: torch.device, bundle: Bundle) -> str:
-    """The engine 'auto' stands for: PyTorch on GPUs and on CPUs with native bf16, else ONNX Runtime.
+def choose_runtime(settings: PredictSettings, device: torch.device, bundle: Bundle) -> str:
+    """The runtime 'auto' stands for: PyTorch on GPUs and on CPUs with native bf16, else ONNX Runtime.
 
     From ``benchmarks/predict_throughput.py`` (docs/benchmarks.md): where bf16 is native,
     PyTorch with bf16 autocast is the fastest; in fp32, ONNX Runtime beats PyTorch eager.
     """
-    if settings.engine != "auto":
-        return settings.engine
+    if settings.runtime != "auto":
+        return settings.runtime
     if bundle.model is None:
         return "onnx"
     if device.type == "cuda" or autocast_dtype(device) is not None and settings.precision in ("auto", "bf16"):
@@ -93,10 +93,10 @@ def choose_engine(settings: PredictSettings, device: torch.device, bundle: Bundl
     return "onnx"
 
 
-def load_engine(bundle: Bundle, settings: PredictSettings) -> Engine:
-    """The engine ``settings`` ask for, loaded with ``bundle``'s network."""
+def load_runtime(bundle: Bundle, settings: PredictSettings) -> Runtime:
+    """The runtime ``settings`` ask for, loaded with ``bundle``'s network."""
     device = resolve_device(settings.device)
-    kind = choose_engine(settings, device, bundle)
+    kind = choose_runtime(settings, device, bundle)
     if kind == "onnx":
-        return OnnxEngine(bundle, device)
-    return TorchEngine(bundle, device, settings.precision)
+        return OnnxRuntime(bundle, device)
+    return TorchRuntime(bundle, device, settings.precision)

@@ -10,18 +10,24 @@ does not wait for it.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import threading
 import time
 from typing import Callable, NoReturn
 
-from membraind.jobs.execute import JobResult
-from membraind.service.jobs import Job
-from membraind.service.engine_worker import engine_main
+from membraind_client.progress import ProgressReporter
 
-__all__ = ["EngineProcess", "JobFailed", "JobCancelled"]
+from membraind.errors import Cancelled
+from membraind.jobs.execute import JobResult
+from membraind.service.engine.child import engine_main
+from membraind.service.engine.messages import (
+    CancelCommand, CancelledEvent, DoneEvent, ErrorEvent, ExitCommand, ProgressEvent, ReadyEvent, RunCommand, encode,
+    parse_engine_event,
+)  # fmt: skip
+from membraind.service.jobs import Job
+
+__all__ = ["EngineProcess", "JobFailed"]
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +40,6 @@ class JobFailed(Exception):
     def __init__(self, message: str, retry: bool) -> None:
         super().__init__(message)
         self.retry = retry
-
-
-class JobCancelled(Exception):
-    """A job stopped because it was asked to (cancel, or the daemon stopping)."""
 
 
 class EngineProcess:
@@ -58,7 +60,7 @@ class EngineProcess:
     def start(self, should_stop: Callable[[], bool] | None = None) -> None:
         """Start the process and wait until it is ready for jobs.
 
-        Raises :class:`JobCancelled` (the process killed) as soon as ``should_stop()`` is
+        Raises :class:`~membraind.errors.Cancelled` (the process killed) as soon as ``should_stop()`` is
         true or :meth:`stop` is called, and RuntimeError when the process exits or is not
         ready within ``start_timeout``.
         """
@@ -76,16 +78,16 @@ class EngineProcess:
         while not self._events.poll(START_POLL):  # in slices: a stop must not wait out the timeout
             if self._closing.is_set() or (should_stop is not None and should_stop()):
                 self.kill()
-                raise JobCancelled(f"stopped while the {self.name} engine process was starting")
+                raise Cancelled(f"stopped while the {self.name} engine process was starting")
             if not self._process.is_alive():
                 self._start_failed()
             if time.monotonic() > deadline:
                 self._start_failed(f"did not start within {self.start_timeout:.0f} s")
         try:
-            message = json.loads(self._events.recv_bytes())
+            message = parse_engine_event(self._events.recv_bytes())
         except (EOFError, OSError):  # the pipe closed: it exited before it was ready
             self._start_failed()
-        log.info("%s engine process ready (pid %s)", self.name, message.get("pid"))
+        log.info("%s engine process ready (pid %s)", self.name, message.pid if isinstance(message, ReadyEvent) else "?")
 
     def _start_failed(self, why: str | None = None) -> NoReturn:
         """Kill the process that did not start and raise RuntimeError saying ``why`` (default: how it exited)."""
@@ -126,7 +128,7 @@ class EngineProcess:
             with self._lock:  # the start or job in another thread sees _closing and ends
                 if self.alive():
                     try:
-                        self._send({"op": "exit"})
+                        self._send(ExitCommand())
                     except OSError:
                         pass
                     self._process.join(timeout)
@@ -139,17 +141,17 @@ class EngineProcess:
         self.kill()
         self.restarts += 1
 
-    def _send(self, message: dict) -> None:
-        self._commands.send_bytes(json.dumps(message).encode())
+    def _send(self, message: RunCommand | CancelCommand | ExitCommand) -> None:
+        self._commands.send_bytes(encode(message))
 
     # -- jobs -------------------------------------------------------------------------
     def run(
         self,
         job: Job,
-        progress: Callable[[float, str], None],
+        progress: ProgressReporter,
         should_cancel: Callable[[], bool],
     ) -> JobResult:
-        """Run ``job`` in the process; returns its result or raises JobFailed / JobCancelled."""
+        """Run ``job`` in the process; returns its result or raises JobFailed / Cancelled."""
         def stop_asked() -> bool:
             return self._closing.is_set() or should_cancel()
 
@@ -157,41 +159,40 @@ class EngineProcess:
             if not self.alive():
                 self.start(stop_asked)
             try:
-                self._send({"op": "run", "job": job.model_dump(mode="json")})
+                self._send(RunCommand(job=job))
             except OSError:
                 self._restart("its command pipe broke")
                 raise JobFailed("the engine process was not reachable; the job will be retried", retry=True) from None
             return self._wait(progress, stop_asked)
 
-    def _wait(self, progress: Callable[[float, str], None], should_cancel: Callable[[], bool]) -> JobResult:
+    def _wait(self, progress: ProgressReporter, should_cancel: Callable[[], bool]) -> JobResult:
         last_sign = time.monotonic()
         cancel_sent: float | None = None
         while True:
             if self._events.poll(0.1):
                 try:
-                    message = json.loads(self._events.recv_bytes())
+                    message = parse_engine_event(self._events.recv_bytes())
                 except (EOFError, OSError):
                     self._process.join(5)
                     code = self._process.exitcode
                     self._restart(f"it exited (code {code}) during a job")
                     raise JobFailed(f"the engine process died while running the job (exit code {code})", retry=True) from None
                 last_sign = time.monotonic()
-                op = message["op"]
-                if op == "progress":
-                    progress(message["fraction"], message["message"])
-                elif op == "done":
-                    return JobResult.model_validate(message["result"])
-                elif op == "cancelled":
-                    raise JobCancelled(message["message"])
-                elif op == "error":
-                    raise JobFailed(message["message"], retry=message["retry"])
+                if isinstance(message, ProgressEvent):
+                    progress(message.progress)
+                elif isinstance(message, DoneEvent):
+                    return message.result
+                elif isinstance(message, CancelledEvent):
+                    raise Cancelled(message.message)
+                elif isinstance(message, ErrorEvent):
+                    raise JobFailed(message.message, retry=message.retry)
             now = time.monotonic()  # checked on every pass: a chatty job must still notice a cancel
             if cancel_sent is None and should_cancel():
-                self._send({"op": "cancel"})
+                self._send(CancelCommand())
                 cancel_sent = now
             if cancel_sent is not None and now - cancel_sent > self.cancel_grace:
                 self._restart(f"the job did not stop within {self.cancel_grace:.0f} s of being cancelled")
-                raise JobCancelled(f"stopped by ending the engine process after {self.cancel_grace:.0f} s")
+                raise Cancelled(f"stopped by ending the engine process after {self.cancel_grace:.0f} s")
             if now - last_sign > self.hang_seconds:
                 self._restart(f"the job made no progress for {self.hang_seconds:.0f} s")
                 raise JobFailed(f"the job made no progress for {self.hang_seconds:.0f} s and was stopped", retry=True)
