@@ -61,7 +61,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def wait_for(predicate):
     """Poll finely: the waits measured here are tenths of a second."""
-    from membraind.service.supervised import wait_until
+    from membraind.harness import wait_until
 
     return wait_until(predicate, 120.0, interval=0.005)
 
@@ -81,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from membraind.service.journal import SqliteJournal
-    from membraind.service.supervised import SupervisedDaemon
+    from membraind.harness import SupervisedDaemon
 
     tmp = Path(tempfile.mkdtemp(prefix="membraind-bench-service-"))
     try:

@@ -26,7 +26,7 @@ def isbi() -> Path:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real redis-server for the whole session (.ci/run installs Debian's redis-server)."""
-    from membraind.service.supervised import RedisServer
+    from membraind.harness import RedisServer
 
     try:
         server = RedisServer(tmp_path_factory.mktemp("redis")).start()
@@ -82,7 +82,7 @@ events = "{self.events}"
 
     def supervised(self):
         """The daemon for this configuration, not started yet."""
-        from membraind.service.supervised import SupervisedDaemon
+        from membraind.harness import SupervisedDaemon
 
         return SupervisedDaemon(self.config, self.log)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from membraind.service.supervised import SupervisedDaemon
+from membraind.harness import SupervisedDaemon
 
 pytestmark = pytest.mark.slow
 

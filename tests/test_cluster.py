@@ -21,9 +21,9 @@ from watchdog.observers import Observer
 
 from membraind_client.client import Client
 
+from membraind.harness import RedisServer, SupervisedDaemon, free_port, wait_until
 from membraind.service.journal.redis import RedisJournal
 from membraind.service.runner import worker_name
-from membraind.service.supervised import RedisServer, SupervisedDaemon, free_port, wait_until
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.isbi
@@ -301,10 +301,10 @@ def test_a_volume_split_among_workers_is_one_job_and_equals_the_unsplit_predicti
         assert final.state == "done", final.error
         return final, updates
 
-    whole = Cluster(tmp_path, "whole", redis_url, trained_bundle, empty, queue="chunk_sections = 0")
+    whole = Cluster(tmp_path, "whole", redis_url, trained_bundle, empty, queue="part_sections = 0")
     whole.config.write_text(whole.config.read_text().replace(f'roots = ["{trained_bundle.parent}"]',
                                                              f'roots = ["{trained_bundle.parent}", "{sections.parent}"]'))
-    split = Cluster(tmp_path, "split", redis_url, trained_bundle, empty, queue="chunk_sections = 2")
+    split = Cluster(tmp_path, "split", redis_url, trained_bundle, empty, queue="part_sections = 2")
     split.config.write_text(split.config.read_text().replace(f'roots = ["{trained_bundle.parent}"]',
                                                              f'roots = ["{trained_bundle.parent}", "{sections.parent}"]'))
     predict_volume(whole, 1)

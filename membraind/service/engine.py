@@ -18,8 +18,8 @@ import time
 from typing import Callable, NoReturn
 
 from membraind.jobs.execute import JobResult
-from membraind.service.jobs import Job
 from membraind.service.engine_worker import engine_main
+from membraind.service.job import Job
 
 __all__ = ["EngineProcess", "JobFailed", "JobCancelled"]
 

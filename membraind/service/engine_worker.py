@@ -47,7 +47,7 @@ def engine_main(commands: Connection, events: Connection, settings_json: str, lo
     from membraind.config import Settings
     from membraind.errors import Cancelled, MembraindError
     from membraind.jobs.execute import ModelCache, run_job
-    from membraind.service.jobs import Job
+    from membraind.service.job import Job
 
     lock = threading.Lock()
 

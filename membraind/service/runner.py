@@ -16,10 +16,10 @@ import time
 from typing import Callable
 
 from membraind.config import Settings
-from membraind.jobs.specs import queue_of
 from membraind.service.engine import EngineProcess, JobCancelled, JobFailed
-from membraind.service.jobs import Job, JobRecord
+from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import Journal
+from membraind.service.priority import queue_of
 
 __all__ = ["JobRunner", "LeaseKeeper", "worker_name"]
 

@@ -26,7 +26,7 @@ import abc
 from typing import Any, Iterable
 
 from membraind.jobs.execute import JobResult
-from membraind.service.jobs import Job, JobRecord
+from membraind.service.job import Job, JobRecord
 
 __all__ = ["Journal", "JournalEvent", "COLUMNS", "record_from_values", "released_message", "expired_message"]
 

@@ -29,7 +29,7 @@ import redis
 
 from membraind.errors import ConfigError
 from membraind.jobs.execute import JobResult
-from membraind.service.jobs import Job, JobRecord
+from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import (
     COLUMNS, Journal, JournalEvent, expired_message, record_from_values, released_message,
 )  # fmt: skip

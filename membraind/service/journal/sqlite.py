@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from membraind.jobs.execute import JobResult
-from membraind.service.jobs import Job, JobRecord
+from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import COLUMNS, Journal, record_from_values, expired_message, released_message
 
 __all__ = ["SqliteJournal"]
