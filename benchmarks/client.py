@@ -54,7 +54,7 @@ def main() -> None:
     from membraind_client import Client
 
     from membraind.daemon_toml import write_daemon_toml
-    from membraind.service.supervised import SupervisedDaemon, wait_until
+    from membraind.harness import SupervisedDaemon, wait_until
 
     isbi = args.isbi.resolve()
     tmp = Path(tempfile.mkdtemp(prefix="membraind-bench-client-"))

@@ -4,7 +4,7 @@ Throughput: a real Redis server, ``membraind serve`` and N ``membraind worker --
 processes (each engine limited to one CPU thread, as each GPU worker has one GPU), all
 started the systemd way (READY over ``$NOTIFY_SOCKET``). The volume (the 30 ISBI test
 sections, ``--repeat`` times over: 120 sections by default) is submitted through the
-ZeroMQ API as one job, which the scheduler splits into parts of ``--chunk`` sections
+ZeroMQ API as one job, which the scheduler splits into parts of ``--part-sections`` sections
 that the workers share; timed from the submission to the job done. The speedup is the
 ratio to one worker; on a machine with C cores it is expected to follow min(N, C).
 
@@ -12,7 +12,7 @@ Overhead: the journal and queue cost of one job without any engine work (submit:
 journal record + enqueue; then dequeue, claim, renew the lease once, finish), measured
 in this process against Redis and against the SQLite files, side by side.
 
-    python benchmarks/scaleout.py [--workers 1,2,4] [--chunk 4] [--repeat 4] [--jobs 500]
+    python benchmarks/scaleout.py [--workers 1,2,4] [--part-sections 4] [--repeat 4] [--jobs 500]
 """
 
 from __future__ import annotations
@@ -40,27 +40,27 @@ def repeated_sections(sections: Path, folder: Path, times: int) -> Path:
     return folder
 
 
-def cluster_config(tmp: Path, url: str, secret: Path, roots: list[Path], prefix: str, chunk: int) -> Path:
+def cluster_config(tmp: Path, url: str, secret: Path, roots: list[Path], prefix: str, part_sections: int) -> Path:
     from membraind.daemon_toml import ipc_api, write_daemon_toml
 
     return write_daemon_toml(tmp / f"{prefix}.toml", {
         "service": {
             "home": tmp / prefix, "roots": roots,
-            "queue": {"backend": "redis", "redis_url": url, "prefix": prefix, "secret_file": secret, "chunk_sections": chunk},
+            "queue": {"backend": "redis", "redis_url": url, "prefix": prefix, "secret_file": secret, "part_sections": part_sections},
             "api": ipc_api(tmp, f"{prefix}-"),
         },
         "predict": {"device": "cpu", "engine": "torch", "tile_size": 256, "context": 32},
     })  # fmt: skip
 
 
-def volume_seconds(tmp: Path, url: str, secret: Path, bundle: Path, volume: Path, workers: int, chunk: int) -> float:
-    """Seconds for ``workers`` workers to predict ``volume``, split into parts of ``chunk`` sections."""
+def volume_seconds(tmp: Path, url: str, secret: Path, bundle: Path, volume: Path, workers: int, part_sections: int) -> float:
+    """Seconds for ``workers`` workers to predict ``volume``, split into parts of ``part_sections`` sections."""
     from membraind_client.client import Client
 
-    from membraind.service.supervised import SupervisedDaemon
+    from membraind.harness import SupervisedDaemon
 
     prefix = f"n{workers}"
-    config = cluster_config(tmp, url, secret, [bundle.parent, volume], prefix, chunk)
+    config = cluster_config(tmp, url, secret, [bundle.parent, volume], prefix, part_sections)
     serve = SupervisedDaemon(config, tmp / f"{prefix}-serve.log").start()
     started = [SupervisedDaemon(config, tmp / f"{prefix}-w{i}.log", env=WORKER_ENV, command=["worker", "--cpu", "--name", f"w{i}"])
                for i in range(workers)]  # fmt: skip
@@ -84,7 +84,7 @@ def overhead_ms(tmp: Path, backend: str, url: str, secret: Path, jobs: int) -> f
     from membraind.config import Settings
     from membraind.jobs.execute import JobResult
     from membraind.service.dispatcher import Dispatcher
-    from membraind.service.jobs import Job
+    from membraind.service.job import Job
     from membraind.service.journal import open_journal
     from membraind.service.queues import JobQueues, open_hueys
 
@@ -114,13 +114,13 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, help="model bundle (default: train a small one)")
     parser.add_argument("--volume", type=Path, help="folder of sections (default: the ISBI test images)")
     parser.add_argument("--workers", default="1,2,4", help="worker counts to compare (the first is the baseline)")
-    parser.add_argument("--chunk", type=int, default=4, help="sections per job")
+    parser.add_argument("--part-sections", "--chunk", type=int, default=4, help="sections per part (each part is one queued job)")
     parser.add_argument("--repeat", type=int, default=4, help="times the ISBI test sections make up the volume")
     parser.add_argument("--jobs", type=int, default=500, help="jobs for the overhead measurement")
     args = parser.parse_args()
 
+    from membraind.harness import RedisServer
     from membraind.service.queue_messages import write_secret
-    from membraind.service.supervised import RedisServer
 
     counts = [int(n) for n in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="membraind-scaleout-") as name, RedisServer(Path(name) / "redis") as redis:
@@ -129,13 +129,13 @@ def main() -> None:
         secret = tmp / "queue.secret"
         write_secret(secret)
         bundle = args.bundle or train_small_bundle(args.isbi, tmp / "train")
-        seconds = {n: volume_seconds(tmp, redis.url, secret, bundle, volume, n, args.chunk) for n in counts}
+        seconds = {n: volume_seconds(tmp, redis.url, secret, bundle, volume, n, args.part_sections) for n in counts}
         overhead = {backend: overhead_ms(tmp, backend, redis.url, secret, args.jobs) for backend in ("sqlite", "redis")}
 
         from membraind.volumes.open_volume import open_volume
 
         sections = open_volume(volume).shape[0]
-    print(f"volume: {args.volume or 'ISBI test sections x ' + str(args.repeat)} ({sections} sections, {args.chunk} per job), {os.cpu_count()} CPU cores, one per worker")
+    print(f"volume: {args.volume or 'ISBI test sections x ' + str(args.repeat)} ({sections} sections, {args.part_sections} per job), {os.cpu_count()} CPU cores, one per worker")
     print(f"{'workers':>8} {'seconds':>9} {'sections/s':>11} {'speedup':>8}")
     base = seconds[counts[0]]
     for n in counts:

@@ -62,7 +62,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def wait_for(predicate):
     """Poll finely: the waits measured here are tenths of a second."""
-    from membraind.service.supervised import wait_until
+    from membraind.harness import wait_until
 
     return wait_until(predicate, 120.0, interval=0.005)
 
@@ -83,7 +83,7 @@ def main() -> None:
 
     from membraind.daemon_toml import ipc_api, write_daemon_toml
     from membraind.service.journal import SqliteJournal
-    from membraind.service.supervised import SupervisedDaemon
+    from membraind.harness import SupervisedDaemon
 
     tmp = Path(tempfile.mkdtemp(prefix="membraind-bench-service-"))
     try:

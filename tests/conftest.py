@@ -26,7 +26,7 @@ def isbi() -> Path:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real redis-server for the whole session (`make test` installs Debian's redis-server when it is missing)."""
-    from membraind.service.supervised import RedisServer
+    from membraind.harness import RedisServer
 
     try:
         server = RedisServer(tmp_path_factory.mktemp("redis")).start()
@@ -76,7 +76,7 @@ class ApiLab:
 
     def supervised(self):
         """The daemon for this configuration, not started yet."""
-        from membraind.service.supervised import SupervisedDaemon
+        from membraind.harness import SupervisedDaemon
 
         return SupervisedDaemon(self.config, self.log)
 

@@ -99,7 +99,7 @@ def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path):
     import sys
 
     from membraind.jobs.specs import ExportOnnxSpec
-    from membraind.service.jobs import Job
+    from membraind.service.job import Job
     from membraind.service.journal import SqliteJournal
 
     home = tmp_path / "home"

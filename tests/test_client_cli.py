@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from membraind.service.supervised import wait_until
+from membraind.harness import wait_until
 from tests.conftest import ApiLab
 from membraind_client import Client
 from membraind_client.cli import UsageError, main, set_fields

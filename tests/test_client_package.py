@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from membraind.daemon_toml import ipc_api, write_daemon_toml
-from membraind.service.supervised import SupervisedDaemon
+from membraind.harness import SupervisedDaemon
 
 pytestmark = pytest.mark.slow
 

@@ -22,9 +22,9 @@ from watchdog.observers import Observer
 from membraind_client.client import Client
 
 from membraind.daemon_toml import ipc_api, write_daemon_toml
+from membraind.harness import RedisServer, SupervisedDaemon, free_port, wait_until
 from membraind.service.journal.redis import RedisJournal
 from membraind.service.runner import worker_name
-from membraind.service.supervised import RedisServer, SupervisedDaemon, free_port, wait_until
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.isbi
@@ -282,8 +282,8 @@ def test_a_volume_split_among_workers_is_one_job_and_equals_the_unsplit_predicti
         assert final.state == "done", final.error
         return final, updates
 
-    def reading_sections(chunk: int) -> dict:
-        return {"service": {"roots": [trained_bundle.parent, sections.parent], "queue": {"chunk_sections": chunk}}}
+    def reading_sections(part_sections: int) -> dict:
+        return {"service": {"roots": [trained_bundle.parent, sections.parent], "queue": {"part_sections": part_sections}}}
 
     whole = Cluster(tmp_path, "whole", redis_url, trained_bundle, empty, reading_sections(0))
     split = Cluster(tmp_path, "split", redis_url, trained_bundle, empty, reading_sections(2))

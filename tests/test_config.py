@@ -82,6 +82,19 @@ def test_predict_runtime_is_also_read_under_its_old_name_engine(tmp_path, monkey
     assert load_settings().predict.runtime == "torch"
 
 
+def test_part_sections_keeps_its_older_name_chunk_sections(tmp_path, monkeypatch):
+    path = tmp_path / "c.toml"
+    path.write_text("[service.queue]\npart_sections = 5\n")
+    assert load_settings(path).service.queue.sections_per_part() == 5
+    path.write_text("[service.queue]\nchunk_sections = 3\n")  # the older name, in a file
+    assert load_settings(path).service.queue.part_sections == 3
+    monkeypatch.setenv("MEMBRAIND_SERVICE__QUEUE__CHUNK_SECTIONS", "6")  # and in the environment, which still wins
+    assert load_settings(path).service.queue.sections_per_part() == 6
+    path.write_text("[service.queue]\npart_sections = 5\n")
+    with pytest.raises(ConfigError, match="part_sections and chunk_sections"):
+        load_settings(path)
+
+
 def test_misspelled_environment_variable_is_an_error(monkeypatch):
     monkeypatch.setenv("MEMBRAIND_SAMPLR__SEED", "1")
     with pytest.raises(ConfigError, match="MEMBRAIND_SAMPLR__SEED is not a membraind setting"):

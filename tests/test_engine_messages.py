@@ -16,7 +16,7 @@ from membraind.service.engine.messages import (
     CancelCommand, CancelledEvent, DoneEvent, ErrorEvent, ExitCommand, ProgressEvent, ReadyEvent, RunCommand, encode,
     parse_command, parse_engine_event,
 )  # fmt: skip
-from membraind.service.jobs import Job
+from membraind.service.job import Job
 
 
 def test_every_message_goes_over_the_pipe_as_json_and_comes_back_as_it_was():

@@ -10,12 +10,12 @@ import time
 import pytest
 from membraind_client.progress import Progress
 
+from membraind.harness import wait_until
 from membraind.jobs.execute import JobResult
 from membraind.jobs.specs import ExportOnnxSpec
-from membraind.service.jobs import Job
+from membraind.service.job import Job
 from membraind.service.journal import SqliteJournal
 from membraind.service.journal.redis import RedisJournal
-from membraind.service.supervised import wait_until
 
 A, B = "host-a:gpu0", "host-b:gpu0"
 

@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from membraind.config import Settings
 from membraind.errors import ConfigError
+from membraind.harness import wait_until
 from membraind.service.queue_messages import BadQueueMessage, read_secret, write_secret
 from membraind.service.queues import JobQueues, open_hueys
-from membraind.service.supervised import wait_until
 
 
 def service_settings(tmp_path, backend: str, redis_url: str = "", secret: bytes = b"s" * 32, prefix: str = "t"):

@@ -15,7 +15,7 @@ import pytest
 
 from membraind.jobs.specs import FinetuneSpec, PredictSpec
 from membraind.predict.request import VastSource
-from membraind.service.jobs import Job
+from membraind.service.job import Job
 from membraind.service.paths import check_paths
 from membraind.service.watchers.requests import read_request
 

@@ -17,8 +17,8 @@ from PIL import Image
 from tests.conftest import run_cli
 from membraind.daemon_toml import ipc_api, write_daemon_toml
 from membraind.service.journal import SqliteJournal
-from membraind.service import supervised
-from membraind.service.supervised import SupervisedDaemon
+from membraind import harness
+from membraind.harness import SupervisedDaemon
 
 pytestmark = pytest.mark.isbi
 
@@ -33,7 +33,7 @@ ENDLESS_TRAINING = {
 def wait_until(predicate, timeout: float = 120.0, what: str = "condition", daemon: SupervisedDaemon | None = None):
     """Poll ``predicate`` until it returns something truthy (returned), or fail saying ``what``."""
     try:
-        return supervised.wait_until(predicate, timeout, what=what)
+        return harness.wait_until(predicate, timeout, what=what)
     except TimeoutError as exc:
         tail = f"\ndaemon log:\n{daemon.log_tail()}" if daemon else ""
         pytest.fail(f"{exc}{tail}")

@@ -16,14 +16,14 @@ import pytest
 
 from membraind.config import Settings
 from membraind.errors import Cancelled
+from membraind.harness import wait_until
 from membraind.jobs.specs import ExportOnnxSpec, TrainSpec
 from membraind.service.dispatcher import Dispatcher
 from membraind.service.engine.process import EngineProcess
-from membraind.service.jobs import Job
+from membraind.service.job import Job
 from membraind.service.journal import SqliteJournal
 from membraind.service.queues import JobQueues, open_hueys
 from membraind.service.runner import JobRunner
-from membraind.service.supervised import wait_until
 
 DEADLINE = 30.0  # generous: the point of the engine tests is "not 300 s"
 WORKER = "test-host:serve"

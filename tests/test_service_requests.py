@@ -570,7 +570,7 @@ def test_late_problems_are_rejected_by_the_request_folder(service):
 def test_episodic_finetuning_from_a_parent_trained_outside_the_roots_is_refused(service, isbi, tmp_path):
     from membraind.jobs.execute import run_train
     from membraind.jobs.specs import FinetuneSpec, TrainSpec
-    from membraind.service.jobs import Job
+    from membraind.service.job import Job
     from membraind.volumes.image_files import read_image, write_image
 
     lab_gt = tmp_path / "lab-gt"  # beside the daemon's home: outside its roots

@@ -10,14 +10,13 @@ import pytest
 from membraind_client.progress import Progress
 
 from membraind.config import Settings
-from membraind.jobs.chunks import split_prediction, z_slabs
 from membraind.jobs.execute import JobResult
 from membraind.jobs.specs import PredictSpec
 from membraind.service.dispatcher import Dispatcher
-from membraind.service.jobs import Job
+from membraind.service.job import Job
 from membraind.service.journal import SqliteJournal
 from membraind.service.queues import JobQueues, open_hueys
-from membraind.service.split_jobs import SPLIT_WORKER, part_id
+from membraind.service.split_jobs import SPLIT_WORKER, part_id, part_ranges, split_prediction
 from membraind.volumes.image_files import write_image
 
 W = "host:gpu0"
@@ -43,15 +42,15 @@ def box(z0: int, z1: int) -> dict:
 
 @pytest.fixture
 def dispatcher(tmp_path):
-    settings = Settings.model_validate({"service": {"home": str(tmp_path / "home"), "queue": {"chunk_sections": 4}}})
+    settings = Settings.model_validate({"service": {"home": str(tmp_path / "home"), "queue": {"part_sections": 4}}})
     journal = SqliteJournal(tmp_path / "journal.db")
     dispatcher = Dispatcher(settings, journal, JobQueues(open_hueys(settings.service)))
     yield dispatcher
     journal.close()
 
 
-def test_the_plan_cuts_whole_volumes_and_boxes_into_slabs(volume):
-    assert z_slabs(0, 10, 4) == [(0, 4), (4, 8), (8, 10)]
+def test_the_plan_cuts_whole_volumes_and_boxes_into_parts(volume):
+    assert part_ranges(0, 10, 4) == [(0, 4), (4, 8), (8, 10)]
     parts = split_prediction(predict(volume), 4)
     assert [(p.target.box.z0, p.target.box.z1) for p in parts] == [(0, 4), (4, 8), (8, 10)]
     assert {(p.target.box.x1, p.target.box.y1) for p in parts} == {(96, 64)}, "the whole section"

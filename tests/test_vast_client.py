@@ -22,7 +22,7 @@ from membraind.vast.anchors import AnchorPoller
 from membraind.vast.client import VastClient, VastConnectionError
 from membraind.vast.editable import renumber_segments, write_unpainted
 from membraind.vast.emulator import VastEmulator
-from membraind.vast.ground_truth import ground_truth_from_vast
+from membraind.vast.groundtruth import ground_truth_from_vast
 from membraind.vast.layouts import SkeletonNode
 from membraind.vast.protocol import VastOutOfBounds, VastProtocolError, VastRefused
 from membraind.vast.publish import LayerPublisher

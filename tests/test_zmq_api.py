@@ -18,7 +18,7 @@ from membraind_client.client import EventTracker
 from membraind_client.keys import generate_keys
 from membraind_client.messages import MAX_MESSAGE_BYTES, Event, JobStatus, Ping, Submit, parse_reply
 
-from membraind.service import supervised
+from membraind import harness
 from membraind.service.journal import SqliteJournal
 from tests.conftest import ApiLab
 
@@ -232,7 +232,7 @@ def test_restart_while_a_client_waits_resend_makes_one_job(tmp_path, isbi):
         lock = _locked_journal(api)
         submitter = _Submitter(client, api.segment("restart"), "restart-1")
         submitter.start()
-        supervised.wait_until(lambda: client.resends >= 1, 60, what="the client to time out and resend")
+        harness.wait_until(lambda: client.resends >= 1, 60, what="the client to time out and resend")
         daemon.kill()
         lock.rollback()
         lock.close()
@@ -247,7 +247,7 @@ def test_restart_while_a_client_waits_resend_makes_one_job(tmp_path, isbi):
         resends = client.resends
         submitter = _Submitter(client, api.segment("dedupe"), "dedupe-1")
         submitter.start()
-        supervised.wait_until(lambda: client.resends > resends, 60, what="the client to resend")
+        harness.wait_until(lambda: client.resends > resends, 60, what="the client to resend")
         lock.rollback()
         lock.close()
         submitter.join(120)
@@ -292,7 +292,7 @@ def test_curve_admits_known_keys_only_and_records_who_submitted(tmp_path, isbi):
                 except DaemonUnreachable:
                     return False
 
-        supervised.wait_until(bob_gets_in, 60, what="a newly added key to be admitted")
+        harness.wait_until(bob_gets_in, 60, what="a newly added key to be admitted")
 
 
 def test_a_port_in_use_stops_the_start_with_the_reason(tmp_path, isbi):

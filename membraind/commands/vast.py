@@ -75,7 +75,7 @@ def cmd_vast_paint(args: argparse.Namespace, settings: Settings) -> int:
     with VastClient(source.host, source.port) as client:
         layer = client.layer_number(layer_ref(args.segmentation_layer))
         report = paint_around_anchors(
-            client, layer, membrane, anchors, mode=args.mode, settings=settings.segment2d,
+            client, layer, membrane, anchors.boxes(), mode=args.mode, settings=settings.segment2d,
             threshold=args.threshold, first_id=args.first_id,
         )  # fmt: skip
     print(report.summary())
@@ -85,7 +85,7 @@ def cmd_vast_paint(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_vast_ground_truth(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.commands.predict import layer_ref, parse_box, require_vast
     from membraind.vast.client import VastClient
-    from membraind.vast.ground_truth import export_ground_truth, ground_truth_from_vast
+    from membraind.vast.groundtruth import export_ground_truth, ground_truth_from_vast
 
     source = require_vast(args.vast, "vast-ground-truth reads from a running VAST")
     box = parse_box(args.box, args.mip)

@@ -88,7 +88,7 @@ def _follow(journal, job_id: str, timeout: float = 1800.0):
 def run_service_demo(out: Path, settings: Settings, minutes: float = 1.0, seed: int = 0) -> list:
     """Run the demo into ``out``; returns the journal records of its jobs."""
     from membraind.service.journal import SqliteJournal
-    from membraind.service.supervised import SupervisedDaemon
+    from membraind.harness import SupervisedDaemon
 
     out = Path(out).resolve()
     if out.exists():

@@ -1,25 +1,25 @@
 """The job kinds, as pydantic models: one per kind, told apart by ``kind``.
 
-A request file or a ZeroMQ submission is one of these; every path in it is checked
-against the daemon's configured roots before the job is accepted (see
-:func:`paths_of`). Fields left out take the configuration's value.
+A request file or a ZeroMQ submission is one of these (:func:`parse_spec`); the daemon
+checks every path in it against its configured roots before it accepts the job
+(:mod:`membraind.service.paths`). Fields left out take the configuration's value.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from membraind.groundtruth.label_mapping import check_preset
 from membraind.nn.train_settings import TransferMode
-from membraind.predict.request import Anchors, PredictRequest, SingleImage
+from membraind.predict.request import PredictRequest
 from membraind.predict.settings import OutputKind
 
 __all__ = [
     "PredictSpec", "TrainSpec", "FinetuneSpec", "Segment2DSpec", "ExportOnnxSpec", "JobSpec", "SPEC_TYPES",
-    "Priority", "default_priority", "queue_of", "paths_of",
+    "parse_spec",
 ]  # fmt: skip
 
 
@@ -113,47 +113,10 @@ class ExportOnnxSpec(_Spec):
 
 SPEC_TYPES = (PredictSpec, TrainSpec, FinetuneSpec, Segment2DSpec, ExportOnnxSpec)
 JobSpec = Annotated[Union[SPEC_TYPES], Field(discriminator="kind")]
+_JOB_SPEC = TypeAdapter(JobSpec)
 
 
-class Priority:
-    """GPU queue priorities, higher first (docs/design-notes.md, "One GPU job at a time, by priority")."""
+def parse_spec(data: dict | str) -> object:
+    """A job spec from a dict or JSON text (raises pydantic's ValidationError)."""
+    return _JOB_SPEC.validate_json(data) if isinstance(data, str) else _JOB_SPEC.validate_python(data)
 
-    INTERACTIVE = 30  # anchors and single images a person is waiting for
-    SCOPE = 20  # tiles arriving from the microscope
-    VOLUME = 10  # boxes and whole volumes
-    TRAINING = 0
-    LIGHT = 0  # CPU queue: segment2d, export-onnx run in submission order
-
-
-def default_priority(spec: Any) -> int:
-    """The priority of a spec submitted by a person (the scope watcher sets SCOPE itself)."""
-    if isinstance(spec, PredictSpec):
-        interactive = isinstance(spec.target, (Anchors, SingleImage))
-        return Priority.INTERACTIVE if interactive else Priority.VOLUME
-    if isinstance(spec, TrainSpec):
-        return Priority.TRAINING
-    return Priority.LIGHT
-
-
-GPU_KINDS = ("predict", "train", "finetune")
-
-
-def queue_of(kind: str) -> str:
-    """The queue a job kind runs on: "gpu" (prediction and training, one at a time) or "cpu"."""
-    return "gpu" if kind in GPU_KINDS else "cpu"
-
-
-def paths_of(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, Path]]:
-    """Every path in ``model`` (nested models and lists too), with its dotted field name."""
-    for name in type(model).model_fields:
-        yield from _paths(getattr(model, name), f"{prefix}{name}")
-
-
-def _paths(value: Any, where: str) -> Iterator[tuple[str, Path]]:
-    if isinstance(value, Path):
-        yield where, value
-    elif isinstance(value, BaseModel):
-        yield from paths_of(value, where + ".")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            yield from _paths(item, f"{where}[{i}]")

@@ -1,4 +1,6 @@
-"""A bundle made ready to predict one volume: runtime, normaliser and outputs together."""
+"""Loaded networks: a bundle made ready to predict one volume (runtime, normaliser and
+outputs together), in memory. The bundles on disk that the daemon lists are
+:mod:`membraind.service.model_catalog`."""
 
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from membraind.vast.protocol import DEFAULT_PORT
-from membraind.volumes.box import Box
+from membraind.volumes.box import Anchor, Box
 
-__all__ = ["PredictRequest", "WholeVolume", "BoxRegion", "Anchor", "Anchors", "SingleImage", "Target", "VastSource"]
+__all__ = ["PredictRequest", "WholeVolume", "BoxRegion", "Anchors", "SingleImage", "Target", "VastSource"]
 
 
 class _Strict(BaseModel):
@@ -34,14 +34,6 @@ class BoxRegion(_Strict):
 
     mode: Literal["box"] = "box"
     box: Box
-
-
-class Anchor(_Strict):
-    """A point in mip-0 voxel coordinates (e.g. a skeleton node)."""
-
-    x: int
-    y: int
-    z: int
 
 
 class Anchors(_Strict):

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from membraind import __version__
 from membraind.errors import MembraindError, describe_validation_error
 from membraind.service.events import EventFeed
-from membraind.service.jobs import Job, JobRecord, job_from_request
+from membraind.service.job import Job, JobRecord, job_from_request
 from membraind.service.journal import Journal
 
 __all__ = ["ApiHandler", "SOURCE"]

@@ -23,11 +23,11 @@ from membraind.service.dispatcher import Dispatcher
 from membraind.service.events import EventFeed
 from membraind.service.follower import ChangeFollower
 from membraind.service.instance_lock import InstanceLock
-from membraind.service.jobs import Job, JobRecord
+from membraind.service.job import Job, JobRecord
 from membraind.service.journal import JOURNAL_FILE, Journal, journal_name, open_journal
-from membraind.service.models import find_models
+from membraind.service.lifecycle import ServiceProcess
+from membraind.service.model_catalog import find_models
 from membraind.service.paths import check_paths
-from membraind.service.process import ServiceProcess
 from membraind.service.queues import QUEUE_FILE, JobQueues, open_hueys
 from membraind.service.runner import worker_name
 from membraind.service.watchers.requests import RequestFolder

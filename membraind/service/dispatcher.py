@@ -14,7 +14,7 @@ import time
 from typing import Callable
 
 from membraind.config import Settings
-from membraind.service.jobs import Job, JobRecord
+from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import Journal
 from membraind.service.paths import check_parent_data, check_paths
 from membraind.service.queues import JobQueues
@@ -42,7 +42,7 @@ class Dispatcher:
         self.journal, self.queues = journal, queues
         self.roots = self.service.allowed_roots()
         self.direct_notifications = direct_notifications
-        sections = self.service.queue.split_sections()
+        sections = self.service.queue.sections_per_part()
         self.splits = SplitJobs(journal, queues, sections, self.announce) if sections else None
         self._listeners: list[Listener] = []
         self._last_reconcile = time.monotonic()

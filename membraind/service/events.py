@@ -15,7 +15,7 @@ import uuid
 
 from membraind_client.messages import Event
 
-from membraind.service.jobs import JobRecord
+from membraind.service.job import JobRecord
 
 __all__ = ["EventFeed"]
 

@@ -8,7 +8,7 @@ import logging
 import threading
 from typing import Callable
 
-from membraind.service.jobs import JobRecord
+from membraind.service.job import JobRecord
 from membraind.service.journal.base import Journal
 
 __all__ = ["ChangeFollower"]

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Iterator
 
 from pydantic import BaseModel
 
 from membraind.errors import InputError
-from membraind.jobs.specs import FinetuneSpec, paths_of
+from membraind.jobs.specs import FinetuneSpec
 from membraind.nn.bundle_layout import read_metadata_json
 
-__all__ = ["check_paths", "check_parent_data"]
+__all__ = ["check_paths", "check_parent_data", "paths_of"]
+
+
+def paths_of(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, Path]]:
+    """Every path in ``model`` (nested models and lists too), with its dotted field name."""
+    for name in type(model).model_fields:
+        yield from _paths(getattr(model, name), f"{prefix}{name}")
+
+
+def _paths(value: Any, where: str) -> Iterator[tuple[str, Path]]:
+    if isinstance(value, Path):
+        yield where, value
+    elif isinstance(value, BaseModel):
+        yield from paths_of(value, where + ".")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _paths(item, f"{where}[{i}]")
 
 
 def _allowed(path: Path, roots: list[Path]) -> bool:

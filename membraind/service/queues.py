@@ -22,8 +22,8 @@ from huey import Huey, PriorityRedisHuey, SqliteHuey
 from huey.consumer import Consumer
 from huey.storage import SqliteStorage
 
-from membraind.jobs.specs import queue_of
-from membraind.service.jobs import JobRecord
+from membraind.service.job import JobRecord
+from membraind.service.priority import queue_of
 from membraind.service.queue_messages import JsonMessageSerializer, read_secret
 from membraind.service.settings import ServiceSettings
 

@@ -19,10 +19,10 @@ from membraind_client.progress import Progress, ProgressReporter
 
 from membraind.config import Settings
 from membraind.errors import Cancelled
-from membraind.jobs.specs import queue_of
 from membraind.service.engine.process import EngineProcess, JobFailed
-from membraind.service.jobs import Job, JobRecord
+from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import Journal
+from membraind.service.priority import queue_of
 
 __all__ = ["JobRunner", "LeaseKeeper", "worker_name"]
 

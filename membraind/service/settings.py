@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from membraind_client.messages import MAX_MESSAGE_BYTES
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -94,14 +94,27 @@ class QueueSettings(_Strict):
         30.0, ge=1, le=3600, description="a worker that has not renewed its hold on a running job for this long is "
         "presumed dead and the job is taken over",
     )  # fmt: skip
-    chunk_sections: int | None = Field(
-        None, ge=0, description="a volume or box prediction spanning more sections is split into jobs of this many, "
-        "which several workers share (default: 8 with redis, 0 = never split, with sqlite)",
+    part_sections: int | None = Field(
+        None, ge=0, description="a volume or box prediction spanning more sections is split into parts of this many, "
+        "which several workers share (default: 8 with redis, 0 = never split, with sqlite; older name: chunk_sections)",
     )  # fmt: skip
     serve_runs_jobs: bool | None = Field(
         None, description="whether `membraind serve` runs jobs itself (default: yes with sqlite, no with redis, "
         "where `membraind worker` processes run them)",
     )  # fmt: skip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_name(cls, data: Any) -> Any:
+        # part_sections was called chunk_sections before a volume split had one name ("parts"); files
+        # and MEMBRAIND_SERVICE__QUEUE__CHUNK_SECTIONS written with the older name keep working.
+        if not isinstance(data, dict) or "chunk_sections" not in data:
+            return data
+        if "part_sections" in data:
+            raise ValueError("part_sections and chunk_sections (its older name) are both set; keep part_sections only")
+        data = dict(data)
+        data["part_sections"] = data.pop("chunk_sections")
+        return data
 
     @model_validator(mode="after")
     def _redis_needs_a_secret(self) -> "QueueSettings":
@@ -110,10 +123,10 @@ class QueueSettings(_Strict):
                              "e.g. made by `membraind secret /etc/membraind/queue.secret`")  # fmt: skip
         return self
 
-    def split_sections(self) -> int:
+    def sections_per_part(self) -> int:
         """Sections per part of a split prediction (0: predictions are not split)."""
-        if self.chunk_sections is not None:
-            return self.chunk_sections
+        if self.part_sections is not None:
+            return self.part_sections
         return 8 if self.backend == "redis" else 0
 
     def runs_jobs_in_serve(self) -> bool:

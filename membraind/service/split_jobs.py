@@ -1,9 +1,11 @@
 """Volume predictions split among workers, reported to the user as one job.
 
-A volume or box prediction spanning more than ``[service.queue] chunk_sections``
+A volume or box prediction spanning more than ``[service.queue] part_sections``
 sections is recorded as submitted (the *parent*, what the user follows) and run as
 *parts* of that many sections each, queued separately so that every worker of a cluster
-can take some. The parent is held by the pseudo-worker :data:`SPLIT_WORKER` while its
+can take some (:func:`split_prediction`; each part is the same prediction restricted
+to consecutive sections, and the parts together write exactly the tiles the whole job
+would). The parent is held by the pseudo-worker :data:`SPLIT_WORKER` while its
 parts run, is never queued itself, and its state is settled from its parts: progress
 the mean of theirs, done when all are done (outputs: the union), failed when any part
 failed for good, cancelled when cancelled. Part ids derive from the parent's, so a
@@ -16,22 +18,63 @@ import hashlib
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from membraind_client.progress import Progress, estimate_eta
 
-from membraind.jobs.chunks import split_prediction
-from membraind.service.jobs import Job, JobRecord
+from membraind.jobs.specs import PredictSpec
+from membraind.predict.request import BoxRegion, WholeVolume
+from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import Journal
 from membraind.service.queues import JobQueues
+from membraind.volumes.box import Box
 
-__all__ = ["SplitJobs", "SPLIT_WORKER", "part_id"]
+__all__ = ["SplitJobs", "SPLIT_WORKER", "part_id", "part_ranges", "split_prediction"]
 
 log = logging.getLogger(__name__)
 
 SPLIT_WORKER = "(split among workers)"
 SPLIT_LEASE = 10 * 365 * 86400.0  # the parent's hold never runs out: no worker runs it
 SETTLE_INTERVAL = 1.0  # seconds between settling a parent on its parts' progress (state changes: at once)
+
+
+def part_ranges(z0: int, z1: int, sections: int) -> list[tuple[int, int]]:
+    """``[z0, z1)`` cut into consecutive half-open parts of at most ``sections`` sections."""
+    return [(start, min(z1, start + sections)) for start in range(z0, z1, sections)]
+
+
+def split_prediction(spec: object, sections: int) -> list[PredictSpec] | None:
+    """The parts of ``spec`` when it is worth splitting: a prediction of a whole volume or
+    a box, read from files (not from VAST, which shows the result once at the end),
+    spanning more than ``sections`` sections. None: run it as one job.
+
+    Opens the volume to learn its size (metadata only); a volume that cannot be opened
+    is left to the job, which reports why.
+    """
+    if sections <= 0 or not isinstance(spec, PredictSpec) or not isinstance(spec.volume, Path):
+        return None
+    if not isinstance(spec.target, (BoxRegion, WholeVolume)):
+        return None
+    from membraind.errors import MembraindError
+    from membraind.volumes.open_volume import open_volume
+
+    try:
+        volume = open_volume(spec.volume, spec.voxel_size_nm)
+    except (MembraindError, OSError, ValueError):
+        return None
+    try:
+        whole = Box.from_shape(volume.shape)
+    finally:
+        volume.close()
+    box = spec.target.box if isinstance(spec.target, BoxRegion) else whole
+    z0, z1 = max(box.z0, 0), min(box.z1, whole.z1)  # parts beyond the volume would have nothing to predict
+    if z1 - z0 <= sections:
+        return None
+    return [
+        spec.model_copy(update={"target": BoxRegion(box=box.model_copy(update={"z0": start, "z1": end}))})
+        for start, end in part_ranges(z0, z1, sections)
+    ]
 
 
 def part_id(parent: str, index: int) -> str:

@@ -16,7 +16,7 @@ from membraind.config import Settings
 from membraind.service.engine.process import EngineProcess
 from membraind.service.instance_lock import InstanceLock
 from membraind.service.journal import Journal, journal_name, open_journal
-from membraind.service.process import ServiceProcess
+from membraind.service.lifecycle import ServiceProcess
 from membraind.service.queues import QUEUES, JobQueues, open_hueys
 from membraind.service.runner import JobRunner, worker_name
 

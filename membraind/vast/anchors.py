@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from membraind.predict.request import Anchor
 from membraind.vast.client import VastClient
+from membraind.volumes.box import Anchor
 
 __all__ = ["NodeKey", "AnchorPoller"]
 

@@ -12,12 +12,12 @@ from typing import Literal
 
 import numpy as np
 
-from membraind.predict.request import Anchors
+from membraind.errors import InputError
 from membraind.segment.instances import segment_section
 from membraind.segment.settings import Segment2DSettings
 from membraind.vast.client import VastClient
-from membraind.errors import InputError
 from membraind.vast.editable import membrane_segments, renumber_segments, write_unpainted
+from membraind.volumes.box import Box
 from membraind.volumes.volume import Volume
 
 __all__ = ["PaintReport", "paint_around_anchors"]
@@ -39,15 +39,15 @@ def paint_around_anchors(
     client: VastClient,
     segmentation_layer: int,
     membrane: Volume,
-    anchors: Anchors,
+    cubes: list[Box],
     *,
     mode: Literal["cells", "membrane"] = "cells",
     settings: Segment2DSettings | None = None,
     threshold: float = 0.5,
     first_id: int = 2,
 ) -> PaintReport:
-    """Paint each anchor cube (clipped to the volume) of ``membrane`` (mip 0, membrane high)
-    into ``segmentation_layer``.
+    """Paint each anchor's cube (mip-0 boxes, e.g. from the ``Anchors`` target's ``boxes()``;
+    clipped to the volume) of ``membrane`` (mip 0, membrane high) into ``segmentation_layer``.
 
     ``mode="cells"``: 2D cells of each section, numbered from ``first_id`` on (each cube and
     section gets new ids); ``"membrane"``: membrane above ``threshold`` as segment
@@ -55,7 +55,7 @@ def paint_around_anchors(
     """
     report = PaintReport(next_id=first_id)
     bounds = membrane.bounds(0)
-    for box in anchors.boxes():
+    for box in cubes:
         box = box.intersect(bounds)
         if box.empty:
             continue

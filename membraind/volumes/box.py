@@ -3,7 +3,8 @@
 Boxes are half-open (``x0 <= x < x1``) and carry the mip level their xy coordinates are
 in (docs/design-notes.md, "One box type, converted at the VAST boundary"). Mip ``m``
 halves x and y ``m`` times; z is never scaled. VAST's inclusive mip0 boxes are converted
-at the VAST boundary only.
+at the VAST boundary only. An :class:`Anchor` is a point a box is placed around (a
+skeleton node), so predict and vast share it from here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["Box", "size_at_mip"]
+__all__ = ["Box", "Anchor", "size_at_mip"]
 
 
 def size_at_mip(size: int, mip: int) -> int:
@@ -110,3 +111,13 @@ class Box(BaseModel):
 
     def __str__(self) -> str:
         return f"x {self.x0}-{self.x1}, y {self.y0}-{self.y1}, z {self.z0}-{self.z1} at mip {self.mip}"
+
+
+class Anchor(BaseModel):
+    """A point in mip-0 voxel coordinates (e.g. a skeleton node) that a prediction cube is centred on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    x: int
+    y: int
+    z: int

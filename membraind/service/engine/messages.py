@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from membraind_client.messages import JobResult
 from membraind_client.progress import Progress
 
-from membraind.service.jobs import Job
+from membraind.service.job import Job
 
 __all__ = [
     "RunCommand", "CancelCommand", "ExitCommand", "Command", "ReadyEvent", "ProgressEvent", "DoneEvent",

@@ -25,7 +25,7 @@ from membraind.service.engine.messages import (
     CancelCommand, CancelledEvent, DoneEvent, ErrorEvent, ExitCommand, ProgressEvent, ReadyEvent, RunCommand, encode,
     parse_engine_event,
 )  # fmt: skip
-from membraind.service.jobs import Job
+from membraind.service.job import Job
 
 __all__ = ["EngineProcess", "JobFailed"]
 

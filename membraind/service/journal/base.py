@@ -28,7 +28,7 @@ from typing import Any, Iterable
 from membraind_client.progress import Progress
 
 from membraind.jobs.execute import JobResult
-from membraind.service.jobs import Job, JobRecord
+from membraind.service.job import Job, JobRecord
 
 __all__ = [
     "Journal", "JournalEvent", "COLUMNS", "record_from_values", "stored_progress", "released_message", "expired_message",

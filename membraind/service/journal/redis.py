@@ -31,7 +31,7 @@ from membraind_client.progress import Progress
 
 from membraind.errors import ConfigError
 from membraind.jobs.execute import JobResult
-from membraind.service.jobs import Job, JobRecord
+from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import (
     COLUMNS, Journal, JournalEvent, expired_message, record_from_values, released_message, stored_progress,
 )  # fmt: skip

@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from membraind.jobs.execute import JobResult
-from membraind.service.jobs import Job, JobRecord
 from membraind_client.progress import Progress
 
+from membraind.jobs.execute import JobResult
+from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import (
     COLUMNS, Journal, expired_message, record_from_values, released_message, stored_progress,
 )  # fmt: skip

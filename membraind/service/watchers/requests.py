@@ -20,7 +20,7 @@ from membraind_client.requestfile import MAX_REQUEST_BYTES, RequestFileError, lo
 
 from membraind.atomic import write_text_atomic
 from membraind.errors import MembraindError
-from membraind.service.jobs import FINAL_STATES, Job, JobRecord, RequestError, job_from_request
+from membraind.service.job import FINAL_STATES, Job, JobRecord, RequestError, job_from_request
 from membraind.service.watchers.folder import FolderWatcher, TryLater
 
 __all__ = ["RequestFolder", "read_request", "RequestError", "MAX_REQUEST_BYTES"]

@@ -11,9 +11,10 @@ import hashlib
 import logging
 from pathlib import Path
 
-from membraind.jobs.specs import PredictSpec, Priority
+from membraind.jobs.specs import PredictSpec
 from membraind.predict.request import SingleImage
-from membraind.service.jobs import Job
+from membraind.service.job import Job
+from membraind.service.priority import Priority
 from membraind.service.settings import ScopeWatch
 from membraind.service.watchers.folder import FolderWatcher
 

@@ -15,9 +15,10 @@ import threading
 import time
 
 from membraind.errors import MembraindError
-from membraind.jobs.specs import PredictSpec, Priority
+from membraind.jobs.specs import PredictSpec
 from membraind.predict.request import Anchors, VastSource
-from membraind.service.jobs import Job
+from membraind.service.job import Job
+from membraind.service.priority import Priority
 from membraind.service.settings import VastAnchorWatch
 
 __all__ = ["VastAnchorWatcher"]

@@ -1,4 +1,4 @@
-"""What ``membraind serve`` and ``membraind worker`` share as Unix services: signal
+"""The life cycle ``membraind serve`` and ``membraind worker`` share as Unix services: signal
 handling, systemd notification, and the health loop that pings the watchdog only while
 every part works."""
 

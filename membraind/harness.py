@@ -2,7 +2,8 @@
 systemd does: it is started with a ``$NOTIFY_SOCKET`` and counted as up only when it
 sends READY=1; and a throw-away ``redis-server`` for a cluster on one machine.
 
-Used by the tests, the benchmarks and scripts that need a daemon for a while.
+A test and demo harness, not part of the service (no service module imports it): used by
+``membraind demo``, the tests, the benchmarks and scripts that need a daemon for a while.
 """
 
 from __future__ import annotations

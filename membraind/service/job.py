@@ -8,19 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from membraind_client.messages import FINAL_STATES, JOB_ID_PATTERN, JobInfo, JobState
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from membraind.errors import MembraindError, describe_validation_error
-from membraind.jobs.specs import SPEC_TYPES, JobSpec, default_priority
+from membraind.jobs.specs import SPEC_TYPES, JobSpec, parse_spec
+from membraind.service.priority import default_priority
 
-__all__ = ["Job", "JobRecord", "JobState", "FINAL_STATES", "parse_spec", "RequestError", "job_from_request"]
-
-_SPEC = TypeAdapter(JobSpec)
-
-
-def parse_spec(data: dict | str) -> object:
-    """A job spec from a dict or JSON text (raises pydantic's ValidationError)."""
-    return _SPEC.validate_json(data) if isinstance(data, str) else _SPEC.validate_python(data)
+__all__ = ["Job", "JobRecord", "JobState", "FINAL_STATES", "RequestError", "job_from_request"]
 
 
 class Job(BaseModel):

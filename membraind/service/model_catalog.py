@@ -1,4 +1,5 @@
-"""The model bundles the daemon knows, for the API's ``models`` request."""
+"""The catalogue of model bundles on disk that the daemon knows, for the API's ``models``
+request (the networks loaded to predict are :mod:`membraind.predict.models`)."""
 
 from __future__ import annotations
 
