@@ -29,7 +29,7 @@ from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
 from membraind.nn.bundle import Bundle, load_bundle
 from membraind.nn.evaluate import make_engine, score
-from membraind.nn.train_settings import TransferSettings
+from membraind.nn.settings import TransferSettings
 from membraind.nn.trainer import Trainer, TrainingData
 from membraind.segment.metrics import ConfusionCounts
 

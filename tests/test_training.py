@@ -16,9 +16,8 @@ import torch
 from membraind.config import load_settings
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth
-from membraind.nn.architecture import UNetConfig
 from membraind.nn.bundle import load_bundle
-from membraind.nn.train_settings import TransferSettings
+from membraind.nn.settings import TransferSettings, UNetConfig
 from membraind.nn.trainer import Trainer, TrainingCancelled, TrainingData
 from membraind.nn.transfer import plan_transfer
 from membraind.nn.unet import UNet

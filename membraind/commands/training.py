@@ -99,7 +99,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(add: Add) -> None:
     """Add the training subcommands."""
-    from membraind.nn.train_settings import TransferMode
+    from membraind.nn.settings import TransferMode
 
     p = add("train", cmd_train, "train a membrane network on (partially) annotated ground truth")
     _add_training_arguments(p)

@@ -38,7 +38,7 @@ from membraind.nn.history import EpochRecord, plot_learning_curve, write_csv
 from membraind.nn.evaluate import score
 from membraind.nn.inference import predict_probabilities
 from membraind.nn.loss import IGNORE, SparseSegmentationLoss
-from membraind.nn.train_settings import TransferSettings
+from membraind.nn.settings import TransferSettings
 from membraind.nn.device import autocast_dtype, resolve_device
 from membraind.nn.transfer import plan_transfer
 from membraind.nn.unet import UNet

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from membraind.strict import StrictModel
 
 __all__ = ["PredictSettings", "OutputKind"]
 
 OutputKind = Literal["membrane", "classes", "rgb"]
 
 
-class PredictSettings(BaseModel):
+class PredictSettings(StrictModel):
     """How prediction runs: engine, tiling, overlap of I/O and compute, and what it writes."""
-
-    model_config = ConfigDict(extra="forbid")
 
     engine: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="inference engine; 'auto' picks the fastest for the device (see docs/benchmarks.md)"

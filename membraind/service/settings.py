@@ -7,18 +7,15 @@ from pathlib import Path
 from typing import Literal
 
 from membraind_client.messages import MAX_MESSAGE_BYTES
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from membraind.strict import StrictModel
 from membraind.vast.protocol import DEFAULT_PORT
 
 __all__ = ["ServiceSettings", "ScopeWatch", "VastAnchorWatch", "ApiSettings", "QueueSettings"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ScopeWatch(_Strict):
+class ScopeWatch(StrictModel):
     """A folder tree where a microscope writes tiles: each finished image is predicted."""
 
     folder: Path = Field(description="watched folder (recursive)")
@@ -32,7 +29,7 @@ class ScopeWatch(_Strict):
     stable_seconds: float = Field(1.0, ge=0, description="a tile is complete once its size and mtime held this long")
 
 
-class VastAnchorWatch(_Strict):
+class VastAnchorWatch(StrictModel):
     """A VAST whose annotation layers' skeleton nodes are anchors to predict around."""
 
     host: str = "127.0.0.1"
@@ -46,7 +43,7 @@ class VastAnchorWatch(_Strict):
     poll_seconds: float = Field(5.0, gt=0, description="how often the layers are checked for new nodes")
 
 
-class ApiSettings(_Strict):
+class ApiSettings(StrictModel):
     """The ZeroMQ API: a request endpoint (ROUTER) and an event stream (PUB). See docs/protocol.md."""
 
     enabled: bool = Field(True, description="serve the ZeroMQ API")
@@ -76,7 +73,7 @@ class ApiSettings(_Strict):
         return self
 
 
-class QueueSettings(_Strict):
+class QueueSettings(StrictModel):
     """Where jobs wait and are recorded: SQLite files on this host (the default), or a
     Redis server that several worker hosts share (docs/operations.md, "Scaling out")."""
 
@@ -121,7 +118,7 @@ class QueueSettings(_Strict):
         return self.backend == "sqlite" if self.serve_runs_jobs is None else self.serve_runs_jobs
 
 
-class ServiceSettings(_Strict):
+class ServiceSettings(StrictModel):
     """Where the daemon keeps its state, what it watches, and how it runs jobs."""
 
     home: Path = Field(

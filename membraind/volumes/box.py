@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from membraind.strict import StrictModel
 
 __all__ = ["Box", "size_at_mip"]
 
@@ -19,10 +21,10 @@ def size_at_mip(size: int, mip: int) -> int:
     return -(-size // 2**mip)  # ceil: a partial pixel at the edge still exists
 
 
-class Box(BaseModel):
+class Box(StrictModel):
     """A half-open box ``[x0, x1) x [y0, y1) x [z0, z1)`` in mip-``mip`` pixels."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     x0: int
     x1: int
