@@ -57,16 +57,18 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="transfer-"))
     base = load_settings()
+    sections = {"unet": base.unet, "normalization": base.normalization, "sampler": base.sampler,
+                "augmentation": base.augmentation}  # fmt: skip
 
-    def settings_for(minutes: float):
-        training = base.training.model_copy(update={"max_minutes": minutes, "epochs": 10_000, "device": args.device})
-        return base.model_copy(update={"training": training})
+    def training_for(minutes: float):
+        return base.training.model_copy(update={"max_minutes": minutes, "epochs": 10_000, "device": args.device})
 
     if args.parent:
         parent = load_bundle(args.parent)
     else:
         isbi = load_ground_truth(args.isbi / "train" / "image", args.isbi / "train" / "label", LabelMapping.preset("isbi"))
-        trainer = Trainer(out / "parent", TrainingData(isbi[:20], isbi[20:25], []), settings_for(args.parent_minutes))
+        trainer = Trainer(out / "parent", TrainingData(isbi[:20], isbi[20:25], []), training_for(args.parent_minutes),
+                          **sections)
         parent = load_bundle(trainer.run())
 
     stack = generate_stack(seed=11, sections=6)
@@ -77,15 +79,12 @@ def main() -> None:
 
     device = args.device
     finetuned = load_bundle(
-        Trainer(out / "finetune", data, settings_for(args.minutes), parent=parent,
+        Trainer(out / "finetune", data, training_for(args.minutes), **sections, parent=parent,
                 transfer=TransferSettings(mode=args.mode)).run()
     )
-    scratch_settings = settings_for(args.minutes)
-    scratch_settings = scratch_settings.model_copy(
-        update={"unet": parent.metadata.architecture,
-                "sampler": scratch_settings.sampler.model_copy(update={"patch_size": parent.metadata.patch_size})}
-    )
-    scratch = load_bundle(Trainer(out / "scratch", data, scratch_settings).run())
+    scratch_sections = {**sections, "unet": parent.metadata.architecture,
+                        "sampler": base.sampler.model_copy(update={"patch_size": parent.metadata.patch_size})}
+    scratch = load_bundle(Trainer(out / "scratch", data, training_for(args.minutes), **scratch_sections).run())
 
     results = {name: membrane_f1(b, test, "cpu" if device == "auto" else device)
                for name, b in (("finetune", finetuned), ("scratch", scratch), ("parent", parent))}

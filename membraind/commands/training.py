@@ -62,7 +62,7 @@ def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.jobs.specs import ExportOnnxSpec
 
     spec = spec_from_args(ExportOnnxSpec, bundle=args.bundle, out=args.out)
-    print(run_export_onnx(spec, settings, lambda fraction, message: None, lambda: False).summary)
+    print(run_export_onnx(spec, lambda fraction, message: None, lambda: False).summary)
     return 0
 
 
@@ -73,7 +73,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         args.bundle,
         args.em,
         args.labels,
-        mapping_from(args, settings) if args.labels else None,
+        mapping_from(args, settings.groundtruth) if args.labels else None,
         args.out,
         args.engine,
         settings.segment2d,

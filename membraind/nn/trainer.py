@@ -27,18 +27,19 @@ import torch
 from torch import nn
 
 from membraind.atomic import atomic_path, write_text_atomic
-from membraind.config import Settings
 from membraind.errors import Cancelled, InputError
 from membraind.groundtruth.classes import UNANNOTATED
 from membraind.groundtruth.label_mapping import LabelMapping
+from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
 from membraind.groundtruth.sampler import PatchSampler
+from membraind.groundtruth.settings import AugmentationSettings, SamplerSettings
 from membraind.nn.bundle import Bundle, ModelMetadata, default_class_names, save_bundle
 from membraind.nn.history import EpochRecord, plot_learning_curve, write_csv
 from membraind.nn.evaluate import score
 from membraind.nn.inference import predict_probabilities
 from membraind.nn.loss import IGNORE, SparseSegmentationLoss
-from membraind.nn.settings import TransferSettings
+from membraind.nn.settings import TrainingSettings, TransferSettings, UNetConfig
 from membraind.nn.device import autocast_dtype, resolve_device
 from membraind.nn.transfer import plan_transfer
 from membraind.nn.unet import UNet
@@ -130,21 +131,33 @@ class _Batches:
 
 
 class Trainer:
-    """Trains one network into ``run_dir`` (see the module docstring for its layout)."""
+    """Trains one network into ``run_dir`` (see the module docstring for its layout).
+
+    It receives the configuration sections it uses: ``training``; the architecture
+    (``unet``), ``normalization`` and patch size (``sampler``) of a new network, which a
+    fine-tuned one takes from its ``parent``; the ``augmentation`` of its patches; and
+    ``transfer`` when fine-tuning. Sections not given are their defaults.
+    """
 
     def __init__(
         self,
         run_dir: Path,
         data: TrainingData,
-        settings: Settings,
+        training: TrainingSettings,
+        *,
+        unet: UNetConfig | None = None,
+        normalization: IntensityNormalization | None = None,
+        sampler: SamplerSettings | None = None,
+        augmentation: AugmentationSettings | None = None,
         name: str | None = None,
         parent: Bundle | None = None,
         transfer: TransferSettings | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.data = data
-        self.settings = settings
-        self.training = settings.training
+        self.training = training
+        self.sampler_settings = sampler or SamplerSettings()
+        self.augmentation = augmentation or AugmentationSettings()
         self.name = name or self.run_dir.name
         self.parent = parent
         self.transfer = transfer if parent is not None else None
@@ -156,9 +169,9 @@ class Trainer:
             self.normalization = parent.metadata.normalization
             self.patch_size = parent.metadata.patch_size
         else:
-            self.architecture = settings.unet
-            self.normalization = settings.normalization.fit([gt.em for gt in data.train])
-            self.patch_size = settings.sampler.patch_size
+            self.architecture = unet or UNetConfig()
+            self.normalization = (normalization or IntensityNormalization()).fit([gt.em for gt in data.train])
+            self.patch_size = self.sampler_settings.patch_size
         weights = self.training.class_weights
         if weights is not None and len(weights) != self.architecture.classes:
             raise InputError(
@@ -181,15 +194,13 @@ class Trainer:
         return model.to(self.device)
 
     def _samplers(self) -> tuple[PatchSampler, PatchSampler | None]:
-        s = self.settings
+        angle_step = self.sampler_settings.angle_step
         sampler = PatchSampler(
-            self.data.train, self.patch_size, self.normalization, s.augmentation, s.sampler.angle_step, self.training.seed
+            self.data.train, self.patch_size, self.normalization, self.augmentation, angle_step, self.training.seed
         )
         replay = None
         if self.transfer is not None and self.transfer.mode == "episodic":
-            replay = PatchSampler(
-                self._parent_data(), self.patch_size, self.normalization, s.augmentation, s.sampler.angle_step
-            )
+            replay = PatchSampler(self._parent_data(), self.patch_size, self.normalization, self.augmentation, angle_step)
         return sampler, replay
 
     def _parent_data(self) -> list[GroundTruthImage]:
@@ -381,8 +392,8 @@ class Trainer:
     def _metadata(self, history: list[EpochRecord]) -> ModelMetadata:
         training = {
             "settings": self.training.model_dump(),
-            "sampler": self.settings.sampler.model_dump(),
-            "augmentation": self.settings.augmentation.model_dump(),
+            "sampler": self.sampler_settings.model_dump(),
+            "augmentation": self.augmentation.model_dump(),
             "transfer": self.transfer.model_dump() if self.transfer else None,
             "data": self.data.sources,
             "best_epoch": max(history, key=lambda r: r.val_membrane_f1).epoch,
