@@ -39,11 +39,13 @@ def main() -> None:
     data = TrainingData(images[:20], images[20:25], [])
     settings = load_settings()
     training = settings.training.model_copy(update={"max_minutes": args.minutes, "epochs": 10_000, "device": args.device})
-    settings = settings.model_copy(update={"training": training})
     out = args.out or Path(tempfile.mkdtemp(prefix="isbi-accuracy-"))
 
     started = time.monotonic()
-    trainer = build_trainer(out, data, settings, name="isbi-benchmark")
+    trainer = build_trainer(
+        out, data, training, unet=settings.unet, normalization=settings.normalization, sampler=settings.sampler,
+        augmentation=settings.augmentation, name="isbi-benchmark",
+    )  # fmt: skip
     bundle_path = trainer.run()
     minutes = (time.monotonic() - started) / 60
     bundle = load_bundle(bundle_path)

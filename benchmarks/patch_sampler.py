@@ -20,7 +20,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 
 from membraind.demo.brush import erase_irregular  # noqa: E402
-from membraind.groundtruth.augment import AugmentationSettings  # noqa: E402
+from membraind.groundtruth.settings import AugmentationSettings  # noqa: E402
 from membraind.groundtruth.label_mapping import LabelMapping  # noqa: E402
 from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth  # noqa: E402
 from membraind.groundtruth.sampler import PatchSampler  # noqa: E402

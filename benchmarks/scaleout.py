@@ -91,7 +91,7 @@ def overhead_ms(tmp: Path, backend: str, url: str, secret: Path, jobs: int) -> f
     queue = {"backend": backend} | ({"redis_url": url, "secret_file": str(secret), "prefix": "overhead"} if backend == "redis" else {})
     settings = Settings.model_validate({"service": {"home": str(tmp / f"overhead-{backend}"), "queue": queue}})
     journal = open_journal(settings.service)
-    dispatcher = Dispatcher(settings, journal, JobQueues(open_hueys(settings.service)))
+    dispatcher = Dispatcher(settings.service, settings.transfer, journal, JobQueues(open_hueys(settings.service)))
     bundle = settings.service.home / "model"
     try:
         begin = time.perf_counter()

@@ -33,19 +33,19 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def train_small_bundle(isbi: Path, out: Path) -> Path:
     """A depth-4, 8-filter U-Net trained for a minute's fraction on ISBI 0-9 (speed is what matters)."""
-    from membraind.config import Settings
     from membraind.groundtruth.label_mapping import LabelMapping
     from membraind.groundtruth.pairs import load_ground_truth
+    from membraind.groundtruth.settings import SamplerSettings
     from membraind.groundtruth.training_data import TrainingData
+    from membraind.nn.settings import TrainingSettings, UNetConfig
     from membraind.nn.training_setup import build_trainer
 
     images = load_ground_truth(isbi / "train" / "image", isbi / "train" / "label", LabelMapping.preset("isbi"))
-    settings = Settings.model_validate({
-        "unet": {"depth": 4, "base_filters": 8},
-        "training": {"epochs": 2, "steps_per_epoch": 10, "batch_size": 8, "device": "cpu", "seed": 1},
-        "sampler": {"patch_size": 128},
-    })  # fmt: skip
-    return build_trainer(out / "run", TrainingData(images[:10], images[10:11]), settings, name="bench").run()
+    training = TrainingSettings(epochs=2, steps_per_epoch=10, batch_size=8, device="cpu", seed=1)
+    return build_trainer(
+        out / "run", TrainingData(images[:10], images[10:11]), training, unet=UNetConfig(depth=4, base_filters=8),
+        sampler=SamplerSettings(patch_size=128), name="bench",
+    ).run()
 
 
 def cpu_seconds(pids: list[int]) -> float:

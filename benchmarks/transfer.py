@@ -30,7 +30,7 @@ from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
 from membraind.groundtruth.training_data import TrainingData
 from membraind.nn.bundle import Bundle, load_bundle
 from membraind.nn.evaluate import make_runtime, score
-from membraind.nn.train_settings import TransferSettings
+from membraind.nn.settings import TransferSettings
 from membraind.nn.training_setup import build_trainer
 from membraind.segment.metrics import ConfusionCounts
 
@@ -58,16 +58,18 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="transfer-"))
     base = load_settings()
+    sections = {"unet": base.unet, "normalization": base.normalization, "sampler": base.sampler,
+                "augmentation": base.augmentation}  # fmt: skip
 
-    def settings_for(minutes: float):
-        training = base.training.model_copy(update={"max_minutes": minutes, "epochs": 10_000, "device": args.device})
-        return base.model_copy(update={"training": training})
+    def training_for(minutes: float):
+        return base.training.model_copy(update={"max_minutes": minutes, "epochs": 10_000, "device": args.device})
 
     if args.parent:
         parent = load_bundle(args.parent)
     else:
         isbi = load_ground_truth(args.isbi / "train" / "image", args.isbi / "train" / "label", LabelMapping.preset("isbi"))
-        trainer = build_trainer(out / "parent", TrainingData(isbi[:20], isbi[20:25], []), settings_for(args.parent_minutes))
+        trainer = build_trainer(out / "parent", TrainingData(isbi[:20], isbi[20:25], []),
+                                training_for(args.parent_minutes), **sections)
         parent = load_bundle(trainer.run())
 
     stack = generate_stack(seed=11, sections=6)
@@ -78,15 +80,12 @@ def main() -> None:
 
     device = args.device
     finetuned = load_bundle(
-        build_trainer(out / "finetune", data, settings_for(args.minutes), parent=parent,
+        build_trainer(out / "finetune", data, training_for(args.minutes), **sections, parent=parent,
                       transfer=TransferSettings(mode=args.mode)).run()
     )
-    scratch_settings = settings_for(args.minutes)
-    scratch_settings = scratch_settings.model_copy(
-        update={"unet": parent.metadata.architecture,
-                "sampler": scratch_settings.sampler.model_copy(update={"patch_size": parent.metadata.patch_size})}
-    )
-    scratch = load_bundle(build_trainer(out / "scratch", data, scratch_settings).run())
+    scratch_sections = {**sections, "unet": parent.metadata.architecture,
+                        "sampler": base.sampler.model_copy(update={"patch_size": parent.metadata.patch_size})}
+    scratch = load_bundle(build_trainer(out / "scratch", data, training_for(args.minutes), **scratch_sections).run())
 
     results = {name: membrane_f1(b, test, "cpu" if device == "auto" else device)
                for name, b in (("finetune", finetuned), ("scratch", scratch), ("parent", parent))}

@@ -1,5 +1,9 @@
 """membraind's settings: one pydantic model, from a TOML file and ``MEMBRAIND_*`` variables.
 
+This module only composes: each section is defined in the ``settings`` module of the
+package it configures (``groundtruth``, ``nn``, ``predict``, ``segment``, ``service``),
+and each component is handed its own section, never the whole :class:`Settings`.
+
 Precedence, highest first: environment variables, the TOML file, the defaults. Nested
 fields use ``__`` in variable names, e.g. ``MEMBRAIND_SAMPLER__PATCH_SIZE=128`` sets
 ``[sampler] patch_size``. The file is named by ``--config`` or ``MEMBRAIND_CONFIG``.
@@ -13,15 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from membraind.errors import ConfigError, describe_validation_error
-from membraind.groundtruth.augment import AugmentationSettings
-from membraind.groundtruth.label_mapping import PRESETS, LabelMapping
 from membraind.groundtruth.normalization import IntensityNormalization
-from membraind.nn.architecture import UNetConfig
-from membraind.nn.train_settings import TrainingSettings, TransferSettings
+from membraind.groundtruth.settings import AugmentationSettings, GroundTruthSettings, SamplerSettings
+from membraind.nn.settings import TrainingSettings, TransferSettings, UNetConfig
 from membraind.predict.settings import PredictSettings
 from membraind.segment.settings import Segment2DSettings
 from membraind.service.settings import ServiceSettings
@@ -33,43 +35,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 ENV_PREFIX = "MEMBRAIND_"
 CONFIG_ENV = "MEMBRAIND_CONFIG"
-
-
-class GroundTruthSettings(BaseModel):
-    """Label import and ground-truth conversions."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    label_mapping: str | dict[int, int] = Field(
-        "classes",
-        description=f"a preset ({', '.join(PRESETS)}) or a table of gray value -> class",
-    )
-    membrane_thickness: int = Field(3, ge=1, description="instance -> membrane: membrane width in pixels")
-    fill_ecs: bool = Field(False, description="instance -> membrane: id 0 becomes membrane (else unannotated)")
-    skeleton_tube_radius: float = Field(4.0, gt=0, description="membrane -> skeleton: backbone tube radius (px)")
-
-    @field_validator("label_mapping")
-    @classmethod
-    def _known_preset(cls, value: str | dict[int, int]) -> str | dict[int, int]:
-        if isinstance(value, str) and value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r}; choose one of {', '.join(PRESETS)} or give a table")
-        return value
-
-    def mapping(self) -> LabelMapping:
-        """The configured :class:`LabelMapping`."""
-        if isinstance(self.label_mapping, str):
-            return LabelMapping.preset(self.label_mapping)
-        return LabelMapping(values=self.label_mapping)
-
-
-class SamplerSettings(BaseModel):
-    """The partial-annotation patch sampler."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    patch_size: int = Field(128, ge=16, multiple_of=2, description="patch side in pixels (the network input)")
-    angle_step: float = Field(5.0, gt=0, le=90, description="width of the angle bins whose valid centres are cached")
-    seed: int = Field(0, description="random seed: the same seed draws the same patches")
 
 
 class Settings(BaseSettings):

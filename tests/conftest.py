@@ -99,19 +99,17 @@ def trained_bundle(tmp_path_factory, isbi) -> Path:
     Trained, not random, so tests of prediction see realistic activations; a few hundred
     patches are enough for membranes to stand out (F1 around 0.7).
     """
-    from membraind.config import Settings
     from membraind.groundtruth.label_mapping import LabelMapping
     from membraind.groundtruth.pairs import load_ground_truth
+    from membraind.groundtruth.settings import SamplerSettings
     from membraind.groundtruth.training_data import TrainingData
+    from membraind.nn.settings import TrainingSettings, UNetConfig
     from membraind.nn.training_setup import build_trainer
 
     images = load_ground_truth(isbi / "train" / "image", isbi / "train" / "label", LabelMapping.preset("isbi"))
-    settings = Settings.model_validate(
-        {
-            "unet": {"depth": 4, "base_filters": 8},
-            "training": {"epochs": 3, "steps_per_epoch": 20, "batch_size": 8, "device": "cpu", "seed": 1},
-            "sampler": {"patch_size": 128},
-        }
-    )
+    training = TrainingSettings(epochs=3, steps_per_epoch=20, batch_size=8, device="cpu", seed=1)
     out = tmp_path_factory.mktemp("trained")
-    return build_trainer(out / "run", TrainingData(images[:10], images[10:11]), settings, name="isbi-small").run()
+    return build_trainer(
+        out / "run", TrainingData(images[:10], images[10:11]), training, unet=UNetConfig(depth=4, base_filters=8),
+        sampler=SamplerSettings(patch_size=128), name="isbi-small",
+    ).run()

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from membraind.groundtruth.augment import (
-    AugmentationSettings,
-    Augmenter,
-    BrightnessContrastSettings,
-    FlipSettings,
-    equalize_histogram,
-    motion_kernel,
-)
+from membraind.groundtruth.augment import Augmenter, equalize_histogram, motion_kernel
+from membraind.groundtruth.settings import AugmentationSettings, BrightnessContrastSettings, FlipSettings
 
 
 def _pair(seed=0):

@@ -18,7 +18,8 @@ from membraind.nn.bundle import (
     read_metadata,
     save_bundle,
 )
-from membraind.nn.unet import UNet, UNetConfig
+from membraind.nn.settings import UNetConfig
+from membraind.nn.unet import UNet
 
 CONFIG = UNetConfig(depth=2, base_filters=4, norm="batch")
 NORM = IntensityNormalization(low_percentile=1.0, high_percentile=99.0, scope="dataset", dataset_range=(12.0, 230.0))

@@ -91,7 +91,7 @@ def test_part_sections_keeps_its_older_name_chunk_sections(tmp_path, monkeypatch
     monkeypatch.setenv("MEMBRAIND_SERVICE__QUEUE__CHUNK_SECTIONS", "6")  # and in the environment, which still wins
     assert load_settings(path).service.queue.sections_per_part() == 6
     path.write_text("[service.queue]\npart_sections = 5\n")
-    with pytest.raises(ConfigError, match="part_sections and chunk_sections"):
+    with pytest.raises(ConfigError, match="disagree; set only part_sections"):
         load_settings(path)
 
 

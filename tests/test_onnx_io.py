@@ -23,7 +23,8 @@ from membraind.nn.onnx_io import (
     import_state_dict,
     torch_probabilities,
 )
-from membraind.nn.unet import UNet, UNetConfig
+from membraind.nn.settings import UNetConfig
+from membraind.nn.unet import UNet
 from membraind.volumes.image_files import read_image
 
 CONFIG = UNetConfig(depth=4, base_filters=8, norm="batch")

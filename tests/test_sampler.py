@@ -8,11 +8,11 @@ from scipy import ndimage
 
 from membraind.demo.brush import erase_irregular
 from membraind.errors import InputError
-from membraind.groundtruth.augment import AugmentationSettings, FlipSettings
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
 from membraind.groundtruth.sampler import PatchSampler
+from membraind.groundtruth.settings import AugmentationSettings, FlipSettings
 
 PATCH = 128
 BLOCK = 32

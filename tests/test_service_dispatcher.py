@@ -38,12 +38,12 @@ def make_dispatcher(tmp_path: Path, home: Path, queue_timeout: float = 30.0) -> 
     """A dispatcher on SQLite files in ``tmp_path`` (journal.db, queue.db)."""
     settings = Settings.model_validate({"service": {"home": str(home), "state_dir": str(tmp_path)}})
     journal = SqliteJournal(tmp_path / "journal.db")
-    return Dispatcher(settings, journal, JobQueues(open_hueys(settings.service, queue_timeout)))
+    return Dispatcher(settings.service, settings.transfer, journal, JobQueues(open_hueys(settings.service, queue_timeout)))
 
 
 def make_runner(dispatcher: Dispatcher, engines: dict | None = None) -> JobRunner:
     """The runner an embedded worker uses, as WORKER."""
-    return JobRunner(dispatcher.settings, dispatcher.journal, engines or {}, WORKER, dispatcher.queues.enqueue_job,
+    return JobRunner(dispatcher.service, dispatcher.journal, engines or {}, WORKER, dispatcher.queues.enqueue_job,
                      dispatcher.notify)  # fmt: skip
 
 

@@ -110,7 +110,7 @@ def service(tmp_path):
     data.mkdir(parents=True)
     settings = Settings.model_validate({"service": {"home": str(home)}})
     journal = SqliteJournal(tmp_path / "journal.db")
-    dispatcher = Dispatcher(settings, journal, JobQueues(open_hueys(settings.service)))
+    dispatcher = Dispatcher(settings.service, settings.transfer, journal, JobQueues(open_hueys(settings.service)))
     folder = RequestFolder(settings.service.requests_path(), dispatcher.submit, journal.get, polling=False, rescan_seconds=5.0)
     dispatcher.add_listener(folder.on_job)
     folder.folder.start()
@@ -597,7 +597,7 @@ def test_episodic_finetuning_from_a_parent_trained_outside_the_roots_is_refused(
 
     # The configured mode counts when the request names none; an unreadable parent is left to the job.
     settings = Settings.model_validate({"service": {"home": str(service.home)}, "transfer": {"mode": "episodic"}})
-    episodic_default = Dispatcher(settings, service.journal, JobQueues(open_hueys(settings.service)))
+    episodic_default = Dispatcher(settings.service, settings.transfer, service.journal, JobQueues(open_hueys(settings.service)))
     spec = FinetuneSpec(**{k: v for k, v in finetune.items() if k not in ("kind", "mode", "leaky_factor")})
     with pytest.raises(MembraindError, match="parent: episodic fine-tuning replays"):
         episodic_default.submit(Job(id="default-mode", spec=spec))
@@ -721,7 +721,7 @@ def test_requests_that_find_the_journal_locked_wait_and_are_queued_when_it_answe
     data.mkdir(parents=True)
     settings = Settings.model_validate({"service": {"home": str(home)}})
     journal = SqliteJournal(tmp_path / "journal.db", timeout=0.2)
-    dispatcher = Dispatcher(settings, journal, JobQueues(open_hueys(settings.service)))
+    dispatcher = Dispatcher(settings.service, settings.transfer, journal, JobQueues(open_hueys(settings.service)))
     folder = RequestFolder(settings.service.requests_path(), dispatcher.submit, journal.get, polling=False, rescan_seconds=5.0)
     dispatcher.add_listener(folder.on_job)
     folder.path.mkdir(parents=True)

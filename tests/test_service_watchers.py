@@ -489,7 +489,7 @@ def test_vast_anchors_refused_by_submit_are_offered_again(tmp_path, caplog):
 
     def dispatcher(roots: list[Path], journal_timeout: float = 30.0) -> Dispatcher:
         settings = Settings.model_validate({"service": {"home": str(home), "roots": [str(r) for r in roots]}})
-        return Dispatcher(settings, SqliteJournal(home / "journal.db", timeout=journal_timeout),
+        return Dispatcher(settings.service, settings.transfer, SqliteJournal(home / "journal.db", timeout=journal_timeout),
                           JobQueues(open_hueys(settings.service)))  # fmt: skip
 
     narrow, wide = dispatcher([]), dispatcher([tmp_path / "out"], journal_timeout=0.2)

@@ -44,7 +44,7 @@ def box(z0: int, z1: int) -> dict:
 def dispatcher(tmp_path):
     settings = Settings.model_validate({"service": {"home": str(tmp_path / "home"), "queue": {"part_sections": 4}}})
     journal = SqliteJournal(tmp_path / "journal.db")
-    dispatcher = Dispatcher(settings, journal, JobQueues(open_hueys(settings.service)))
+    dispatcher = Dispatcher(settings.service, settings.transfer, journal, JobQueues(open_hueys(settings.service)))
     yield dispatcher
     journal.close()
 

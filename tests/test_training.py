@@ -16,10 +16,9 @@ import torch
 from membraind.config import load_settings
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth
-from membraind.nn.architecture import UNetConfig
 from membraind.nn.bundle import load_bundle
-from membraind.nn.train_settings import TransferSettings
 from membraind.groundtruth.training_data import TrainingData
+from membraind.nn.settings import TransferSettings, UNetConfig
 from membraind.nn.trainer import TrainingCancelled
 from membraind.nn.training_setup import build_trainer
 from membraind.nn.transfer import plan_transfer
@@ -50,6 +49,11 @@ def tiny_settings(monkeypatch):
     for key, value in TINY.items():
         monkeypatch.setenv(key, value)
     return load_settings()
+
+
+def tiny_trainer(run_dir, data, settings, **options):
+    """A trainer handed the sections that the tiny settings change (the others are defaults)."""
+    return build_trainer(run_dir, data, settings.training, unet=settings.unet, sampler=settings.sampler, **options)
 
 
 def _one_step(model, plan):
@@ -101,7 +105,7 @@ def test_training_writes_history_curve_and_bundle(tmp_path, tiny_settings, isbi_
         update={"training": tiny_settings.training.model_copy(update={"epochs": 2})}
     )
     reports = []
-    bundle_path = build_trainer(tmp_path / "run", isbi_small, settings).run(reports.append)
+    bundle_path = tiny_trainer(tmp_path / "run", isbi_small, settings).run(reports.append)
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for key in ("train_loss", "train_accuracy", "train_membrane_f1", "val_loss", "val_accuracy", "val_membrane_f1"):
@@ -127,11 +131,11 @@ def test_cancel_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_settings, isb
         return calls["n"] > 4  # in the second epoch
 
     with pytest.raises(TrainingCancelled):
-        build_trainer(tmp_path / "run", isbi_small, settings).run(cancel=cancel)
+        tiny_trainer(tmp_path / "run", isbi_small, settings).run(cancel=cancel)
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 1
     # Running again resumes after the kept epoch.
-    build_trainer(tmp_path / "run", isbi_small, settings).run()
+    tiny_trainer(tmp_path / "run", isbi_small, settings).run()
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
 
@@ -168,9 +172,9 @@ def test_resume_after_sigkill_continues_epochs_and_curve(tmp_path, isbi):
 
 def test_finetune_records_its_parent(tmp_path, tiny_settings, isbi_small):
     settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 1})})
-    parent_path = build_trainer(tmp_path / "parent", isbi_small, settings).run()
+    parent_path = tiny_trainer(tmp_path / "parent", isbi_small, settings).run()
     parent = load_bundle(parent_path)
-    child_path = build_trainer(
+    child_path = tiny_trainer(
         tmp_path / "child", isbi_small, settings, parent=parent, transfer=TransferSettings(mode="freeze-encoder")
     ).run()
     child = load_bundle(child_path)
@@ -200,9 +204,9 @@ def test_episodic_finetuning_replays_the_parents_data(tmp_path, tiny_settings, s
     em, labels = small_isbi_folders
     data = load_training_data(em, labels, LabelMapping.preset("isbi"), 0.34)
     assert [gt.name for gt in data.train] == ["00", "01"] and [gt.name for gt in data.validation] == ["02"]
-    parent = load_bundle(build_trainer(tmp_path / "parent", data, settings).run())
+    parent = load_bundle(tiny_trainer(tmp_path / "parent", data, settings).run())
     assert parent.metadata.training["data"][0]["em"] == str(em.resolve())
-    trainer = build_trainer(tmp_path / "child", data, settings, parent=parent, transfer=TransferSettings(mode="episodic"))
+    trainer = tiny_trainer(tmp_path / "child", data, settings, parent=parent, transfer=TransferSettings(mode="episodic"))
     replay = trainer.batches.replay
     assert replay is not None and len(replay.sources) == 3  # every image the parent learned from
     images, _ = trainer.batches.draw()
@@ -215,11 +219,9 @@ def test_episodic_without_recorded_parent_data_says_what_to_do(tmp_path, tiny_se
     from membraind.errors import InputError
 
     settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 1})})
-    parent = load_bundle(build_trainer(tmp_path / "parent", isbi_small, settings).run())
+    parent = load_bundle(tiny_trainer(tmp_path / "parent", isbi_small, settings).run())
     with pytest.raises(InputError, match="does not record any; use another mode"):
-        build_trainer(
-            tmp_path / "child", isbi_small, settings, parent=parent, transfer=TransferSettings(mode="episodic")
-        ).run()
+        tiny_trainer(tmp_path / "child", isbi_small, settings, parent=parent, transfer=TransferSettings(mode="episodic"))
 
 
 def test_cli_train_export_evaluate(tmp_path, small_isbi_folders):

@@ -7,7 +7,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from membraind.nn.unet import UNet, UNetConfig, count_parameters
+from membraind.nn.settings import UNetConfig
+from membraind.nn.unet import UNet, count_parameters
 
 
 @pytest.mark.parametrize(

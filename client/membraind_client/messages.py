@@ -93,7 +93,7 @@ class ModelInfo(BaseModel):
 
 # -- requests (client -> daemon) -----------------------------------------------------------
 class _Request(_Message):
-    model_config = ConfigDict(extra="forbid", strict=True)  # from the network: no coercing true into 1
+    model_config = ConfigDict(strict=True)  # from the network: no coercing true into 1 (extra="forbid" is inherited)
 
 
 _JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN, description="letters, digits and ._:@+- (at most 128)")]

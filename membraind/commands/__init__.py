@@ -16,6 +16,7 @@ from membraind_client.progress import Progress, ProgressReporter
 from membraind.config import Settings
 from membraind.errors import InputError, describe_validation_error
 from membraind.groundtruth.label_mapping import PRESETS, LabelMapping
+from membraind.groundtruth.settings import GroundTruthSettings
 
 Command = Callable[[argparse.Namespace, Settings], int]
 Add = Callable[[str, Command, str], argparse.ArgumentParser]
@@ -37,11 +38,11 @@ def add_mapping_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def mapping_from(args: argparse.Namespace, settings: Settings) -> LabelMapping:
+def mapping_from(args: argparse.Namespace, groundtruth: GroundTruthSettings) -> LabelMapping:
     """The label mapping chosen on the command line, else the configured one."""
     if getattr(args, "mapping", None):
         return LabelMapping.preset(args.mapping)
-    return settings.groundtruth.mapping()
+    return groundtruth.mapping()
 
 
 def progress_bar(unit_scale: int = 1000) -> tuple[ProgressReporter, Callable[[], None]]:

@@ -24,7 +24,7 @@ def cmd_convert_skeleton(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.groundtruth.convert import convert_skeletons
 
     radius = args.tube_radius if args.tube_radius is not None else settings.groundtruth.skeleton_tube_radius
-    written = convert_skeletons(args.source, args.target, mapping_from(args, settings), radius)
+    written = convert_skeletons(args.source, args.target, mapping_from(args, settings.groundtruth), radius)
     print(f"wrote {len(written)} skeleton label image(s) to {args.target} (0 unannotated, 1 background, 2 backbone)")
     return 0
 
@@ -32,7 +32,7 @@ def cmd_convert_skeleton(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_inspect_gt(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.groundtruth.pairs import load_ground_truth
 
-    images = load_ground_truth(args.em, args.labels, mapping_from(args, settings))
+    images = load_ground_truth(args.em, args.labels, mapping_from(args, settings.groundtruth))
     print(f"{'section':24s} {'size':>11s} {'annotated':>10s} {'membrane':>9s}")
     for gt in images:
         size = f"{gt.em.shape[1]}x{gt.em.shape[0]}"
@@ -47,7 +47,7 @@ def cmd_preview_patches(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.groundtruth.sampler import PatchSampler
     from membraind.volumes.image_files import write_image
 
-    images = load_ground_truth(args.em, args.labels, mapping_from(args, settings))
+    images = load_ground_truth(args.em, args.labels, mapping_from(args, settings.groundtruth))
     norm = settings.normalization.fit([gt.em for gt in images])
     sampler = PatchSampler(
         images,

@@ -10,6 +10,7 @@ from pathlib import Path
 from membraind.commands import Add
 from membraind.config import Settings
 from membraind.errors import InputError, MembraindError
+from membraind.service.settings import ServiceSettings
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -19,10 +20,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _journal(settings: Settings):
+def _journal(service: ServiceSettings):
     from membraind.service.journal import JOURNAL_FILE, journal_name, open_journal
 
-    service = settings.service
     path = service.state_path() / JOURNAL_FILE
     if service.queue.backend == "sqlite" and not path.exists():
         raise InputError(f"no job journal at {path}: the daemon has not run with this configuration yet")
@@ -74,7 +74,7 @@ def cmd_secret(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    journal = _journal(settings)
+    journal = _journal(settings.service)
     try:
         if args.job:
             record = journal.get(args.job)
@@ -104,7 +104,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    journal = _journal(settings)
+    journal = _journal(settings.service)
     try:
         record = journal.request_cancel(args.job)
     finally:

@@ -64,7 +64,7 @@ def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.jobs.specs import ExportOnnxSpec
 
     spec = spec_from_args(ExportOnnxSpec, bundle=args.bundle, out=args.out)
-    print(run_export_onnx(spec, settings, no_progress, lambda: False).summary)
+    print(run_export_onnx(spec, no_progress, lambda: False).summary)
     return 0
 
 
@@ -75,7 +75,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         args.bundle,
         args.em,
         args.labels,
-        mapping_from(args, settings) if args.labels else None,
+        mapping_from(args, settings.groundtruth) if args.labels else None,
         args.out,
         args.runtime,
         settings.segment2d,
@@ -101,7 +101,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(add: Add) -> None:
     """Add the training subcommands."""
-    from membraind.nn.train_settings import TransferMode
+    from membraind.nn.settings import TransferMode
 
     p = add("train", cmd_train, "train a membrane network on (partially) annotated ground truth")
     _add_training_arguments(p)

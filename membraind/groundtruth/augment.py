@@ -13,77 +13,9 @@ Images are float32 in [0, 1] (after intensity normalisation).
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage, signal
 
-
-class _Step(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    probability: float = Field(0.0, ge=0.0, le=1.0, description="chance that a patch gets this augmentation")
-
-
-class FlipSettings(_Step):
-    """Mirror left-right, top-bottom, and transpose (square patches), each independently."""
-
-    probability: float = Field(0.5, ge=0.0, le=1.0)
-
-
-class GaussianBlurSettings(_Step):
-    """Blur with a Gaussian of random sigma in [sigma_min, sigma_max] pixels."""
-
-    probability: float = Field(0.2, ge=0.0, le=1.0)
-    sigma_min: float = Field(0.5, gt=0.0)
-    sigma_max: float = Field(1.5, gt=0.0)
-
-
-class MotionBlurSettings(_Step):
-    """Average along a line of random direction and length in [3, max_length] pixels."""
-
-    probability: float = Field(0.1, ge=0.0, le=1.0)
-    max_length: int = Field(9, ge=3, le=63)
-
-
-class HistogramEqualizationSettings(_Step):
-    """Global histogram equalisation of the patch."""
-
-    probability: float = Field(0.1, ge=0.0, le=1.0)
-
-
-class BrightnessContrastSettings(_Step):
-    """Shift brightness by up to +-brightness and scale contrast by 1 +- contrast."""
-
-    probability: float = Field(0.5, ge=0.0, le=1.0)
-    brightness: float = Field(0.1, ge=0.0, le=1.0)
-    contrast: float = Field(0.2, ge=0.0, le=1.0)
-
-
-class AugmentationSettings(BaseModel):
-    """Every augmentation with its own probability and strength."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    rotate: bool = Field(True, description="cut patches at any angle (done by the sampler)")
-    flip: FlipSettings = FlipSettings()
-    gaussian_blur: GaussianBlurSettings = GaussianBlurSettings()
-    motion_blur: MotionBlurSettings = MotionBlurSettings()
-    histogram_equalization: HistogramEqualizationSettings = HistogramEqualizationSettings()
-    brightness_contrast: BrightnessContrastSettings = BrightnessContrastSettings()
-
-    @classmethod
-    def uniform(cls, probability: float, rotate: bool) -> "AugmentationSettings":
-        """Every augmentation at the same probability, default strengths."""
-        fields = ("flip", "gaussian_blur", "motion_blur", "histogram_equalization", "brightness_contrast")
-        return cls(rotate=rotate, **{name: {"probability": probability} for name in fields})
-
-    @classmethod
-    def none(cls) -> "AugmentationSettings":
-        """No augmentation at all: patches exactly as they lie in the image."""
-        return cls.uniform(0.0, rotate=False)
-
-    @classmethod
-    def all_on(cls) -> "AugmentationSettings":
-        """Every augmentation on every patch (for benchmarks and worst-case timing)."""
-        return cls.uniform(1.0, rotate=True)
+from membraind.groundtruth.settings import AugmentationSettings
 
 
 def motion_kernel(length: int, angle: float) -> np.ndarray:

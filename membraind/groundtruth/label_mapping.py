@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from membraind.errors import InputError
 from membraind.groundtruth.classes import CLASS_NAMES
+from membraind.strict import StrictModel
 
 PRESETS: dict[str, dict[int, int]] = {
     # ISBI 2012 challenge: 255 = cell interior, 0 = membrane, every pixel labelled.
@@ -34,10 +35,10 @@ def check_preset(name: str) -> str:
     return name
 
 
-class LabelMapping(BaseModel):
+class LabelMapping(StrictModel):
     """Which gray value of a label file means which class (0 = not annotated)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     values: dict[int, int] = Field(
         default_factory=lambda: dict(PRESETS["classes"]),

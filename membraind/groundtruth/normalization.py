@@ -17,18 +17,20 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from skimage import exposure
+
+from membraind.strict import StrictModel
 
 # Statistics read every 4th pixel in each axis: exact enough for percentiles and 16x
 # cheaper on large sections.
 _STATS_STRIDE = 4
 
 
-class IntensityNormalization(BaseModel):
+class IntensityNormalization(StrictModel):
     """How raw EM gray values become the network's float input in [0, 1]."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     method: Literal["percentile", "none"] = Field(
         "percentile", description="'percentile': stretch between two percentiles; 'none': divide by the dtype maximum"

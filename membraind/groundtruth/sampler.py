@@ -31,7 +31,8 @@ import numpy as np
 from scipy import ndimage
 
 from membraind.errors import InputError
-from membraind.groundtruth.augment import AugmentationSettings, Augmenter
+from membraind.groundtruth.augment import Augmenter
+from membraind.groundtruth.settings import AugmentationSettings
 from membraind.groundtruth.classes import UNANNOTATED
 from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.groundtruth.pairs import GroundTruthImage

@@ -2,6 +2,8 @@
 
 The command line runs specs here in its own process; the daemon's engine process runs
 them here too, keeping bundles and runtimes loaded between jobs (:class:`ModelCache`).
+:func:`run_job` takes the whole :class:`~membraind.config.Settings` and hands each kind
+only the sections it uses.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from membraind.config import Settings, with_overrides
 from membraind.jobs.specs import ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
 from membraind.predict.request import VastSource
 from membraind.predict.settings import PredictSettings
+from membraind.segment.settings import Segment2DSettings
 
 if TYPE_CHECKING:  # torch is imported only when a training job runs
     from membraind.groundtruth.training_data import TrainingData
@@ -47,19 +50,19 @@ class ModelCache:
         return self._entries[key]
 
 
-def predict_settings(spec: PredictSpec, settings: Settings) -> PredictSettings:
+def predict_settings(spec: PredictSpec, predict: PredictSettings) -> PredictSettings:
     """The configured prediction settings with the spec's choices on top (validated)."""
     return with_overrides(
-        settings.predict, "the request", runtime=spec.engine, device=spec.device, outputs=spec.outputs,
+        predict, "the request", runtime=spec.engine, device=spec.device, outputs=spec.outputs,
         overwrite=True if spec.overwrite else None,
     )  # fmt: skip
 
 
-def run_predict(spec: PredictSpec, settings: Settings, progress: ProgressReporter, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
+def run_predict(spec: PredictSpec, predict: PredictSettings, progress: ProgressReporter, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
     """Predict; results from a VAST source are shown in that VAST unless the spec says not to."""
     from membraind.predict.run import run_prediction
 
-    predict = predict_settings(spec, settings)
+    predict = predict_settings(spec, predict)
     loaded = [cache.get(path, predict) for path in spec.bundles] if cache else None
     report = run_prediction(
         spec, predict, bundles=[b for b, _ in loaded] if loaded else None,
@@ -116,7 +119,10 @@ def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None 
             settings.transfer, "the request", mode=spec.mode, leaky_factor=spec.leaky_factor,
             episodic_ratio=spec.episodic_ratio,
         )  # fmt: skip
-    return build_trainer(spec.out, data, settings, name=spec.name, parent=parent, transfer=transfer)
+    return build_trainer(
+        spec.out, data, settings.training, unet=settings.unet, normalization=settings.normalization,
+        sampler=settings.sampler, augmentation=settings.augmentation, name=spec.name, parent=parent, transfer=transfer,
+    )  # fmt: skip
 
 
 def training_result(run_dir: Path, bundle: Path) -> JobResult:
@@ -134,27 +140,27 @@ def run_train(spec: TrainSpec, settings: Settings, progress: ProgressReporter, c
     return training_result(spec.out, trainer.run(progress, cancel))
 
 
-def segment_settings(spec: Segment2DSpec, settings: Settings):
+def segment_settings(spec: Segment2DSpec, segment2d: Segment2DSettings) -> Segment2DSettings:
     """The configured 2D segmentation settings with the spec's choices on top (validated)."""
     return with_overrides(
-        settings.segment2d, "the request", h=spec.h, sigma=spec.sigma, min_size=spec.min_size,
+        segment2d, "the request", h=spec.h, sigma=spec.sigma, min_size=spec.min_size,
         membrane_threshold=spec.membrane_threshold,
     )  # fmt: skip
 
 
-def run_segment2d(spec: Segment2DSpec, settings: Settings, progress: ProgressReporter, cancel: Cancel) -> JobResult:
+def run_segment2d(spec: Segment2DSpec, segment2d: Segment2DSettings, progress: ProgressReporter, cancel: Cancel) -> JobResult:
     """Segment the membrane volume section by section."""
     from membraind.segment.run import run_segmentation
 
     sections = range(spec.sections[0], spec.sections[1] + 1) if spec.sections else None
     report = run_segmentation(
-        spec.membrane, spec.out, segment_settings(spec, settings), mip=spec.mip, sections=sections,
+        spec.membrane, spec.out, segment_settings(spec, segment2d), mip=spec.mip, sections=sections,
         overwrite=spec.overwrite, label_tiff=spec.label_tiff, progress=progress, cancel=cancel,
     )  # fmt: skip
     return JobResult(outputs=[str(p) for p in report.outputs], summary=report.summary())
 
 
-def run_export_onnx(spec: ExportOnnxSpec, settings: Settings, progress: ProgressReporter, cancel: Cancel) -> JobResult:
+def run_export_onnx(spec: ExportOnnxSpec, progress: ProgressReporter, cancel: Cancel) -> JobResult:
     """Export a bundle to ONNX."""
     from membraind.nn.bundle import load_bundle
     from membraind.nn.onnx_io import export_onnx
@@ -165,14 +171,15 @@ def run_export_onnx(spec: ExportOnnxSpec, settings: Settings, progress: Progress
 
 
 def run_job(spec: Any, settings: Settings, progress: ProgressReporter, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
-    """Carry out any job spec; its progress reports reach ``progress`` with the time left estimated."""
+    """Carry out any job spec, handing its kind the settings sections it uses; its progress
+    reports reach ``progress`` with the time left estimated."""
     progress = EtaClock(progress)  # the one place the estimate is made, for the CLI and the daemon alike
     if isinstance(spec, PredictSpec):
-        return run_predict(spec, settings, progress, cancel, cache)
-    if isinstance(spec, TrainSpec):  # FinetuneSpec too
+        return run_predict(spec, settings.predict, progress, cancel, cache)
+    if isinstance(spec, TrainSpec):  # FinetuneSpec too; assembling a trainer takes most sections
         return run_train(spec, settings, progress, cancel)
     if isinstance(spec, Segment2DSpec):
-        return run_segment2d(spec, settings, progress, cancel)
+        return run_segment2d(spec, settings.segment2d, progress, cancel)
     if isinstance(spec, ExportOnnxSpec):
-        return run_export_onnx(spec, settings, progress, cancel)
+        return run_export_onnx(spec, progress, cancel)
     raise TypeError(f"unknown job spec {type(spec).__name__}")

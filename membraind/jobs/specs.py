@@ -10,21 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
 from membraind.groundtruth.label_mapping import check_preset
-from membraind.nn.train_settings import TransferMode
+from membraind.nn.settings import TransferMode
 from membraind.predict.request import PredictRequest
 from membraind.predict.settings import OutputKind
+from membraind.strict import StrictModel
 
 __all__ = [
     "PredictSpec", "TrainSpec", "FinetuneSpec", "Segment2DSpec", "ExportOnnxSpec", "JobSpec", "SPEC_TYPES",
     "parse_spec",
 ]  # fmt: skip
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class PredictSpec(PredictRequest):
@@ -40,7 +37,7 @@ class PredictSpec(PredictRequest):
     show_in_vast: bool = Field(True, description="VAST source: load the results into VAST as layers")
 
 
-class TrainSpec(_Spec):
+class TrainSpec(StrictModel):
     """Train a network on (partially) annotated ground truth into the run folder ``out``."""
 
     kind: Literal["train"] = "train"
@@ -81,7 +78,7 @@ class FinetuneSpec(TrainSpec):
     episodic_ratio: float | None = Field(None, gt=0, lt=1)
 
 
-class Segment2DSpec(_Spec):
+class Segment2DSpec(StrictModel):
     """Cut each section of a membrane-probability volume into cells."""
 
     kind: Literal["segment2d"] = "segment2d"
@@ -103,7 +100,7 @@ class Segment2DSpec(_Spec):
         return self
 
 
-class ExportOnnxSpec(_Spec):
+class ExportOnnxSpec(StrictModel):
     """Export a model bundle to ONNX (metadata embedded)."""
 
     kind: Literal["export-onnx"] = "export-onnx"

@@ -24,14 +24,16 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from safetensors.torch import load_file, save_file
 
 from membraind.atomic import sibling
 from membraind.errors import InputError, describe_validation_error
 from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.nn.bundle_layout import METADATA_FILE, ONNX_FILE, WEIGHTS_FILE
-from membraind.nn.unet import UNet, UNetConfig
+from membraind.nn.settings import UNetConfig
+from membraind.nn.unet import UNet
+from membraind.strict import StrictModel
 
 CURRENT_FORMAT = 1
 
@@ -48,10 +50,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-class ModelMetadata(BaseModel):
+class ModelMetadata(StrictModel):
     """The contents of a bundle's ``model.json``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     format_version: int = Field(CURRENT_FORMAT, description="bundle format; upgraded on load when older")
     name: str = Field(min_length=1)

@@ -40,7 +40,8 @@ from membraind.nn.bundle import (
     metadata_from_json,
     save_bundle,
 )
-from membraind.nn.unet import UNet, UNetConfig
+from membraind.nn.settings import UNetConfig
+from membraind.nn.unet import UNet
 
 INPUT_NAME = "em"
 OUTPUT_NAME = "probabilities"

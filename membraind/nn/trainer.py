@@ -39,7 +39,7 @@ from membraind.nn.history import EpochRecord, plot_learning_curve, write_csv
 from membraind.nn.inference import predict_probabilities
 from membraind.nn.loss import MaskUnannotated
 from membraind.nn.schedule import LearningRateSchedule
-from membraind.nn.train_settings import TrainingSettings
+from membraind.nn.settings import TrainingSettings
 from membraind.nn.transfer import TransferPlan
 from membraind.segment.metrics import ConfusionCounts
 

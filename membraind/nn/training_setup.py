@@ -1,7 +1,7 @@
 """Assembling a training run: the pieces the trainer receives, for training and fine-tuning.
 
-From the ground truth and the settings (and, to fine-tune, a parent bundle and transfer
-settings) this builds the network, optimizer, learning-rate schedule, loss, training
+From the ground truth and the configuration sections a run uses (and, to fine-tune, a
+parent bundle and transfer settings) this builds the network, optimizer, learning-rate schedule, loss, training
 batches, validation images and the metadata of the bundles to come, and hands them to a
 :class:`~membraind.nn.trainer.Trainer`, which only trains.
 """
@@ -12,19 +12,18 @@ from pathlib import Path
 
 import torch
 
-from membraind.config import Settings
 from membraind.errors import InputError
 from membraind.groundtruth.batches import TrainingBatches
 from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.groundtruth.pairs import GroundTruthImage
 from membraind.groundtruth.sampler import PatchSampler
+from membraind.groundtruth.settings import AugmentationSettings, SamplerSettings
 from membraind.groundtruth.training_data import TrainingData, load_sources
-from membraind.nn.architecture import UNetConfig
 from membraind.nn.bundle import Bundle, ModelMetadata, default_class_names
 from membraind.nn.device import resolve_device
 from membraind.nn.loss import MaskUnannotated, SparseSegmentationLoss
 from membraind.nn.schedule import LearningRateSchedule
-from membraind.nn.train_settings import TrainingSettings, TransferSettings
+from membraind.nn.settings import TrainingSettings, TransferSettings, UNetConfig
 from membraind.nn.trainer import Trainer
 from membraind.nn.transfer import plan_transfer
 from membraind.nn.unet import UNet
@@ -33,13 +32,25 @@ from membraind.nn.unet import UNet
 def build_trainer(
     run_dir: Path,
     data: TrainingData,
-    settings: Settings,
+    training: TrainingSettings,
+    *,
+    unet: UNetConfig | None = None,
+    normalization: IntensityNormalization | None = None,
+    sampler: SamplerSettings | None = None,
+    augmentation: AugmentationSettings | None = None,
     name: str | None = None,
     parent: Bundle | None = None,
     transfer: TransferSettings | None = None,
 ) -> Trainer:
-    """The trainer of a run into ``run_dir``: from scratch, or fine-tuning ``parent`` as ``transfer`` says."""
-    training = settings.training
+    """The trainer of a run into ``run_dir``: from scratch, or fine-tuning ``parent`` as ``transfer`` says.
+
+    It takes the configuration sections a run uses: ``training``; the architecture
+    (``unet``), ``normalization`` and patch size (``sampler``) of a new network, which a
+    fine-tuned one takes from its ``parent``; and the ``augmentation`` of its patches.
+    Sections not given are their defaults.
+    """
+    sampler = sampler or SamplerSettings()
+    augmentation = augmentation or AugmentationSettings()
     transfer = transfer if parent is not None else None
     device = resolve_device(training.device)
     if parent is not None:
@@ -48,9 +59,9 @@ def build_trainer(
         architecture, normalization = parent.metadata.architecture, parent.metadata.normalization
         patch_size = parent.metadata.patch_size
     else:
-        architecture = settings.unet
-        normalization = settings.normalization.fit([gt.em for gt in data.train])
-        patch_size = settings.sampler.patch_size
+        architecture = unet or UNetConfig()
+        normalization = (normalization or IntensityNormalization()).fit([gt.em for gt in data.train])
+        patch_size = sampler.patch_size
     _check_fit(architecture, patch_size, training)
 
     torch.manual_seed(training.seed)  # the same seed initialises the same network
@@ -65,21 +76,22 @@ def build_trainer(
     weights = torch.tensor(training.class_weights, dtype=torch.float32, device=device) if training.class_weights else None
     loss = MaskUnannotated(SparseSegmentationLoss(weights, training.dice_weight))
 
-    sampler = PatchSampler(
-        data.train, patch_size, normalization, settings.augmentation, settings.sampler.angle_step, training.seed
-    )
+    patches = PatchSampler(data.train, patch_size, normalization, augmentation, sampler.angle_step, training.seed)
     replay = None
     if transfer is not None and transfer.mode == "episodic":
-        replay = PatchSampler(
-            _parent_images(parent), patch_size, normalization, settings.augmentation, settings.sampler.angle_step
-        )
+        replay = PatchSampler(_parent_images(parent), patch_size, normalization, augmentation, sampler.angle_step)
     batches = TrainingBatches(
-        sampler, training.batch_size, training.seed, replay, transfer.episodic_ratio if replay is not None else 0.0
+        patches, training.batch_size, training.seed, replay, transfer.episodic_ratio if replay is not None else 0.0
     )
     validation = [(normalization.normalize_section(gt.em), gt.labels) for gt in data.validation]
-    bundle = _bundle_metadata(
-        name or Path(run_dir).name, architecture, normalization, patch_size, settings, transfer, data, parent
-    )
+    recorded = {
+        "settings": training.model_dump(),
+        "sampler": sampler.model_dump(),
+        "augmentation": augmentation.model_dump(),
+        "transfer": transfer.model_dump() if transfer else None,
+        "data": data.sources,
+    }
+    bundle = _bundle_metadata(name or Path(run_dir).name, architecture, normalization, patch_size, recorded, parent)
     return Trainer(
         run_dir, model, loss, optimizer, schedule, batches, validation, bundle, training, device, plan
     )  # fmt: skip
@@ -120,19 +132,10 @@ def _bundle_metadata(
     architecture: UNetConfig,
     normalization: IntensityNormalization,
     patch_size: int,
-    settings: Settings,
-    transfer: TransferSettings | None,
-    data: TrainingData,
+    training: dict,
     parent: Bundle | None,
 ) -> ModelMetadata:
     """What every bundle of the run records besides its history, best epoch and time written."""
-    training = {
-        "settings": settings.training.model_dump(),
-        "sampler": settings.sampler.model_dump(),
-        "augmentation": settings.augmentation.model_dump(),
-        "transfer": transfer.model_dump() if transfer else None,
-        "data": data.sources,
-    }
     return ModelMetadata(
         name=name,
         architecture=architecture,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from membraind.nn.train_settings import TransferSettings
+from membraind.nn.settings import TransferSettings
 
 
 @dataclass

@@ -6,8 +6,8 @@ a bottleneck, and a mirrored up path of transposed convolutions whose outputs ar
 concatenated with the encoder's feature maps. Output channel ``k`` holds the logit of
 label class ``k + 1`` (channel 0 interior, channel 1 membrane, channel 2 third class).
 
-The settings live in :mod:`membraind.nn.architecture` (torch-free, so configuration
-loads without importing torch); they are re-exported here.
+Its settings, :class:`~membraind.nn.settings.UNetConfig`, live in :mod:`membraind.nn.settings`
+(torch-free, so configuration loads without importing torch).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from membraind.nn.architecture import UNetConfig
+from membraind.nn.settings import UNetConfig
 
-__all__ = ["UNet", "UNetConfig", "count_parameters"]
+__all__ = ["UNet", "count_parameters"]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

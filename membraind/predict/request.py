@@ -11,32 +11,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from membraind.strict import StrictModel
 from membraind.vast.protocol import DEFAULT_PORT
 from membraind.volumes.box import Anchor, Box
 
 __all__ = ["PredictRequest", "WholeVolume", "BoxRegion", "Anchors", "SingleImage", "Target", "VastSource"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class WholeVolume(_Strict):
+class WholeVolume(StrictModel):
     """Every tile of the volume."""
 
     mode: Literal["volume"] = "volume"
 
 
-class BoxRegion(_Strict):
+class BoxRegion(StrictModel):
     """Every tile touching a box (half-open, at the box's own mip)."""
 
     mode: Literal["box"] = "box"
     box: Box
 
 
-class Anchors(_Strict):
+class Anchors(StrictModel):
     """Cubes around anchor points: ``cube_xy`` x ``cube_xy`` mip-0 pixels, ``cube_z`` sections."""
 
     mode: Literal["anchors"] = "anchors"
@@ -57,7 +54,7 @@ class Anchors(_Strict):
         ]
 
 
-class SingleImage(_Strict):
+class SingleImage(StrictModel):
     """One image file; the outputs mirror its path below ``root`` (default: its folder)."""
 
     mode: Literal["image"] = "image"
@@ -67,7 +64,7 @@ class SingleImage(_Strict):
 Target = Annotated[Union[WholeVolume, BoxRegion, Anchors, SingleImage], Field(discriminator="mode")]
 
 
-class VastSource(_Strict):
+class VastSource(StrictModel):
     """An EM layer of a running VAST (its remote API server) as the data to predict."""
 
     host: str = "127.0.0.1"
@@ -75,7 +72,7 @@ class VastSource(_Strict):
     layer: int | str = Field(0, description="EM layer: its number (0-based) or its name")
 
 
-class PredictRequest(_Strict):
+class PredictRequest(StrictModel):
     """A prediction: data, bundles, target and output folder."""
 
     volume: Path | VastSource = Field(

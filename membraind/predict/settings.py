@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from membraind.strict import StrictModel, accept_older_name
 
 __all__ = ["PredictSettings", "OutputKind"]
 
 OutputKind = Literal["membrane", "classes", "rgb"]
 
 
-class PredictSettings(BaseModel):
+class PredictSettings(StrictModel):
     """How prediction runs: runtime, tiling, overlap of I/O and compute, and what it writes."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
     runtime: Literal["auto", "torch", "onnx"] = Field(
-        "auto", validation_alias=AliasChoices("runtime", "engine"),  # 'engine': its name before issue 17, still read
-        description="inference runtime; 'auto' picks the fastest for the device (see docs/benchmarks.md)",
+        "auto", description="inference runtime; 'auto' picks the fastest for the device (see docs/benchmarks.md; "
+        "older name: engine)",
     )
     device: str = Field("auto", description="'auto' (GPU when there is one), 'cpu', 'cuda', 'cuda:1', ...")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -40,15 +40,8 @@ class PredictSettings(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _one_runtime_key(cls, data: Any) -> Any:
-        """The old key ``engine`` and ``runtime`` may not disagree (a file and the environment
-        can each set one; which one should win would be a guess)."""
-        if isinstance(data, dict) and "engine" in data and "runtime" in data:
-            if data["engine"] != data["runtime"]:
-                raise ValueError(f"runtime ({data['runtime']!r}) and engine, its old name ({data['engine']!r}), "
-                                 "disagree; set only runtime")  # fmt: skip
-            data = {k: v for k, v in data.items() if k != "engine"}
-        return data
+    def _older_name(cls, data: Any) -> Any:
+        return accept_older_name(data, "runtime", "engine")  # 'engine' until the torch/ONNX part became the runtime
 
     @model_validator(mode="after")
     def _aligned(self) -> "PredictSettings":

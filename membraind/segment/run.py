@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from membraind_client.progress import Progress, ProgressReporter
 
@@ -29,6 +29,7 @@ from membraind.errors import Cancelled, InputError, describe_validation_error
 from membraind.segment.instances import segment_section
 from membraind.segment.label_tiff import write_label_sections
 from membraind.segment.settings import Segment2DSettings
+from membraind.strict import StrictModel
 from membraind.volumes.gray import as_gray
 from membraind.volumes.open_volume import open_volume
 from membraind.volumes.tile_store import MAX_RGB_ID, TileStore
@@ -45,19 +46,15 @@ class SegmentationCancelled(Cancelled):
     """Raised when a segmentation is cancelled; finished sections stay written."""
 
 
-class SectionIds(BaseModel):
+class SectionIds(StrictModel):
     """The ids one section received: ``first .. first + count - 1``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     first: int
     count: int
 
 
-class SegmentationManifest(BaseModel):
+class SegmentationManifest(StrictModel):
     """``segment2d.json``: the inputs of a segmentation and the sections finished so far."""
-
-    model_config = ConfigDict(extra="forbid")
 
     format: int = MANIFEST_FORMAT
     source: str

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from membraind.strict import StrictModel
 
 __all__ = ["Segment2DSettings"]
 
 
-class Segment2DSettings(BaseModel):
+class Segment2DSettings(StrictModel):
     """How one section's membrane probability becomes cell ids (see :func:`segment_section`).
 
     The defaults were chosen on the membrane probability of a network trained on ISBI
     2012 sections 0-24, scored on held-out sections 25-29 (``docs/benchmarks.md``);
     tune ``h`` first on other data.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     h: float = Field(
         0.03,

@@ -92,7 +92,7 @@ class Daemon(ServiceProcess):
         # Other processes run jobs (workers on Redis, or local ones on SQLite): serve learns of
         # every change, its own included, from the journal's change log.
         follow = self.clustered or not self.service.queue.runs_jobs_in_serve()
-        self.dispatcher = Dispatcher(self.settings, journal, queues, direct_notifications=not follow)
+        self.dispatcher = Dispatcher(self.service, self.settings.transfer, journal, queues, direct_notifications=not follow)
         if self.service.queue.runs_jobs_in_serve():
             self.worker = JobWorker(self.settings, journal, queues, worker_name("serve"), self.dispatcher.announce)
             self.worker.start_engine(self._stop.is_set)

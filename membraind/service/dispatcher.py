@@ -13,11 +13,12 @@ import logging
 import time
 from typing import Callable
 
-from membraind.config import Settings
+from membraind.nn.settings import TransferSettings
 from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import Journal
 from membraind.service.paths import check_parent_data, check_paths
 from membraind.service.queues import JobQueues
+from membraind.service.settings import ServiceSettings
 from membraind.service.split_jobs import SplitJobs
 
 __all__ = ["Dispatcher"]
@@ -33,12 +34,15 @@ RECONCILE_MIN_AGE = 30.0
 class Dispatcher:
     """Turns jobs into journal records and queued tasks, and keeps the queue true to the journal.
 
-    ``direct_notifications``: announce this process's own changes to the listeners at
-    once (False when a change follower announces every change, wherever it was made).
+    ``transfer`` gives the fine-tuning mode of requests that name none (episodic ones need
+    their parent's data within the roots). ``direct_notifications``: announce this
+    process's own changes to the listeners at once (False when a change follower announces
+    every change, wherever it was made).
     """
 
-    def __init__(self, settings: Settings, journal: Journal, queues: JobQueues, *, direct_notifications: bool = True) -> None:
-        self.settings, self.service = settings, settings.service
+    def __init__(self, service: ServiceSettings, transfer: TransferSettings, journal: Journal, queues: JobQueues, *,
+                 direct_notifications: bool = True) -> None:  # fmt: skip
+        self.service, self.transfer = service, transfer
         self.journal, self.queues = journal, queues
         self.roots = self.service.allowed_roots()
         self.direct_notifications = direct_notifications
@@ -57,7 +61,7 @@ class Dispatcher:
         queues it later.
         """
         check_paths(job.spec, self.roots)
-        check_parent_data(job.spec, self.settings.transfer.mode, self.roots)
+        check_parent_data(job.spec, self.transfer.mode, self.roots)
         parts = self.splits.plan(job) if self.splits is not None and job.parent is None else None
         record, created = self.journal.add(job)
         if created and parts:

@@ -8,22 +8,21 @@ from pathlib import Path
 from typing import Any
 
 from membraind_client.messages import FINAL_STATES, JOB_ID_PATTERN, JobInfo, JobState
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from membraind.errors import MembraindError, describe_validation_error
 from membraind.jobs.specs import SPEC_TYPES, JobSpec, parse_spec
 from membraind.service.priority import default_priority
+from membraind.strict import StrictModel
 
 __all__ = ["Job", "JobRecord", "JobState", "FINAL_STATES", "RequestError", "job_from_request"]
 
 
-class Job(BaseModel):
+class Job(StrictModel):
     """A validated piece of work: what to do (``spec``), how urgent, and who asked.
 
     ``id`` may be chosen by the caller: submitting the same id twice yields one job.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=JOB_ID_PATTERN)
     spec: JobSpec

@@ -17,12 +17,12 @@ from typing import Callable
 
 from membraind_client.progress import Progress, ProgressReporter
 
-from membraind.config import Settings
 from membraind.errors import Cancelled
 from membraind.service.engine.process import EngineProcess, JobFailed
 from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import Journal
 from membraind.service.priority import queue_of
+from membraind.service.settings import ServiceSettings
 
 __all__ = ["JobRunner", "LeaseKeeper", "worker_name"]
 
@@ -76,9 +76,9 @@ class JobRunner:
     ``enqueue(record, delay)`` queues a retry; ``notify(record)`` announces a change.
     """
 
-    def __init__(self, settings: Settings, journal: Journal, engines: dict[str, EngineProcess], worker: str,
+    def __init__(self, service: ServiceSettings, journal: Journal, engines: dict[str, EngineProcess], worker: str,
                  enqueue: Callable[[JobRecord, float], None], notify: Callable[[JobRecord | None], None]) -> None:  # fmt: skip
-        self.settings, self.service = settings, settings.service
+        self.service = service
         self.journal, self.engines, self.worker = journal, engines, worker
         self.lease_seconds = self.service.queue.lease_seconds
         self.enqueue, self.notify = enqueue, notify

@@ -7,18 +7,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from membraind_client.messages import MAX_MESSAGE_BYTES
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from membraind.strict import StrictModel, accept_older_name
 from membraind.vast.protocol import DEFAULT_PORT
 
 __all__ = ["ServiceSettings", "ScopeWatch", "VastAnchorWatch", "ApiSettings", "QueueSettings"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ScopeWatch(_Strict):
+class ScopeWatch(StrictModel):
     """A folder tree where a microscope writes tiles: each finished image is predicted."""
 
     folder: Path = Field(description="watched folder (recursive)")
@@ -32,7 +29,7 @@ class ScopeWatch(_Strict):
     stable_seconds: float = Field(1.0, ge=0, description="a tile is complete once its size and mtime held this long")
 
 
-class VastAnchorWatch(_Strict):
+class VastAnchorWatch(StrictModel):
     """A VAST whose annotation layers' skeleton nodes are anchors to predict around."""
 
     host: str = "127.0.0.1"
@@ -46,7 +43,7 @@ class VastAnchorWatch(_Strict):
     poll_seconds: float = Field(5.0, gt=0, description="how often the layers are checked for new nodes")
 
 
-class ApiSettings(_Strict):
+class ApiSettings(StrictModel):
     """The ZeroMQ API: a request endpoint (ROUTER) and an event stream (PUB). See docs/protocol.md."""
 
     enabled: bool = Field(True, description="serve the ZeroMQ API")
@@ -76,7 +73,7 @@ class ApiSettings(_Strict):
         return self
 
 
-class QueueSettings(_Strict):
+class QueueSettings(StrictModel):
     """Where jobs wait and are recorded: SQLite files on this host (the default), or a
     Redis server that several worker hosts share (docs/operations.md, "Scaling out")."""
 
@@ -106,15 +103,7 @@ class QueueSettings(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _older_name(cls, data: Any) -> Any:
-        # part_sections was called chunk_sections before a volume split had one name ("parts"); files
-        # and MEMBRAIND_SERVICE__QUEUE__CHUNK_SECTIONS written with the older name keep working.
-        if not isinstance(data, dict) or "chunk_sections" not in data:
-            return data
-        if "part_sections" in data:
-            raise ValueError("part_sections and chunk_sections (its older name) are both set; keep part_sections only")
-        data = dict(data)
-        data["part_sections"] = data.pop("chunk_sections")
-        return data
+        return accept_older_name(data, "part_sections", "chunk_sections")  # before a split had one name, "parts"
 
     @model_validator(mode="after")
     def _redis_needs_a_secret(self) -> "QueueSettings":
@@ -134,7 +123,7 @@ class QueueSettings(_Strict):
         return self.backend == "sqlite" if self.serve_runs_jobs is None else self.serve_runs_jobs
 
 
-class ServiceSettings(_Strict):
+class ServiceSettings(StrictModel):
     """Where the daemon keeps its state, what it watches, and how it runs jobs."""
 
     home: Path = Field(

@@ -35,7 +35,11 @@ def restrict_to_gpu(gpu: int | None) -> None:
 
 
 class JobWorker:
-    """Engine processes and the runner consuming ``consume`` (queue names) as ``name``."""
+    """Engine processes and the runner consuming ``consume`` (queue names) as ``name``.
+
+    It takes the whole ``settings``: its engines run jobs of every kind, each with the
+    sections it uses (:func:`~membraind.jobs.execute.run_job`); the runner gets ``[service]``.
+    """
 
     def __init__(self, settings: Settings, journal: Journal, queues: JobQueues, name: str, notify,
                  consume: tuple[str, ...] = QUEUES) -> None:  # fmt: skip
@@ -44,7 +48,7 @@ class JobWorker:
         options = {"hang_seconds": service.hang_seconds, "cancel_grace": service.cancel_grace_seconds}
         self.name, self.queues, self.consume = name, queues, consume
         self.engines = {queue: EngineProcess(queue, settings_json, **options) for queue in consume}
-        self.runner = JobRunner(settings, journal, self.engines, name, queues.enqueue_job, notify)
+        self.runner = JobRunner(service, journal, self.engines, name, queues.enqueue_job, notify)
         queues.executor = self.runner.execute
 
     def start_engine(self, should_stop) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import struct
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from membraind.strict import StrictModel
 from membraind.vast.protocol import Tag, TaggedValues, VastProtocolError, encode_values
 
 __all__ = [
@@ -26,8 +27,8 @@ _OBJECT_WORDS = 21
 _NODE = struct.Struct("<I3I3IId2I")  # 48 bytes: flags, x, y, z, parent, child, child2, pad, radius, 2 unknown
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Frozen(StrictModel):
+    model_config = ConfigDict(frozen=True)
 
 
 class VolumeInfo(_Frozen):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from membraind.atomic import write_text_atomic
+from membraind.strict import StrictModel
 from membraind.vast.client import VastClient
 from membraind.vast.protocol import VastRefused
 from membraind.volumes.box import Box
@@ -21,16 +22,12 @@ __all__ = ["LayerPublisher", "show_prediction_in_vast", "VAST_LAYERS_FILE"]
 VAST_LAYERS_FILE = ".vast-layers.json"  # in a prediction's output folder: which layer each store became
 
 
-class _Loaded(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _Loaded(StrictModel):
     layer: int
     name: str
 
 
-class _State(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _State(StrictModel):
     layers: dict[str, _Loaded] = {}  # resolved .vsvi path -> the VAST layer it became
 
 

@@ -27,10 +27,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from membraind.atomic import write_text_atomic
 from membraind.errors import InputError, describe_validation_error
+from membraind.strict import StrictModel
 from membraind.vast.layouts import SkeletonNode
 
 __all__ = ["SkeletonObject", "AnnotationLayerData", "load_skeleton_file", "save_skeleton_json", "MAX_OBJECT_ID"]
@@ -41,10 +42,8 @@ MAX_OBJECT_ID = 1_000_000
 _CSV_COLUMNS = 7  # tree id, node id, flags, x, y, z, parent: all the emulator needs
 
 
-class SkeletonObject(BaseModel):
+class SkeletonObject(StrictModel):
     """One skeleton: VAST object ``id`` (1-based), its name and its nodes in depth-first order."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: int = Field(ge=1, le=MAX_OBJECT_ID)
     name: str = ""
@@ -79,10 +78,8 @@ class SkeletonObject(BaseModel):
         return self
 
 
-class AnnotationLayerData(BaseModel):
+class AnnotationLayerData(StrictModel):
     """One annotation layer: its name and skeleton objects (distinct ids)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     objects: list[SkeletonObject] = []
@@ -96,9 +93,7 @@ class AnnotationLayerData(BaseModel):
         return self
 
 
-class _SkeletonFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _SkeletonFile(StrictModel):
     layers: list[AnnotationLayerData]
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from membraind.strict import StrictModel
 
 __all__ = ["Box", "Anchor", "size_at_mip"]
 
@@ -21,10 +23,10 @@ def size_at_mip(size: int, mip: int) -> int:
     return -(-size // 2**mip)  # ceil: a partial pixel at the edge still exists
 
 
-class Box(BaseModel):
+class Box(StrictModel):
     """A half-open box ``[x0, x1) x [y0, y1) x [z0, z1)`` in mip-``mip`` pixels."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     x0: int
     x1: int
@@ -113,10 +115,8 @@ class Box(BaseModel):
         return f"x {self.x0}-{self.x1}, y {self.y0}-{self.y1}, z {self.z0}-{self.z1} at mip {self.mip}"
 
 
-class Anchor(BaseModel):
+class Anchor(StrictModel):
     """A point in mip-0 voxel coordinates (e.g. a skeleton node) that a prediction cube is centred on."""
-
-    model_config = ConfigDict(extra="forbid")
 
     x: int
     y: int

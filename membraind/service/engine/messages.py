@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from membraind_client.messages import JobResult
 from membraind_client.progress import Progress
 
 from membraind.service.job import Job
+from membraind.strict import StrictModel
 
 __all__ = [
     "RunCommand", "CancelCommand", "ExitCommand", "Command", "ReadyEvent", "ProgressEvent", "DoneEvent",
@@ -25,25 +26,21 @@ __all__ = [
 ]  # fmt: skip
 
 
-class _PipeMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 # -- commands (daemon -> engine) --------------------------------------------------------------
-class RunCommand(_PipeMessage):
+class RunCommand(StrictModel):
     """Run this job (one at a time)."""
 
     op: Literal["run"] = "run"
     job: Job
 
 
-class CancelCommand(_PipeMessage):
+class CancelCommand(StrictModel):
     """Stop the running job at its next safe point."""
 
     op: Literal["cancel"] = "cancel"
 
 
-class ExitCommand(_PipeMessage):
+class ExitCommand(StrictModel):
     """Cancel the running job, if any, and exit."""
 
     op: Literal["exit"] = "exit"
@@ -53,35 +50,35 @@ Command = Annotated[Union[RunCommand, CancelCommand, ExitCommand], Field(discrim
 
 
 # -- events (engine -> daemon) ----------------------------------------------------------------
-class ReadyEvent(_PipeMessage):
+class ReadyEvent(StrictModel):
     """The engine has started and takes jobs."""
 
     op: Literal["ready"] = "ready"
     pid: int
 
 
-class ProgressEvent(_PipeMessage):
+class ProgressEvent(StrictModel):
     """The running job made progress."""
 
     op: Literal["progress"] = "progress"
     progress: Progress
 
 
-class DoneEvent(_PipeMessage):
+class DoneEvent(StrictModel):
     """The job finished."""
 
     op: Literal["done"] = "done"
     result: JobResult
 
 
-class CancelledEvent(_PipeMessage):
+class CancelledEvent(StrictModel):
     """The job stopped because it was asked to; ``message`` says how far it got."""
 
     op: Literal["cancelled"] = "cancelled"
     message: str
 
 
-class ErrorEvent(_PipeMessage):
+class ErrorEvent(StrictModel):
     """The job failed; ``retry`` says whether running it again may help."""
 
     op: Literal["error"] = "error"
@@ -97,7 +94,7 @@ _COMMAND = TypeAdapter(Command)
 _EVENT = TypeAdapter(EngineEvent)
 
 
-def encode(message: _PipeMessage) -> bytes:
+def encode(message: Command | EngineEvent) -> bytes:
     """A message as the bytes sent over the pipe."""
     return message.model_dump_json().encode()
 

@@ -1,18 +1,41 @@
-"""Training and transfer-learning settings (pydantic, torch-free so config loads fast)."""
+"""The network settings: architecture (``[unet]``), training (``[training]``) and fine-tuning (``[transfer]``).
+
+Torch-free, so the configuration loads fast.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from membraind.strict import StrictModel
+
+__all__ = ["UNetConfig", "TrainingSettings", "TransferSettings", "TransferMode"]
 
 TransferMode = Literal["continue", "freeze-all-but-last", "freeze-encoder", "leaky", "episodic"]
 
 
-class TrainingSettings(BaseModel):
-    """How a network is trained."""
+class UNetConfig(StrictModel):
+    """How a U-Net is built; stored in every model bundle."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(frozen=True)
+
+    depth: int = Field(4, ge=1, le=6, description="number of 2x down-samplings")
+    base_filters: int = Field(16, ge=1, description="filters of the first stage, doubling per stage")
+    norm: Literal["batch", "group", "none"] = Field("batch", description="normalisation after each convolution")
+    dropout: float = Field(0.0, ge=0.0, le=0.9, description="dropout in the deepest stages")
+    classes: int = Field(2, ge=2, le=3, description="2 (interior, membrane) or 3 (interior, membrane, third)")
+    in_channels: int = Field(1, ge=1, description="input channels (EM is one gray channel)")
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this (2 ** depth)."""
+        return 2**self.depth
+
+
+class TrainingSettings(StrictModel):
+    """How a network is trained."""
 
     epochs: int = Field(40, ge=1, description="number of epochs")
     steps_per_epoch: int = Field(50, ge=1, description="optimizer steps (batches) per epoch")
@@ -38,10 +61,8 @@ class TrainingSettings(BaseModel):
     seed: int = Field(0, description="the same seed trains the same network (on the same device)")
 
 
-class TransferSettings(BaseModel):
+class TransferSettings(StrictModel):
     """Fine-tuning a parent bundle: which parts learn, and how."""
-
-    model_config = ConfigDict(extra="forbid")
 
     mode: TransferMode = Field("continue", description="continue | freeze-all-but-last | freeze-encoder | leaky | episodic")
     leaky_factor: float = Field(0.1, gt=0, le=1, description="leaky: encoder learning rate = this x the rate")
