@@ -23,7 +23,7 @@ from membraind_client.cli import UsageError, main, set_fields
 
 pytestmark = pytest.mark.isbi
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLIENT_EXE = Path(sys.executable).with_name("membraind-client")  # the installed console script
 TRAIN = {"epochs": 1, "steps_per_epoch": 4, "patch_size": 64, "device": "cpu", "mapping": "isbi"}
 

@@ -19,7 +19,7 @@ from membraind.service.job import Job
 from membraind.service.paths import check_paths
 from membraind.service.watchers.requests import read_request
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "requests.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "requests.md"
 PLACEHOLDER = "/data/lab"
 FENCE = re.compile(r"^```(json|toml)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 

@@ -21,7 +21,7 @@ from membraind.harness import SupervisedDaemon
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 INSTALL_TIMEOUT = 300
 
 

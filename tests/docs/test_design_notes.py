@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTES = REPO / "docs" / "design-notes.md"
 CITATION = re.compile(r'docs/design-notes\.md,\s+"([^"]+)"')
 FOLDERS = ("membraind", "client", "tests", "benchmarks", "docs")

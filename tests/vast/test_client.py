@@ -290,7 +290,7 @@ def test_predict_then_paint_cells_around_skeleton_nodes_from_the_command_line(em
 
 def test_ground_truth_painted_in_vast_becomes_a_training_run(isbi, emulator, tmp_path):
     """Paint ISBI's expert classes into the VAST layer, export them, train one tiny epoch on them."""
-    from tests.test_training import TINY
+    from tests.nn.test_training import TINY
 
     box = Box(x0=0, x1=256, y0=0, y1=256, z0=0, z1=2, mip=0)
     truth = np.stack([read_image(isbi / "train" / "label" / f"{z:02d}.png")[:256, :256] for z in range(2)])

@@ -26,7 +26,7 @@ from membraind.volumes.image_files import read_image, write_image
 from membraind.volumes.open_volume import open_volume
 from membraind.volumes.vsvi import parse_vsvi
 from tests.conftest import run_cli
-from tests.test_segment2d import standin_probability
+from tests.segment.test_segment2d import standin_probability
 
 NUMBERS = (25, 26, 27)
 

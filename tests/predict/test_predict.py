@@ -24,7 +24,7 @@ from membraind.volumes.box import Box
 from membraind.volumes.image_files import read_image, write_image
 from membraind.volumes.open_volume import open_volume
 
-from conftest import REPO
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
