@@ -49,7 +49,7 @@ def cluster_config(tmp: Path, url: str, secret: Path, roots: list[Path], prefix:
             "queue": {"backend": "redis", "redis_url": url, "prefix": prefix, "secret_file": secret, "part_sections": part_sections},
             "api": ipc_api(tmp, f"{prefix}-"),
         },
-        "predict": {"device": "cpu", "engine": "torch", "tile_size": 256, "context": 32},
+        "predict": {"device": "cpu", "runtime": "torch", "tile_size": 256, "context": 32},
     })  # fmt: skip
 
 

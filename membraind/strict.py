@@ -33,7 +33,7 @@ def accept_older_name(data: Any, name: str, older: str) -> Any:
         return data
     data = dict(data)
     value = data.pop(older)
-    if name in data and data[name] != value:
+    if name in data and str(data[name]) != str(value):  # the environment gives text: "5" and 5 agree
         raise ValueError(f"{name} ({data[name]!r}) and {older}, its older name ({value!r}), disagree; set only {name}")
     data[name] = value
     return data

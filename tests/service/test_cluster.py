@@ -70,7 +70,7 @@ class Cluster:
                 "api": ipc_api(self.tmp),
                 "scope": [{"folder": self.scope, "out": self.out, "bundles": [bundle], "stable_seconds": 0}],
             },
-            "predict": {"device": "cpu", "engine": "torch", "tile_size": 128, "context": 32},
+            "predict": {"device": "cpu", "runtime": "torch", "tile_size": 128, "context": 32},
         }  # fmt: skip
         self.config = write_daemon_toml(self.tmp / "membraind.toml", base, config or {})
         self.journal = RedisJournal(url, f"{name}:")

@@ -54,7 +54,7 @@ class Lab:
                 "home": self.home, "roots": [bundle.parent, isbi], "retry_delay_seconds": 0.2, "api": api,
                 "scope": [{"folder": self.scope, "out": self.scope_out, "bundles": [bundle], "stable_seconds": 0.5}],
             },
-            "predict": {"device": "cpu", "engine": "torch"},
+            "predict": {"device": "cpu", "runtime": "torch"},
         }  # fmt: skip
         self.config = write_daemon_toml(tmp / "membraind.toml", base, config or {})
         self.log = tmp / "daemon.log"
