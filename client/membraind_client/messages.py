@@ -93,7 +93,7 @@ class ModelInfo(BaseModel):
 
 # -- requests (client -> daemon) -----------------------------------------------------------
 class _Request(_Message):
-    model_config = ConfigDict(strict=True)  # from the network: no coercing true into 1 (extra="forbid" is inherited)
+    model_config = ConfigDict(strict=True, extra="forbid")  # from the network: no coercing true into 1, no unknown fields
 
 
 _JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN, description="letters, digits and ._:@+- (at most 128)")]
