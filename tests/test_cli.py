@@ -117,3 +117,29 @@ def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path):
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141, stderr[-3000:]
     assert first == b"{\n" and stderr == ""
+
+
+def test_status_and_cancel_show_whole_ids_and_take_a_unique_start_of_one(tmp_path):
+    from membraind.jobs.specs import ExportOnnxSpec
+    from membraind.service.job import Job
+    from membraind.service.journal import SqliteJournal
+
+    home = tmp_path / "home"
+    journal = SqliteJournal(home / "state" / "journal.db")
+    long_id = "scope-d715e51df35b622c7f0a9c3e11b2"  # longer than the 24 characters shown before
+    for job_id in (long_id, "scope-d7aa"):
+        journal.add(Job(id=job_id, spec=ExportOnnxSpec(bundle=home / "models" / job_id)))
+    journal.close()
+    env = {"MEMBRAIND_SERVICE__HOME": str(home)}
+    listed = run_cli("status", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.startswith(long_id + " ") for line in listed.stdout.splitlines()), listed.stdout
+
+    shown = run_cli("status", long_id[:24], env=env)  # what the list used to show
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == long_id
+    cancelled = run_cli("cancel", "scope-d71", env=env)
+    assert cancelled.returncode == 0 and cancelled.stdout == f"job {long_id}: cancelled\n", cancelled.stderr
+    both = run_cli("cancel", "scope-d7", env=env)
+    assert both.returncode == 2 and both.stdout == ""
+    assert f"'scope-d7' is the start of several job ids ({long_id}, scope-d7aa); give more of the id" in both.stderr

@@ -170,7 +170,7 @@ def _progress_text(job: JobInfo, width: int = 20) -> str:
     fraction = min(max(job.progress, 0.0), 1.0)
     filled = round(fraction * width)
     eta = job.progress_detail.eta if job.progress_detail is not None and job.state == "running" else ""
-    return (f"{job.id[:24]}  {job.state:9s} [{'#' * filled}{'-' * (width - filled)}] {fraction * 100:5.1f}%  "
+    return (f"{job.id}  {job.state:9s} [{'#' * filled}{'-' * (width - filled)}] {fraction * 100:5.1f}%  "
             f"{f'ETA {eta}  ' if eta else ''}{job.message}")  # fmt: skip
 
 
@@ -332,9 +332,10 @@ def cmd_list(args: argparse.Namespace, client: Client) -> int:
         return EXIT_OK
     print(f"jobs: {_counts(reply.counts)}")
     now = time.time()
+    width = max((len(job.id) for job in reply.jobs), default=2)  # ids whole: any unique start of one is accepted back
     for job in reply.jobs:
         detail = job.error if job.state == "failed" else job.message
-        print(f"{job.id[:24]:24s} {job.kind:11s} {job.state:9s} {job.progress * 100:5.1f}% "
+        print(f"{job.id:{width}s} {job.kind:11s} {job.state:9s} {job.progress * 100:5.1f}% "
               f"{_age(max(0.0, now - job.created)):>5s}  {detail}")  # fmt: skip
     return EXIT_OK
 

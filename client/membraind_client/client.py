@@ -161,7 +161,7 @@ class Client:
         return self.request(message)
 
     def status(self, job_id: str) -> JobInfo:
-        """One job's state."""
+        """One job's state; ``job_id`` may be a unique start of the id."""
         return self._status(job_id).job
 
     def _status(self, job_id: str) -> JobStatus:
@@ -172,7 +172,7 @@ class Client:
         return self.request(ListJobs(states=states, limit=limit))
 
     def cancel(self, job_id: str) -> JobInfo:
-        """Cancel a job (a running one stops at its next safe point)."""
+        """Cancel a job (a running one stops at its next safe point); ``job_id`` may be a unique start of the id."""
         reply: CancelReply = self.request(Cancel(job_id=job_id))
         return reply.job
 
@@ -191,6 +191,7 @@ class Client:
         every event arriving. Raises TimeoutError after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        job_id = self.status(job_id).id  # the whole id, which the event topic names, when given its start
         tracker = EventTracker(job_id)
         sub = self._context.socket(zmq.SUB)
         sub.linger = 0

@@ -77,9 +77,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     journal = _journal(settings.service)
     try:
         if args.job:
-            record = journal.get(args.job)
+            record = journal.find(args.job)
             if record is None:
-                raise InputError(f"no job with id {args.job!r}")
+                raise InputError(f"no job with id {args.job!r}; `membraind status` lists the jobs")
             print(record.model_dump_json(indent=2))
             return 0
         counts = journal.counts()
@@ -92,21 +92,23 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     order = ("running", "queued", "done", "failed", "cancelled")
     print("jobs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in order))
     now = time.time()
+    width = max((len(r.id) for r in records), default=2)  # ids whole: any unique start of one is accepted back
     for r in records:
         detail = r.error if r.state == "failed" else r.message
         if r.state == "running" and r.worker:
             detail = f"[{r.worker}] {detail}"
-        print(f"{r.id[:24]:24s} {r.kind:11s} {r.state:9s} {r.progress * 100:5.1f}% {_age(now - r.created):>5s}  {detail}")
+        print(f"{r.id:{width}s} {r.kind:11s} {r.state:9s} {r.progress * 100:5.1f}% {_age(now - r.created):>5s}  {detail}")
         if r.state == "done" and r.result and args.outputs:
             for path in r.result.outputs:
-                print(f"{'':24s}   output: {path}")
+                print(f"{'':{width}s}   output: {path}")
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     journal = _journal(settings.service)
     try:
-        record = journal.request_cancel(args.job)
+        found = journal.find(args.job)
+        record = journal.request_cancel(found.id) if found is not None else None
     finally:
         journal.close()
     if record is None:

@@ -137,10 +137,11 @@ def run_service_demo(out: Path, settings: Settings, minutes: float = 1.0, seed: 
 
         _step(11, "the jobs and their results")
         records = journal.list(limit=None, oldest_first=True)
+        width = max((len(r.id) for r in records), default=2)
         for r in records:
-            print(f"  {r.id[:24]:24s} {r.kind:8s} {r.state:9s} {r.error or r.message}")
+            print(f"  {r.id:{width}s} {r.kind:8s} {r.state:9s} {r.error or r.message}")
             for path in r.result.outputs if r.result else []:
-                print(f"  {'':24s}   {path}")
+                print(f"  {'':{width}s}   {path}")
         journal.close()
         daemon.stop()
     print(f"\nrequest files and their status: {requests / 'accepted'}; `membraind --config {config} status` lists the jobs")

@@ -19,7 +19,7 @@ from membraind_client.messages import (
 from pydantic import BaseModel, ValidationError
 
 from membraind import __version__
-from membraind.errors import MembraindError, describe_validation_error
+from membraind.errors import InputError, MembraindError, describe_validation_error
 from membraind.service.events import EventFeed
 from membraind.service.job import Job, JobRecord, job_from_request
 from membraind.service.journal import Journal
@@ -80,8 +80,11 @@ class ApiHandler:
         if isinstance(request, Submit):
             return self._submit(request, client)
         if isinstance(request, Status):
-            seq = self.feed.seq(request.job_id)  # first: the record read next holds at least that event's change
-            record = self.journal.get(request.job_id)
+            job_id = self._job_id(request.job_id)
+            if not isinstance(job_id, str):
+                return job_id
+            seq = self.feed.seq(job_id)  # first: the record read next holds at least that event's change
+            record = self.journal.get(job_id)
             if record is None:
                 return _not_found(request.job_id)
             return JobStatus(job=record, epoch=self.feed.epoch, seq=seq)
@@ -89,11 +92,22 @@ class ApiHandler:
             records = self.journal.list(states=tuple(request.states) if request.states else None, limit=request.limit)
             return JobList(jobs=records, counts=self.journal.counts())
         if isinstance(request, Cancel):
-            record = self.cancel(request.job_id)
+            job_id = self._job_id(request.job_id)
+            if not isinstance(job_id, str):
+                return job_id
+            record = self.cancel(job_id)
             return _not_found(request.job_id) if record is None else CancelReply(job=record)
         if isinstance(request, Models):
             return ModelList(models=self.models())
         raise AssertionError(f"unhandled request {request!r}")
+
+    def _job_id(self, given: str) -> str | ErrorReply:
+        """The whole id of the job ``given`` names (its id or a unique start of it), or the error reply."""
+        try:
+            record = self.journal.find(given)
+        except InputError as exc:  # the start of several ids
+            return _error("invalid", str(exc))
+        return _not_found(given) if record is None else record.id
 
     def _submit(self, request: Submit, client: str | None) -> BaseModel:
         data = dict(request.spec)

@@ -209,6 +209,29 @@ def test_ping_list_and_status_as_json_and_text(lab, cli, done_job):
     assert f"{lab.home}/seg-done/labels.tif" in out
 
 
+def test_ids_are_shown_whole_and_a_unique_start_of_one_is_taken_back(lab, cli):
+    long_id = "prefix-test-a-job-id-longer-than-24-characters"
+    with Client(lab.endpoint, events=lab.events) as client:
+        for job_id in (long_id, "prefix-test-b"):
+            client.submit(lab.segment(job_id, (0, 0)), job_id=job_id)
+        for job_id in (long_id, "prefix-test-b"):
+            assert client.wait(job_id, timeout=300).state == "done"
+    status, out, _ = cli(*lab.options, "list", "--limit", "50")
+    assert status == 0 and any(line.startswith(long_id + " ") for line in out.splitlines()), out
+
+    status, out, _ = cli(*lab.options, "status", long_id[:24])  # what the list used to show
+    assert status == 0 and f"job       {long_id}\n" in out
+    status, out, err = cli(*lab.options, "wait", "prefix-test-a")
+    assert status == 0, err
+    status, out, _ = cli(*lab.options, "cancel", "prefix-test-b")
+    assert status == 0 and out.startswith("job prefix-test-b: done")
+    for command in ("status", "cancel", "wait"):
+        status, _, err = cli(*lab.options, command, "prefix-test-")
+        assert status == 2, command
+        assert (f"'prefix-test-' is the start of several job ids ({long_id}, prefix-test-b); give more of the id"
+                in one_error_line(err)), command
+
+
 @pytest.mark.parametrize("command", ["status", "cancel", "wait"])
 def test_unknown_job_exits_2(lab, cli, command):
     status, _, err = cli(*lab.options, command, "no-such-job")

@@ -252,3 +252,19 @@ def test_the_sqlite_change_log_keeps_its_last_ten_thousand_rows(tmp_path):
         assert count == 10_000 and (first, last) == (10_052 - 9_999, 10_052)  # add, claim, then 10050 progress
     finally:
         journal.close()
+
+
+def test_a_unique_start_of_an_id_finds_the_job_and_several_are_named(journal):
+    from membraind.errors import InputError
+
+    for job_id in ("scope-d715e51df35b622c7f0a", "scope-d7aa", "train-demo", "a.b", "train"):
+        journal.add(job(job_id))
+    assert journal.find("scope-d715").id == "scope-d715e51df35b622c7f0a"
+    assert journal.find("train").id == "train", "a whole id wins over the ids it starts"
+    assert journal.find("train-").id == "train-demo"
+    assert journal.find("a.").id == "a.b"
+    assert journal.find("a*") is None and journal.find("a?b") is None, "the prefix is taken literally, not as a pattern"
+    assert journal.find("nothing") is None and journal.find("") is None
+    with pytest.raises(InputError, match=r"'scope-d7' is the start of several job ids \(scope-d715e51df35b622c7f0a, "
+                                         r"scope-d7aa\); give more of the id"):  # fmt: skip
+        journal.find("scope-d7")

@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 from membraind_client.progress import Progress
 
+from membraind.errors import InputError
 from membraind.jobs.execute import JobResult
 from membraind.service.job import Job, JobRecord
 
@@ -40,6 +41,7 @@ COLUMNS = (
     "attempts", "cancel_requested", "worker", "parent", "created", "started", "finished", "updated", "progress_detail",
 )  # fmt: skip
 MESSAGE_CHARS = 500  # longer progress messages are cut
+AMBIGUOUS_SHOWN = 5  # job ids named when a prefix fits several
 
 JournalEvent = tuple  # (seq, job_id, job_seq, state, time, detail)
 
@@ -144,6 +146,25 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     def get(self, job_id: str) -> JobRecord | None:
         """The job with this id, or None."""
+
+    @abc.abstractmethod
+    def ids_starting_with(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` job ids that start with ``prefix``, in id order."""
+
+    def find(self, job_id: str) -> JobRecord | None:
+        """The job with this id, or else the one job whose id starts with it (a unique prefix,
+        as git and docker take); None when there is none.
+
+        Raises InputError naming some of the jobs when the prefix fits several.
+        """
+        record = self.get(job_id)
+        if record is not None or not job_id:
+            return record
+        matches = self.ids_starting_with(job_id, AMBIGUOUS_SHOWN + 1)
+        if len(matches) > 1:
+            shown = ", ".join(matches[:AMBIGUOUS_SHOWN]) + (", ..." if len(matches) > AMBIGUOUS_SHOWN else "")
+            raise InputError(f"{job_id!r} is the start of several job ids ({shown}); give more of the id")
+        return self.get(matches[0]) if matches else None
 
     @abc.abstractmethod
     def not_before(self, job_id: str) -> float:

@@ -295,6 +295,11 @@ class RedisJournal(Journal):
             rows = pipe.execute()
         return [r for r in map(self._record, rows) if r is not None]
 
+    def ids_starting_with(self, prefix: str, limit: int) -> list[str]:
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"  # the prefix taken literally
+        found = sorted(member.decode() for member, _ in self._redis.zscan_iter(f"{self.prefix}all", match=pattern))
+        return found[:limit]
+
     def not_before(self, job_id: str) -> float:
         value = self._redis.hget(self._key(job_id), "not_before")
         return float(value) if value else 0.0

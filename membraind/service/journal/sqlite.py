@@ -270,6 +270,13 @@ class SqliteJournal(Journal):
             row = self._db.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()
         return self._record(row) if row else None
 
+    def ids_starting_with(self, prefix: str, limit: int) -> list[str]:
+        # a range on the primary key: every character a job id may hold sorts below DEL (0x7f)
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                                    (prefix, prefix + "\x7f", limit)).fetchall()  # fmt: skip
+        return [row[0] for row in rows]
+
     def not_before(self, job_id: str) -> float:
         with self._lock:
             row = self._db.execute("SELECT not_before FROM jobs WHERE id = ?", (job_id,)).fetchone()
