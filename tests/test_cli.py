@@ -133,7 +133,9 @@ def test_status_and_cancel_show_whole_ids_and_take_a_unique_start_of_one(tmp_pat
     env = {"MEMBRAIND_SERVICE__HOME": str(home)}
     listed = run_cli("status", env=env)
     assert listed.returncode == 0, listed.stderr
-    assert any(line.startswith(long_id + " ") for line in listed.stdout.splitlines()), listed.stdout
+    lines = listed.stdout.splitlines()
+    assert lines[1].split() == ["JOB", "KIND", "STATE", "DONE", "AGE", "MESSAGE"], "every column has a heading"
+    assert any(line.startswith(long_id + " ") for line in lines), listed.stdout
 
     shown = run_cli("status", long_id[:24], env=env)  # what the list used to show
     assert shown.returncode == 0, shown.stderr
@@ -143,3 +145,10 @@ def test_status_and_cancel_show_whole_ids_and_take_a_unique_start_of_one(tmp_pat
     both = run_cli("cancel", "scope-d7", env=env)
     assert both.returncode == 2 and both.stdout == ""
     assert f"'scope-d7' is the start of several job ids ({long_id}, scope-d7aa); give more of the id" in both.stderr
+
+
+def test_status_without_a_journal_says_to_name_the_configuration(tmp_path):
+    result = run_cli("status", env={"MEMBRAIND_SERVICE__HOME": str(tmp_path / "home")})
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"no job journal at {tmp_path / 'home' / 'state'}" in result.stderr
+    assert "name it: membraind --config FILE status (or set MEMBRAIND_CONFIG=FILE)" in result.stderr

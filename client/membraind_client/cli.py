@@ -27,6 +27,7 @@ from membraind_client.client import DEFAULT_ENDPOINT, Client, ClientError, Daemo
 from membraind_client.keys import KeyFileError, generate_keys
 from membraind_client.messages import JOB_ID_PATTERN, REQUEST_TYPES, Cancel, JobInfo, JobState, Models, Status
 from membraind_client.requestfile import RequestFileError, load_request_file, parse_request_text
+from membraind_client.table import age, counts_line, job_lines
 
 __all__ = [
     "main", "build_parser", "set_fields", "ProgressLine", "UsageError", "EXIT_OK", "EXIT_JOB_FAILED", "EXIT_USAGE",
@@ -42,7 +43,6 @@ EXIT_TIMEOUT = 4  # wait --timeout-wait ran out; the job goes on
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 STATES: tuple[str, ...] = get_args(JobState)
-STATE_ORDER = ("running", "queued", "done", "failed", "cancelled")
 # Client's own defaults, shown in --help and used when an option is left out
 CLIENT_DEFAULTS = {name: p.default for name, p in inspect.signature(Client.__init__).parameters.items()}
 ENDPOINT_RE = re.compile(r"tcp://[^\s]+:\d+|ipc://[^\s]+")  # as the daemon's [service.api] accepts them
@@ -151,19 +151,8 @@ def _print_json(value: BaseModel | dict | list) -> None:
     print(json.dumps(data, indent=2))
 
 
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 def _when(stamp: float | None) -> str:
     return "-" if stamp is None else datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{counts.get(state, 0)} {state}" for state in STATE_ORDER)
 
 
 def _progress_text(job: JobInfo, width: int = 20) -> str:
@@ -236,8 +225,8 @@ def cmd_ping(args: argparse.Namespace, client: Client) -> int:
     if args.json:
         _print_json(pong)
     else:
-        print(f"membraind {pong.daemon_version} at {client.endpoint}, up {_age(max(0.0, time.time() - pong.started))}; "
-              f"jobs: {_counts(pong.counts)}")  # fmt: skip
+        print(f"membraind {pong.daemon_version} at {client.endpoint}, up {age(time.time() - pong.started)}; "
+              f"{counts_line(pong.counts)}")  # fmt: skip
     return EXIT_OK
 
 
@@ -330,13 +319,8 @@ def cmd_list(args: argparse.Namespace, client: Client) -> int:
     if args.json:
         _print_json(reply)
         return EXIT_OK
-    print(f"jobs: {_counts(reply.counts)}")
-    now = time.time()
-    width = max((len(job.id) for job in reply.jobs), default=2)  # ids whole: any unique start of one is accepted back
-    for job in reply.jobs:
-        detail = job.error if job.state == "failed" else job.message
-        print(f"{job.id:{width}s} {job.kind:11s} {job.state:9s} {job.progress * 100:5.1f}% "
-              f"{_age(max(0.0, now - job.created)):>5s}  {detail}")  # fmt: skip
+    print(counts_line(reply.counts))
+    print("\n".join(job_lines(reply.jobs, time.time())))
     return EXIT_OK
 
 

@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from membraind_client.table import counts_line, job_lines
+
 from membraind.commands import Add
 from membraind.config import Settings
 from membraind.errors import InputError, MembraindError
@@ -25,7 +27,8 @@ def _journal(service: ServiceSettings):
 
     path = service.state_path() / JOURNAL_FILE
     if service.queue.backend == "sqlite" and not path.exists():
-        raise InputError(f"no job journal at {path}: the daemon has not run with this configuration yet")
+        raise InputError(f"no job journal at {path}: no daemon has run with this configuration yet; if yours runs with "
+                         "another, name it: membraind --config FILE status (or set MEMBRAIND_CONFIG=FILE)")  # fmt: skip
     journal = open_journal(service)
     try:
         journal.check()
@@ -37,13 +40,6 @@ def _journal(service: ServiceSettings):
         raise InputError(f"cannot read {journal_name(service)} ({type(exc).__name__}: {exc}); check that it runs and "
                          "[service.queue] redis_url") from None  # fmt: skip
     return journal
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -89,18 +85,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps({"counts": counts, "jobs": [r.model_dump(mode="json") for r in records]}, indent=2))
         return 0
-    order = ("running", "queued", "done", "failed", "cancelled")
-    print("jobs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in order))
-    now = time.time()
-    width = max((len(r.id) for r in records), default=2)  # ids whole: any unique start of one is accepted back
-    for r in records:
-        detail = r.error if r.state == "failed" else r.message
-        if r.state == "running" and r.worker:
-            detail = f"[{r.worker}] {detail}"
-        print(f"{r.id:{width}s} {r.kind:11s} {r.state:9s} {r.progress * 100:5.1f}% {_age(now - r.created):>5s}  {detail}")
-        if r.state == "done" and r.result and args.outputs:
-            for path in r.result.outputs:
-                print(f"{'':{width}s}   output: {path}")
+    print(counts_line(counts))
+    print("\n".join(job_lines(records, time.time(), outputs=args.outputs)))
     return 0
 
 

@@ -202,7 +202,8 @@ def test_ping_list_and_status_as_json_and_text(lab, cli, done_job):
     assert {j["state"] for j in listed["jobs"]} <= {"done", "failed"}
     status, out, _ = cli(*lab.options, "list", "--limit", "1")
     lines = out.splitlines()
-    assert status == 0 and lines[0].startswith("jobs: ") and len(lines) == 2
+    assert status == 0 and lines[0].startswith("jobs: ") and len(lines) == 3
+    assert lines[1].split() == ["JOB", "KIND", "STATE", "DONE", "AGE", "MESSAGE"], "every column has a heading"
 
     status, out, _ = cli(*lab.options, "status", done_job)
     assert status == 0 and f"job       {done_job}\n" in out and "state     done 100%" in out
