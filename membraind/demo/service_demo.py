@@ -17,6 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
+from membraind_client.table import job_lines
+
 from membraind.config import Settings
 from membraind.daemon_toml import ipc_api, write_daemon_toml
 from membraind.demo.pipeline import run_demo
@@ -137,11 +139,8 @@ def run_service_demo(out: Path, settings: Settings, minutes: float = 1.0, seed: 
 
         _step(11, "the jobs and their results")
         records = journal.list(limit=None, oldest_first=True)
-        width = max((len(r.id) for r in records), default=2)
-        for r in records:
-            print(f"  {r.id:{width}s} {r.kind:8s} {r.state:9s} {r.error or r.message}")
-            for path in r.result.outputs if r.result else []:
-                print(f"  {'':{width}s}   {path}")
+        for line in job_lines(records, time.time(), outputs=True):
+            print(f"  {line}")  # as `membraind status --outputs` shows them
         journal.close()
         daemon.stop()
     print(f"\nrequest files and their status: {requests / 'accepted'}; `membraind --config {config} status` lists the jobs")
