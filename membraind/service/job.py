@@ -18,15 +18,20 @@ from membraind.strict import StrictModel
 __all__ = ["Job", "JobRecord", "JobState", "FINAL_STATES", "RequestError", "job_from_request"]
 
 
-class Job(StrictModel):
+class RequestEnvelope(StrictModel):
+    """The fields a request has beside its job kind's: ``id`` and ``priority``."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=JOB_ID_PATTERN)
+    priority: int | None = Field(None, ge=-100, le=100, description="higher runs first (default: by kind)")
+
+
+class Job(RequestEnvelope):
     """A validated piece of work: what to do (``spec``), how urgent, and who asked.
 
     ``id`` may be chosen by the caller: submitting the same id twice yields one job.
     """
 
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=JOB_ID_PATTERN)
     spec: JobSpec
-    priority: int | None = Field(None, ge=-100, le=100, description="higher runs first (default: by kind)")
     source: str = Field("api", description="how it came in: request-file, scope, vast, zmq, cli")
     client: str | None = Field(None, description="who sent it: a request file, a CurveZMQ key")
     parent: str | None = Field(None, description="the job this one is a part of (set by the scheduler)")
@@ -57,42 +62,40 @@ def job_from_request(data: dict[str, Any], *, source: str, client: str | None = 
     Raises :class:`RequestError` naming the field at fault and what is allowed.
     """
     data = dict(data)
-    job_id, priority = data.pop("id", None), data.pop("priority", None)
+    envelope_fields = {name: data.pop(name) for name in RequestEnvelope.model_fields if name in data}
+    envelope_fields = {name: value for name, value in envelope_fields.items() if value is not None}  # null: not given
+    problems = []  # every one of them, so that a request is mended in one go
+    try:
+        envelope = RequestEnvelope.model_validate(envelope_fields)
+    except ValidationError as exc:
+        problems.append(describe_validation_error(exc))
     try:
         spec = parse_spec(data)
     except ValidationError as exc:
-        raise RequestError(f"invalid request: {describe_validation_error(exc)}{_allowed(data, exc)}") from None
-    field = _unusable_text(spec.model_dump(), "")
-    if field is not None:
-        raise RequestError(f"invalid request: {field}: holds a NUL character (in a path) or an escaped lone surrogate "
-                           "such as \\ud800 (not a character); neither can be a file name or be stored")  # fmt: skip
-    try:
-        return Job(
-            **({"id": job_id} if job_id is not None else {}), spec=spec, priority=priority, source=source, client=client,
-        )  # fmt: skip
-    except ValidationError as exc:
-        raise RequestError(f"invalid request: {describe_validation_error(exc)}") from None
+        problems.append(f"{describe_validation_error(exc)}{_allowed(data, exc)}")
+    else:
+        problems += [f"{field}: holds a NUL character (in a path) or an escaped lone surrogate such as \\ud800 (not a "
+                     "character); neither can be a file name or be stored" for field in _unusable_text(spec.model_dump(), "")]  # fmt: skip
+    if problems:
+        raise RequestError(f"invalid request: {'; '.join(problems)}")
+    return Job(**envelope.model_dump(), spec=spec, source=source, client=client)
 
 
-def _unusable_text(value: object, where: str) -> str | None:
-    """The field of a dumped spec holding a lone surrogate (JSON lets "\\ud800" through), or a path holding NUL."""
+def _unusable_text(value: object, where: str) -> list[str]:
+    """The fields of a dumped spec holding a lone surrogate (JSON lets "\\ud800" through), or a path holding NUL."""
     if isinstance(value, dict):
         items = [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
     elif isinstance(value, (list, tuple)):
         items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
     else:
         if isinstance(value, Path) and "\0" in str(value):
-            return where
+            return [where]
         try:
             str(value).encode("utf-8") if isinstance(value, (str, Path)) else None
         except UnicodeEncodeError:
-            return where
-        return None
-    for key, item in items:
-        found = _unusable_text(item, key)
-        if found is not None:
-            return found
-    return None
+            return [where]
+        return []
+    return [found for key, item in items for found in _unusable_text(item, key)]
 
 
 def _allowed(data: dict, exc: ValidationError) -> str:

@@ -40,19 +40,24 @@ def _roots_text(roots: list[Path]) -> str:
 
 
 def check_paths(spec: BaseModel, roots: list[Path]) -> None:
-    """Raise an :class:`InputError` naming the first path of ``spec`` that is relative or outside ``roots``."""
-    for field, path in paths_of(spec):
-        if not path.is_absolute():
-            raise InputError(f"{field}: {str(path)!r} is a relative path; give an absolute path")
-        try:
-            allowed = _allowed(path, roots)
-        except (OSError, RuntimeError) as exc:  # a symlink loop, a NUL byte
-            raise InputError(f"{field}: {str(path)!r} cannot be resolved ({exc})") from None
-        if not allowed:
-            raise InputError(
-                f"{field}: {path} is outside the folders this daemon may use ({_roots_text(roots)}); "
-                "move the data there or ask the administrator to add a root ([service] roots)"
-            )
+    """Raise an :class:`InputError` naming every path of ``spec`` that is relative or outside ``roots``."""
+    problems = [problem for field, path in paths_of(spec) if (problem := _path_problem(field, path, roots))]
+    if problems:
+        raise InputError("; ".join(problems))
+
+
+def _path_problem(field: str, path: Path, roots: list[Path]) -> str | None:
+    """What is wrong with ``path`` (field ``field``) for this daemon, or None."""
+    if not path.is_absolute():
+        return f"{field}: {str(path)!r} is a relative path; give an absolute path"
+    try:
+        allowed = _allowed(path, roots)
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a NUL byte
+        return f"{field}: {str(path)!r} cannot be resolved ({exc})"
+    if not allowed:
+        return (f"{field}: {path} is outside the folders this daemon may use ({_roots_text(roots)}); "
+                "move the data there or ask the administrator to add a root ([service] roots)")  # fmt: skip
+    return None
 
 
 def check_parent_data(spec: BaseModel, default_mode: str, roots: list[Path]) -> None:

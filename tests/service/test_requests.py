@@ -8,11 +8,13 @@ import itertools
 import json
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
@@ -495,6 +497,24 @@ def test_paths_outside_the_roots_are_rejected(service):
     assert service.dispatcher.queues.pending() == {"gpu": 0, "cpu": 0}
 
 
+def test_a_rejected_request_names_every_error_it_holds(service):
+    faulty = valid_request("predict", service.data) | {"id": "bad id!", "priority": "high", "colour": "red"}
+    del faulty["out"]
+    outside = valid_request("train", service.data) | {"em": "/etc/em", "out": "/srv/runs/r1"}
+    drop(service.path, "faulty.json", encode(faulty, "json"))
+    drop(service.path, "outside.toml", encode(outside, "toml"))
+    outcome, path = answer(service, "faulty.json")
+    error = path.read_text(encoding="utf-8")
+    assert outcome == "rejected"
+    for where in ("id:", "priority:", "predict.out: Field required", "predict.colour: Extra inputs"):
+        assert where in error, f"{where} is not named in {error}"
+    outcome, path = answer(service, "outside.toml")
+    error = path.read_text(encoding="utf-8")
+    assert outcome == "rejected"
+    assert "em: /etc/em is outside" in error and "out: /srv/runs/r1 is outside" in error, error
+    assert service.journal.counts() == {}
+
+
 def test_relative_paths_are_refused(service):
     cases = {
         "rel-out.json": ("out", valid_request("segment2d", service.data) | {"out": "seg/out"}),
@@ -713,6 +733,23 @@ def test_status_files_that_missed_the_last_change_are_brought_up_to_date_at_star
     again = json.loads((service.path / "accepted" / "again.json.status.json").read_text(encoding="utf-8"))
     assert again["state"] == "queued" and "submitted before" in again["note"]  # a snapshot, as documented
     assert junk.read_text(encoding="utf-8") == "{"
+
+
+def test_status_file_times_are_iso_8601_with_the_time_zone(service):
+    request = valid_request("export-onnx", service.data) | {"id": "times-1"}
+    drop(service.path, "times.json", encode(request, "json"))
+    kind, status_file = answer(service, "times.json")
+    assert kind == "accepted"
+    assert service.journal.claim("times-1", "host-gpu0", 60.0) is not None
+    assert service.journal.finish("times-1", JobResult(outputs=[], summary="exported"), "host-gpu0")
+    service.folder.recover()  # the journal changed behind the dispatcher's back: bring the file up to date
+    status = json.loads(status_file.read_text(encoding="utf-8"))
+    record = service.journal.get("times-1")
+    for name in ("created", "started", "finished", "updated"):
+        shown = datetime.fromisoformat(status[name])
+        assert shown.utcoffset() is not None, f"{name} has no time zone: {status[name]}"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", status[name]), status[name]
+        assert abs(shown.timestamp() - getattr(record, name)) < 0.001
 
 
 def test_requests_that_find_the_journal_locked_wait_and_are_queued_when_it_answers(tmp_path):

@@ -13,8 +13,9 @@ import logging
 import os
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from membraind_client.requestfile import MAX_REQUEST_BYTES, RequestFileError, load_request_file
 
@@ -196,7 +197,7 @@ class RequestFolder:
     def _refresh(self, status: Path) -> None:
         try:
             shown = json.loads(status.read_text(encoding="utf-8"))
-            job_id, state, updated = str(shown["id"]), shown["state"], shown["updated"]
+            job_id, state = str(shown["id"]), shown["state"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("status file %s is unreadable (%s); left as it is", status, exc)
             return
@@ -205,7 +206,7 @@ class RequestFolder:
         record = self.lookup(job_id)
         accepted_file = status.with_name(status.name[: -len(STATUS_SUFFIX)])
         # A status file of a duplicate request (another file's job) is a snapshot: left alone.
-        if record is not None and record.updated != updated and record.client == str(accepted_file):
+        if record is not None and status_data(record) != shown and record.client == str(accepted_file):
             self.on_job(record)
 
     def _reject_waiting(self, pending: Path, reason: str, name: str) -> bool:
@@ -246,9 +247,27 @@ class RequestFolder:
             write_status(Path(record.client), self.lookup(record.id) or record)
 
 
+TIME_FIELDS = ("created", "started", "finished", "updated")
+
+
+def local_time(seconds: float | None) -> str | None:
+    """``seconds`` since the epoch as ISO 8601 local time with its offset (what people read;
+    milliseconds kept so that two changes within a second still differ)."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="milliseconds")
+
+
+def status_data(record: JobRecord) -> dict[str, Any]:
+    """What a status file shows of a job: its record, times in ISO 8601."""
+    data = record.model_dump(mode="json", exclude={"spec", "client", "source"})
+    data.update({name: local_time(data[name]) for name in TIME_FIELDS})
+    return data
+
+
 def write_status(accepted_file: Path, record: JobRecord, note: str | None = None) -> None:
     """Write the job's state beside its accepted request file."""
-    data = record.model_dump(mode="json", exclude={"spec", "client", "source"})
+    data = status_data(record)
     if note:
         data["note"] = note
     if accepted_file.exists():  # not before the request file is in place, nor after it was deleted
