@@ -33,8 +33,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)  # still there only when writing failed
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+def write_text_atomic(path: Path, text: str, encoding: str = "utf-8", errors: str = "strict") -> Path:
+    """Write ``text`` (UTF-8 unless told) to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding=encoding, errors=errors)
     return Path(path)

@@ -4,6 +4,11 @@ The original used one point per skeleton object; membraind uses every node, so a
 tracing a neurite gets predictions all along it. Polling again returns only the nodes
 that are new or moved since the last poll, so placing a node in VAST leads to one new
 cube being predicted, not the whole layer again.
+
+A poll reads the nodes of the user's selected skeleton (where VAST adds nodes) and of
+skeletons whose object-table row changed; the rest come from the last poll, and every
+``full_every``-th poll reads them all (a node added inside a skeleton's bounding box and
+then another skeleton selected leaves its row as it was).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from membraind.vast.client import VastClient
+from membraind.vast.layouts import Skeleton
 from membraind.volumes.box import Anchor
 
 __all__ = ["NodeKey", "AnchorPoller"]
@@ -25,6 +31,9 @@ class AnchorPoller:
     client: VastClient
     layer_names: list[str]
     seen: dict[NodeKey, tuple[int, int, int]] = field(default_factory=dict)
+    full_every: int = 12
+    _read: dict[str, dict[int, Skeleton]] = field(default_factory=dict)  # layer name -> the last poll's skeletons
+    _polls: int = 0
 
     def poll(self) -> list[Anchor]:
         """Anchors (mip-0) of the nodes added or moved since the last poll (all of them the first time)."""
@@ -37,10 +46,14 @@ class AnchorPoller:
         to hand to :meth:`commit` once those anchors are dealt with (until then they come again)."""
         changed: list[Anchor] = []
         current: dict[NodeKey, tuple[int, int, int]] = {}
+        full = self._polls % self.full_every == 0
+        self._polls += 1
         for name in self.layer_names:
             layer = self.client.find_layer(name)
-            for object_id, (_, nodes) in self.client.skeletons(layer).items():
-                for node in nodes:
+            skeletons = self.client.skeletons(layer, None if full else self._read.get(name))
+            self._read[name] = skeletons  # only a cache of what VAST holds: kept even if not committed
+            for object_id, skeleton in skeletons.items():
+                for node in skeleton.nodes:
                     key, position = (name, object_id, node.index), (node.x, node.y, node.z)
                     current[key] = position
                     if self.seen.get(key) != position:

@@ -15,13 +15,15 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 
 from membraind.vast.layouts import (
+    SKELETON,
     AnnoObject,
     LayerInfo,
+    Skeleton,
     SkeletonNode,
     VolumeInfo,
     decode_names,
@@ -136,11 +138,15 @@ class VastClient:
         the connection failed (it is dropped; the next call reconnects).
         """
         name = _name(command)
+        try:
+            request = encode_frame(int(command), encode_values(*values))
+        except ValueError as exc:  # e.g. a character VAST's code page lacks
+            raise VastError(f"cannot send {name} to VAST: {exc}" + (f" ({context})" if context else "")) from None
         with self._lock:
             self.connect()
             assert self._sock is not None
             try:
-                self._sock.sendall(encode_frame(int(command), encode_values(*values)))
+                self._sock.sendall(request)
                 result, payload = read_frame(self._sock, signed=True)
             except (TimeoutError, socket.timeout):
                 self.close()
@@ -296,24 +302,50 @@ class VastClient:
     def select_anno_object(self, object_id: int) -> None:
         self.call(Command.SETSELECTEDANNOOBJECTNR, object_id, context=f"object {object_id}")
 
+    def selected_anno_object(self) -> int:
+        """GETSELECTEDANNOOBJECTNR: the selected object of the API annotation layer (0: none)."""
+        return self._values(Command.GETSELECTEDANNOOBJECTNR).expect("GETSELECTEDANNOOBJECTNR", uints=1).uints[0]
+
     def skeleton_nodes(self, object_id: int) -> list[SkeletonNode]:
-        """The nodes (mip-0 positions) of skeleton ``object_id`` in the selected API annotation layer."""
+        """The nodes (mip-0 positions) of skeleton ``object_id`` in the selected API annotation layer.
+
+        Selects the object (GETAONODEDATA reads the selected one) and leaves it selected:
+        :meth:`skeletons` puts the user's selection back.
+        """
         self.select_anno_object(object_id)
         return decode_node_table(self._bulk(Command.GETAONODEDATA))
 
-    def skeletons(self, layer: int) -> dict[int, tuple[str, list[SkeletonNode]]]:
-        """Every skeleton of annotation ``layer``: object id -> (name, nodes).
+    def skeletons(self, layer: int, previous: Mapping[int, Skeleton] | None = None) -> dict[int, Skeleton]:
+        """Every skeleton of annotation ``layer``: object id -> :class:`Skeleton`.
 
-        Selects ``layer`` as the API layer (see :meth:`api_layer`).
+        The user's selected object is read first without touching the selection, and is
+        selected again at the end: a neuroscientist tracing never sees it jump. With
+        ``previous`` (an earlier result) only skeletons whose table row changed are read
+        again, besides the selected one (where VAST adds the user's nodes). Slots of
+        deleted objects are skipped. Selects ``layer`` as the API layer (see :meth:`api_layer`).
         """
+        previous = previous or {}
         with self.api_layer(layer):
-            objects = self.anno_objects()
+            rows = [row for row in self.anno_objects() if row.used and row.type == SKELETON]
             names = self.anno_object_names()
-            return {
-                obj.id: (names[obj.id - 1] if obj.id - 1 < len(names) else "", self.skeleton_nodes(obj.id))
-                for obj in objects
-                if obj.type == 1
-            }
+            selected = self.selected_anno_object()
+            if any(row.id == selected for row in rows):  # read as it is, before anything is selected
+                selected_nodes = decode_node_table(self._bulk(Command.GETAONODEDATA))
+            skeletons, moved = {}, False
+            try:
+                for row in rows:
+                    if row.id == selected:
+                        nodes = selected_nodes
+                    elif row.id in previous and previous[row.id].row == row:
+                        nodes = previous[row.id].nodes
+                    else:
+                        nodes, moved = self.skeleton_nodes(row.id), True
+                    name = names[row.id - 1] if row.id - 1 < len(names) else ""
+                    skeletons[row.id] = Skeleton(row=row, name=name, nodes=nodes)
+            finally:
+                if moved and selected and self._sock is not None:
+                    self.select_anno_object(selected)  # VAST cannot select "none": a user without a selection gets the last one read
+            return skeletons
 
     @contextmanager
     def api_layer(self, layer: int) -> Iterator[None]:

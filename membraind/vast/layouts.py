@@ -7,15 +7,16 @@ client), so the two sides cannot drift apart; the tests round-trip them.
 from __future__ import annotations
 
 import struct
+from enum import IntEnum
 
 import numpy as np
 from pydantic import ConfigDict
 
 from membraind.strict import StrictModel
-from membraind.vast.protocol import Tag, TaggedValues, VastProtocolError, encode_values
+from membraind.vast.protocol import Tag, TaggedValues, VastProtocolError, decode_text, encode_text, encode_values
 
 __all__ = [
-    "VolumeInfo", "LayerInfo", "AnnoObject", "SkeletonNode", "NO_LINK",
+    "VolumeInfo", "LayerInfo", "LayerType", "AnnoObject", "SkeletonNode", "Skeleton", "NO_LINK", "FOLDER", "SKELETON",
     "encode_object_table", "decode_object_table", "encode_names", "decode_names",
     "encode_node_table", "decode_node_table", "encode_scale_factors", "decode_scale_factors",
     "encode_rle", "decode_rle", "raw_pixels",
@@ -24,6 +25,8 @@ __all__ = [
 NO_LINK = 0xFFFFFFFF
 _COUNT = struct.Struct("<I")
 _OBJECT_WORDS = 21
+FOLDER, SKELETON = 0, 1  # annotation object types (low 16 bits of an object row's word 0)
+_USED_BIT = 16  # word 0: type in the low 16 bits, flags above; flag bit 0 is "used"
 _NODE = struct.Struct("<I3I3IId2I")  # 48 bytes: flags, x, y, z, parent, child, child2, pad, radius, 2 unknown
 
 
@@ -54,10 +57,21 @@ class VolumeInfo(_Frozen):
                    view=tuple(values.ints[:3]))  # fmt: skip
 
 
+class LayerType(IntEnum):
+    """GETLAYERINFO's layer types, numbered as VAST's ADDNEWLAYER numbers them (image is 0,
+    the one type ADDNEWLAYER cannot make; VAST documents no list of its own)."""
+
+    IMAGE = 0
+    ANNOTATION = 1
+    SEGMENTATION = 2
+    TOOL = 3
+    SEGMENTATION_XYZ = 4  # segmentation with mips in z too
+
+
 class LayerInfo(_Frozen):
     """GETLAYERINFO, the fields membraind uses (the rest are sent as VAST's defaults)."""
 
-    type: int  # numeric codes are undocumented; the emulator uses 0 image, 1 segmentation, 2 annotation
+    type: int  # a LayerType value; VAST may know more
     name: str
     bytes_per_pixel: int = 1
     editable: int = 0
@@ -72,16 +86,21 @@ class LayerInfo(_Frozen):
 
     @classmethod
     def from_values(cls, values: TaggedValues) -> "LayerInfo":
-        values.expect("GETLAYERINFO", ints=8, uints=7, texts=1)
+        values.expect("GETLAYERINFO", ints=8, uints=5, texts=1)  # VAST before 1.5 sends 5 uints; bytes per pixel is the 5th
         i = values.ints
         return cls(type=i[0], editable=i[1], visible=i[2], bytes_per_pixel=values.uints[4], name=values.texts[0])
 
 
 class AnnoObject(_Frozen):
-    """One row of an annotation layer's object table (ids are 1-based)."""
+    """One row of an annotation layer's object table (ids are 1-based).
+
+    ``used`` is False for the slot of a deleted object: VAST keeps the row (ids never
+    shift) and refuses to select it.
+    """
 
     id: int
-    type: int = 1  # 0 folder, 1 skeleton
+    type: int = SKELETON  # or FOLDER
+    used: bool = True
     anchor: tuple[int, int, int] = (0, 0, 0)
     parent: int = 0
     bbox: tuple[int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0)
@@ -97,6 +116,14 @@ class SkeletonNode(_Frozen):
     parent: int | None = None
 
 
+class Skeleton(_Frozen):
+    """A skeleton object as the client reads it: its table row, name and nodes."""
+
+    row: AnnoObject
+    name: str
+    nodes: list[SkeletonNode]
+
+
 def _count(raw: bytes, what: str, record: int) -> int:
     if len(raw) < 4:
         raise VastProtocolError(f"{what}: {len(raw)} bytes, too short for its count")
@@ -109,7 +136,7 @@ def _count(raw: bytes, what: str, record: int) -> int:
 def encode_object_table(objects: list[AnnoObject]) -> bytes:
     words = np.zeros((len(objects), _OBJECT_WORDS), "<u4")
     for row, obj in zip(words, objects):
-        row[0] = obj.type | (1 << 16)  # bit 16: "used"
+        row[0] = obj.type | (int(obj.used) << _USED_BIT)
         row[3:6] = obj.anchor
         row[6] = obj.parent
         row[11:17] = obj.bbox
@@ -120,14 +147,14 @@ def decode_object_table(raw: bytes) -> list[AnnoObject]:
     n = _count(raw, "annotation object table", 4 * _OBJECT_WORDS)
     words = np.frombuffer(raw, "<u4", n * _OBJECT_WORDS, 4).reshape(n, _OBJECT_WORDS)
     return [
-        AnnoObject(id=i + 1, type=int(w[0] & 0xFFFF), anchor=tuple(int(v) for v in w[3:6]), parent=int(w[6]),
+        AnnoObject(id=i + 1, type=int(w[0] & 0xFFFF), used=bool(w[0] >> _USED_BIT & 1), anchor=tuple(int(v) for v in w[3:6]), parent=int(w[6]),
                    bbox=tuple(int(v) for v in w[11:17]))  # fmt: skip
         for i, w in enumerate(words)
     ]
 
 
 def encode_names(names: list[str]) -> bytes:
-    return _COUNT.pack(len(names)) + b"".join(name.encode("utf-8") + b"\0" for name in names)
+    return _COUNT.pack(len(names)) + b"".join(encode_text(name) + b"\0" for name in names)
 
 
 def decode_names(raw: bytes) -> list[str]:
@@ -135,7 +162,7 @@ def decode_names(raw: bytes) -> list[str]:
     parts = raw[4:].split(b"\0")
     if len(parts) < n + 1:  # n names, each NUL-terminated
         raise VastProtocolError(f"name list announces {n} names but holds {len(parts) - 1}")
-    return [p.decode("utf-8", errors="replace") for p in parts[:n]]
+    return [decode_text(p) for p in parts[:n]]
 
 
 def encode_node_table(nodes: list[SkeletonNode]) -> bytes:

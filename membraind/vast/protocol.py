@@ -20,6 +20,7 @@ __all__ = [
     "MAGIC", "DEFAULT_PORT", "HEADER", "MAX_PAYLOAD", "Command", "Tag", "TaggedValues", "VastError", "VastProtocolError",
     "VastRefused", "ERROR_MEANINGS", "encode_values", "decode_values", "encode_frame", "read_frame",
     "BULK_COMMANDS", "VastOutOfBounds", "VastLayerError", "VastDataError", "VastReadOnly", "refusal",
+    "TEXT_ENCODING", "encode_text", "decode_text",
 ]  # fmt: skip
 
 MAGIC = b"VAST"
@@ -31,6 +32,9 @@ RESULT = struct.Struct("<i")
 # must not make either side try to read (or allocate) petabytes. 4 GiB covers the largest
 # read the client ever asks for (it chunks reads far below that).
 MAX_PAYLOAD = 4 << 30
+# VAST is a Windows program: its client class sends text one byte per character, in the
+# Windows code page of Western Europe and the Americas.
+TEXT_ENCODING = "cp1252"
 
 
 class Command(IntEnum):
@@ -191,7 +195,7 @@ def encode_values(*values: int | float | str | bytes | tuple[Tag, int | float]) 
         tag, raw = value if isinstance(value, tuple) else (_default_tag(value), value)
         out.append(tag)
         if tag == Tag.TEXT:
-            text = str(raw).encode("utf-8")
+            text = encode_text(str(raw))
             if b"\0" in text:
                 raise ValueError("text sent to VAST cannot contain NUL characters")
             out += text + b"\0"
@@ -203,6 +207,24 @@ def encode_values(*values: int | float | str | bytes | tuple[Tag, int | float]) 
             except struct.error:
                 raise ValueError(f"{raw!r} does not fit a VAST {Tag(tag).name} value") from None
     return bytes(out)
+
+
+def encode_text(text: str) -> bytes:
+    """``text`` as VAST reads it: one byte per character in the Windows code page (cp1252).
+
+    Raises :class:`ValueError` naming a character VAST could not receive.
+    """
+    try:
+        return text.encode(TEXT_ENCODING)
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raise ValueError(f"{text!r} holds {bad!r} (U+{ord(bad):04X}), which VAST cannot receive: VAST reads text "
+                         f"in the Windows code page ({TEXT_ENCODING}); rename it without that character") from None
+
+
+def decode_text(raw: bytes) -> str:
+    """Text from VAST (cp1252; the five bytes cp1252 leaves undefined become U+FFFD)."""
+    return raw.decode(TEXT_ENCODING, errors="replace")
 
 
 def _default_tag(value: object) -> Tag:
@@ -234,7 +256,7 @@ def decode_values(payload: bytes) -> TaggedValues:
             end = bytes(view[i:]).find(b"\0")
             if end < 0:
                 raise VastProtocolError("tagged text without its terminating NUL")
-            values.texts.append(bytes(view[i : i + end]).decode("utf-8", errors="replace"))
+            values.texts.append(decode_text(bytes(view[i : i + end])))
             i += end + 1
         elif tag == Tag.DATA:
             _need(view, i, 4, tag)

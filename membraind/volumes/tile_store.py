@@ -279,7 +279,7 @@ class TileStore:
             SourceFileNameTemplate=str(root / MIP0_TEMPLATE), SourceParamSequence=MIP0_SEQUENCE,
             SourceMinS=0, SourceMaxS=z - 1, SourceMinR=0, SourceMaxR=rows - 1, SourceMinC=0, SourceMaxC=cols - 1,
             MipMapFileNameTemplate=str(root / TILE_TEMPLATE), MipMapParamSequence=TILE_SEQUENCE,
-            SourceMinM=1, SourceMaxM=self.highest_mip(),
+            SourceMinM=min(1, self.highest_mip()), SourceMaxM=self.highest_mip(),  # 0/0: no pyramid
             SourceTileSizeX=self.tile_size, SourceTileSizeY=self.tile_size,
             SourceBytesPerPixel=self.channels, MissingImagePolicy="black",
             TargetDataSizeX=x, TargetDataSizeY=y, TargetDataSizeZ=z,

@@ -4,7 +4,7 @@ A ``.vsvi`` file makes VAST show a folder of image tiles as a layer (vast-protoc
 section 5). Files found in the wild are JSON-like rather than JSON: VAST's own exports
 hold unescaped single back-slashes in Windows paths, and mEMbrain's template used
 typographic quotes. :func:`parse_vsvi` reads all of these; :func:`write_vsvi` writes
-strict ASCII JSON with relative, forward-slash templates.
+JSON as cp1252 plain text with relative, forward-slash templates.
 
 Templates are printf-style paths with one ``%d`` placeholder per letter of the param
 sequence (``s`` section, ``r`` tile row, ``c`` tile column, ``m`` mip; letters may
@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 MissingPolicy = Literal["black", "white", "nearest"]
+DESCRIPTOR_ENCODING = "cp1252"  # VAST is a Windows program reading its files in the ANSI code page
 
 # One printf integer placeholder (what MATLAB's sprintf and VAST accept), or an escaped %.
 _PLACEHOLDER = re.compile(r"%(?:%|[-+ 0#]*\d*(?:\.\d+)?[diu])")
@@ -67,7 +68,7 @@ class VsviDescriptor(BaseModel):
     SourceMaxC: int = 0
     MipMapFileNameTemplate: str = ""
     MipMapParamSequence: str = ""
-    SourceMinM: int = Field(1, ge=0)
+    SourceMinM: int = Field(0, ge=0)  # 0/0: no mipmaps (public descriptors without a pyramid)
     SourceMaxM: int = Field(0, ge=0)
     SourceTileSizeX: int = Field(1024, gt=0)
     SourceTileSizeY: int = Field(1024, gt=0)
@@ -260,17 +261,19 @@ def _pair_value(value: str, key: str, number: int, path: Path) -> Any:
 
 
 def write_vsvi(path: Path, descriptor: VsviDescriptor) -> Path:
-    """Write ``descriptor`` to ``path`` as strict ASCII JSON, atomically.
+    """Write ``descriptor`` to ``path`` as JSON in plain text, atomically.
 
     Templates are written with forward slashes and relative to the file's folder
-    (``./mip0/...``), so the tile store can be moved or shared as a whole.
+    (``./mip0/...``), so the tile store can be moved or shared as a whole. VAST reads
+    descriptors literally in the Windows code page: names are written as cp1252 text, not
+    as ``\\uXXXX`` escapes (a character cp1252 lacks becomes ``?``).
     """
     path = Path(path)
     data = descriptor.model_dump(mode="json", exclude_none=True)
     for key in _TEMPLATE_KEYS:
         if data.get(key):
             data[key] = _portable_template(data[key], path.parent)
-    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=True) + "\n")
+    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", DESCRIPTOR_ENCODING, "replace")
 
 
 def _portable_template(template: str, folder: Path) -> str:

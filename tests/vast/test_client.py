@@ -23,8 +23,8 @@ from membraind.vast.client import VastClient, VastConnectionError
 from membraind.vast.editable import renumber_segments, write_unpainted
 from membraind.vast.emulator import VastEmulator
 from membraind.vast.groundtruth import ground_truth_from_vast
-from membraind.vast.layouts import SkeletonNode
-from membraind.vast.protocol import VastOutOfBounds, VastProtocolError, VastRefused
+from membraind.vast.layouts import LayerType, SkeletonNode
+from membraind.vast.protocol import VastError, VastOutOfBounds, VastProtocolError, VastRefused
 from membraind.vast.publish import LayerPublisher
 from membraind.vast.skeletons import AnnotationLayerData, SkeletonObject, save_skeleton_json
 from membraind.vast.volume import VastVolume
@@ -122,7 +122,7 @@ def test_refusal_names_what_vast_refused(client):
 
 
 def test_segmentation_round_trip_raw_and_rle_and_editable_writes(client):
-    seg = next(i for i, layer in enumerate(client.layers()) if layer.type == 1)
+    seg = next(i for i, layer in enumerate(client.layers()) if layer.type == LayerType.SEGMENTATION)
     box = Box(x0=10, x1=60, y0=20, y1=50, z0=1, z1=3, mip=0)
     painted = np.zeros(box.shape, np.uint16)
     painted[:, :5] = 7  # the user's own strokes
@@ -146,8 +146,8 @@ def test_segmentation_round_trip_raw_and_rle_and_editable_writes(client):
 def test_skeletons_and_anchor_polling(client, emulator, tmp_path):
     layer = client.find_layer("anchors")
     skeletons = client.skeletons(layer)
-    assert skeletons[1][0] == "axon" and [(n.x, n.y, n.z) for n in skeletons[1][1]] == [(10, 10, 0), (100, 40, 1)]
-    assert skeletons[1][1][1].parent == 0
+    assert skeletons[1].name == "axon" and [(n.x, n.y, n.z) for n in skeletons[1].nodes] == [(10, 10, 0), (100, 40, 1)]
+    assert skeletons[1].nodes[1].parent == 0
     poller = AnchorPoller(client, ["anchors"])
     first = poller.poll()
     assert {(a.x, a.y, a.z) for a in first} == {(10, 10, 0), (100, 40, 1), (400, 250, 2)}
@@ -168,6 +168,43 @@ def test_skeletons_and_anchor_polling(client, emulator, tmp_path):
     assert {(k.z, k.row, k.col) for k in keys} == {(1, 1, 2)}  # x 268-331 -> col 2, y 168-231 -> row 1
 
 
+def _selected_object(port: int, layer: int, select: int | None = None) -> int:
+    """What the user has selected in annotation ``layer`` (selecting ``select`` first), seen from their own connection."""
+    with VastClient("127.0.0.1", port, timeout=TIMEOUT) as user, user.api_layer(layer):
+        if select is not None:
+            user.select_anno_object(select)
+        return user.selected_anno_object()
+
+
+def test_polling_leaves_the_users_selected_skeleton_as_it_was(client, emulator):
+    layer = client.find_layer("anchors")
+    assert _selected_object(emulator.port, layer, select=2) == 2  # the user traces the dendrite
+    poller = AnchorPoller(client, ["anchors"])
+    assert {(a.x, a.y, a.z) for a in poller.poll()} == {(10, 10, 0), (100, 40, 1), (400, 250, 2)}
+    assert _selected_object(emulator.port, layer) == 2
+    assert _selected_object(emulator.port, layer, select=1) == 1  # ... then picks the axon between polls
+    emulator.vast.object_selections.clear()
+    assert poller.poll() == []
+    assert _selected_object(emulator.port, layer) == 1
+    # Nothing changed: the selected skeleton is read where it is, the other one comes from the last poll.
+    assert emulator.vast.object_selections == []
+
+
+def test_a_deleted_skeleton_does_not_stop_the_poll(em_folder, tmp_path):
+    def skeleton(object_id, x):
+        return SkeletonObject(id=object_id, name=f"s{object_id}", nodes=[SkeletonNode(index=0, x=x, y=5, z=0)])
+
+    # Objects 2 and 3 were deleted in VAST: their slots stay in the object table, unused.
+    path = save_skeleton_json(tmp_path / "s.json", [AnnotationLayerData(name="anchors", objects=[skeleton(1, 7), skeleton(4, 9)])])
+    with VastEmulator(open_volume(em_folder), skeletons=path, port=0) as emulator:
+        with VastClient("127.0.0.1", emulator.port, timeout=TIMEOUT) as client:
+            layer = client.find_layer("anchors")
+            with client.api_layer(layer):
+                assert [(row.id, row.used) for row in client.anno_objects()] == [(1, True), (2, False), (3, False), (4, True)]
+            assert sorted(client.skeletons(layer)) == [1, 4]
+            assert {(a.x, a.y) for a in AnchorPoller(client, ["anchors"]).poll()} == {(7, 5), (9, 5)}
+
+
 def _touch_later(path):
     """Make sure the rewritten file's mtime differs from the one the emulator saw."""
     stat = path.stat()
@@ -186,8 +223,18 @@ def test_load_layer_once_then_refresh(client, emulator, tmp_path):
     assert names.count("LOADLAYER") == 1 and names.count("REFRESHLAYERREGION") == 1
 
 
+def test_names_and_paths_with_umlauts_reach_vast_and_come_back(client, tmp_path):
+    store = TileStore(tmp_path / "Rücken" / "store", (3, 300, 500), layer_name="Rücken-Gehirn", tile_size=128)
+    store.write_tile(0, 0, 0, 0, np.full((128, 128), 200, np.uint8))
+    layer = client.load_layer(store.write_vsvi())
+    assert client.find_layer("Rücken-Gehirn") == layer
+    assert client.layer_info(layer).type == LayerType.IMAGE
+    with pytest.raises(VastError, match="cannot send LOADLAYER to VAST: .*'神'.*cp1252"):
+        client.load_layer(tmp_path / "神経" / "x.vsvi")
+
+
 def test_ground_truth_from_a_segmentation_layer(client, em_folder):
-    seg = next(i for i, layer in enumerate(client.layers()) if layer.type == 1)
+    seg = next(i for i, layer in enumerate(client.layers()) if layer.type == LayerType.SEGMENTATION)
     box = Box(x0=0, x1=64, y0=0, y1=64, z0=0, z1=2, mip=0)
     labels = np.zeros(box.shape, np.uint16)
     labels[:, :32] = 1

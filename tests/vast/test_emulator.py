@@ -165,7 +165,7 @@ def test_getinfo_layers_and_layer_info(client, gray_dir):
     assert client.call(Command.GETNROFLAYERS).uints == [4]
     layers = [LayerInfo.from_values(client.call(Command.GETLAYERINFO, n)) for n in range(4)]
     assert [(la.type, la.name, la.bytes_per_pixel) for la in layers] == [
-        (0, gray_dir.name, 1), (2, "traces", 0), (2, "empty", 0), (1, "segmentation", 2)]  # fmt: skip
+        (0, gray_dir.name, 1), (1, "traces", 0), (1, "empty", 0), (2, "segmentation", 2)]  # VAST's ADDNEWLAYER numbers
     assert client.call(Command.GETAPIVERSION).uints == [5]
     factors = decode_scale_factors(client.call(Command.GETMIPMAPSCALEFACTORS, 0))
     assert factors[:3] == [(1, 1, 1), (2, 2, 1), (4, 4, 1)] and len(factors) == 8
@@ -266,7 +266,7 @@ def read_skeletons(c: RawClient, layer: int) -> dict[int, tuple[str, list[tuple[
     assert len(objects) == len(names) == count and first == (1 if count else 0)
     out = {}
     for obj in objects:
-        if obj.type != 1:
+        if obj.type != 1 or not obj.used:
             continue
         c.call(Command.SETSELECTEDANNOOBJECTNR, obj.id)
         assert c.call(Command.GETSELECTEDANNOOBJECTNR).uints == [obj.id]
@@ -281,7 +281,7 @@ def test_annotation_tables_from_a_json_file(client):
         3: ("dendrite", [(400, 200, 1, None)]),
     }
     table = decode_object_table(client.call(Command.GETANNOLAYEROBJECTDATA))
-    assert [(o.id, o.type) for o in table] == [(1, 1), (2, 0), (3, 1)]  # id 2 unused: an empty folder row
+    assert [(o.id, o.type, o.used) for o in table] == [(1, 1, True), (2, 1, False), (3, 1, True)]  # 2: deleted
     assert table[0].anchor == (10, 20, 0) and table[0].bbox == (10, 20, 0, 50, 60, 2)
     raw = client.call(Command.GETAONODEDATA)  # object 3 still selected
     assert len(raw) == 4 + 48
@@ -295,9 +295,10 @@ def test_annotation_errors(client):
     with pytest.raises(Refused) as err:  # nothing selected yet
         client.call(Command.GETAONODEDATA)
     assert err.value.code == 20
-    with pytest.raises(Refused) as err:
-        client.call(Command.SETSELECTEDANNOOBJECTNR, 4)
-    assert err.value.code == 20
+    for deleted_or_missing in (2, 4):
+        with pytest.raises(Refused) as err:
+            client.call(Command.SETSELECTEDANNOOBJECTNR, deleted_or_missing)
+        assert err.value.code == 20
     with pytest.raises(Refused) as err:
         client.call(Command.SETSELECTEDAPILAYERNR, (Tag.INT32, 9))
     assert err.value.code == 30

@@ -8,6 +8,7 @@ import pytest
 from membraind.vast.layouts import (
     AnnoObject,
     LayerInfo,
+    LayerType,
     SkeletonNode,
     VolumeInfo,
     decode_names,
@@ -23,6 +24,22 @@ from membraind.vast.layouts import (
     raw_pixels,
 )
 from membraind.vast.protocol import Tag, VastProtocolError, decode_values, encode_values
+
+
+def test_text_goes_on_the_wire_as_vast_sends_it_one_cp1252_byte_per_character():
+    assert encode_values("Rücken-Gehirn") == b"\x03R\xfccken-Gehirn\x00"  # VASTControlClass sends char(...) bytes
+    assert decode_values(b"\x03Gro\xdfhirn \x80\x00").texts == ["Großhirn €"]
+    assert decode_names(b"\x01\x00\x00\x00K\xf6rper\x00") == ["Körper"]
+    assert encode_names(["Körper"]) == b"\x01\x00\x00\x00K\xf6rper\x00"
+    with pytest.raises(ValueError, match=r"'神' \(U\+795E\), which VAST cannot receive.*cp1252"):
+        encode_values("/data/神経")
+
+
+def test_layer_info_from_a_vast_sending_five_uints():
+    # VAST before 1.5: tint colour, red/green/blue target colour, bytes per pixel (no inverted, solo mode).
+    older = encode_values(*((Tag.INT32, v) for v in (2, 1, 1, 0, 0, 0, 0, 0)), 1.0, 0.0, 0.0, 0, 0, 0, 0, 2, "seg")
+    info = LayerInfo.from_values(decode_values(older))
+    assert (info.type, info.bytes_per_pixel, info.name, info.editable) == (LayerType.SEGMENTATION, 2, "seg", 1)
 
 
 def test_tagged_values_round_trip_by_type_in_arrival_order():

@@ -76,7 +76,7 @@ def test_vsvi_is_strict_json_with_true_ranges(tmp_path):
     gray = TileStore(tmp_path / "gray", volume.shape, (8, 8, 40), tile_size=1024, layer_name="membrane probability")
     gray.write_tile(0, 0, 0, 0, volume[0, :1024, :1024])
     gray.build_pyramid(range(0, 1))
-    text = gray.write_vsvi().read_text(encoding="ascii")  # strict ASCII
+    text = gray.write_vsvi().read_text(encoding="cp1252")
     data = json.loads(text)
     assert (data["SourceMinS"], data["SourceMaxS"]) == (0, 2)
     assert (data["SourceMinR"], data["SourceMaxR"]) == (0, 1)
@@ -92,8 +92,17 @@ def test_vsvi_is_strict_json_with_true_ranges(tmp_path):
     assert set(data) >= set(vsvi.VsviDescriptor.model_fields) - {"SourceSectionOrder"}
 
     rgb = TileStore(tmp_path / "rgb", (1, 100, 100), channels=3, tile_size=64, layer_name="rgb")
-    data = json.loads(rgb.write_vsvi().read_text(encoding="ascii"))
-    assert data["SourceBytesPerPixel"] == 3 and data["SourceMaxM"] == 0  # no pyramid written yet
+    data = json.loads(rgb.write_vsvi().read_text(encoding="cp1252"))
+    assert data["SourceBytesPerPixel"] == 3
+    assert (data["SourceMinM"], data["SourceMaxM"]) == (0, 0)  # no pyramid written yet: 0/0, as public descriptors
+
+
+def test_vsvi_names_are_plain_windows_text(tmp_path):
+    store = TileStore(tmp_path / "store", (1, 100, 100), tile_size=64, layer_name="Rücken-Gehirn 神")
+    raw = store.write_vsvi(tmp_path / "store" / "layer.vsvi").read_bytes()
+    assert b'"TargetLayerName": "R\xfccken-Gehirn ?"' in raw  # VAST reads the file literally, in cp1252
+    assert b"\\u" not in raw
+    assert vsvi.parse_vsvi(tmp_path / "store" / "layer.vsvi").TargetLayerName == "Rücken-Gehirn ?"
 
 
 def test_rgb_store_round_trip(tmp_path, isbi):

@@ -34,6 +34,10 @@ Emulation choices where VAST's behaviour is not documented:
   count must be exact.
 - GETSEGIMAGERLE answers 22 ("RLE overflow, request raw instead") when the RLE reply would
   be larger than the raw one, which is what the code's wording suggests VAST does.
+- An object id below the largest that no skeleton has is a deleted object's slot, as VAST
+  keeps them: a skeleton row without the "used" flag, which SETSELECTEDANNOOBJECTNR refuses (20).
+- GETLAYERINFO's type follows ADDNEWLAYER's numbering (1 annotation, 2 segmentation), image 0.
+- Text (names, paths) travels in cp1252, one byte per character, as VAST's own client sends it.
 
 Error codes (result 0, then one tagged uint32): 2 unknown command id; 3 wrong parameter
 count or types, undecodable tagged values; 4 the volume could not be read; 5 an internal
@@ -59,6 +63,7 @@ from membraind.vast.emulator.sparse_labels import SparseLabels
 from membraind.vast.layouts import (
     AnnoObject,
     LayerInfo,
+    LayerType,
     VolumeInfo,
     decode_rle,
     encode_names,
@@ -80,8 +85,7 @@ log = logging.getLogger(__name__)
 MAX_REPLY = 1 << 30  # larger image requests are refused with error 12, as VAST refuses huge ones
 API_VERSION = 5  # what GETAPIVERSION answers (VAST Lite 1.5 era; membraind does not depend on it)
 
-# GETLAYERINFO type codes (undocumented in VAST; see LayerInfo).
-_TYPE = {"em": 0, "loaded": 0, "seg": 1, "anno": 2}
+_TYPE = {"em": LayerType.IMAGE, "loaded": LayerType.IMAGE, "seg": LayerType.SEGMENTATION, "anno": LayerType.ANNOTATION}
 
 
 class Refused(Exception):
@@ -144,6 +148,7 @@ class EmulatedVast:
         self.segmentation = SparseLabels(self.volume.shape)
         self.view = (x // 2, y // 2, z // 2)
         self.calls: list[tuple[str | int, ...]] = []
+        self.object_selections: list[int] = []  # SETSELECTEDANNOOBJECTNR's ids, in order
 
         self._em = _Layer("em", em_name or Path(self.volume.name).stem or "EM", volume=self.volume)
         self._seg = _Layer("seg", segmentation_name)
@@ -479,7 +484,10 @@ class EmulatedVast:
         count = len(self._table(data))
         if not 1 <= object_id <= count:
             raise Refused(20, f"object {object_id} is not in 1..{count} of layer {data.name}")
+        if self._table(data)[object_id - 1] is None:
+            raise Refused(20, f"object {object_id} of layer {data.name} was deleted")
         self._selected_object[data.name] = object_id
+        self.object_selections.append(object_id)
         return b""
 
     def _selectedobject(self, values: TaggedValues) -> bytes:
@@ -497,9 +505,9 @@ class EmulatedVast:
 
 
 def _anno_object(object_id: int, obj: SkeletonObject | None) -> AnnoObject:
-    """The object-table row of ``obj``; an unused id is an empty folder row."""
-    if obj is None:
-        return AnnoObject(id=object_id, type=0)
+    """The object-table row of ``obj``; an id no object has is the slot of a deleted skeleton."""
+    if obj is None:  # a deleted object: VAST keeps its slot (ids never shift), marked unused
+        return AnnoObject(id=object_id, used=False)
     if not obj.nodes:
         return AnnoObject(id=object_id)
     xs, ys, zs = ([getattr(n, axis) for n in obj.nodes] for axis in "xyz")
