@@ -48,12 +48,22 @@ def test_label_mapping_table(tmp_path):
     assert load_settings(path).groundtruth.mapping().values == {0: 0, 100: 1, 200: 2}
 
 
+def test_label_mapping_as_text_as_on_the_command_line(tmp_path, monkeypatch):
+    path = tmp_path / "c.toml"
+    path.write_text('[groundtruth]\nlabel_mapping = "0=2,255=1,128=0"\n')
+    assert load_settings(path).groundtruth.mapping().values == {0: 2, 255: 1, 128: 0}
+    monkeypatch.setenv("MEMBRAIND_GROUNDTRUTH__LABEL_MAPPING", "0=2,255=1,64=0")
+    assert load_settings(path).groundtruth.mapping().values == {0: 2, 255: 1, 64: 0}
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
         ("[sampler]\npatch_sise = 128\n", "sampler.patch_sise: Extra inputs are not permitted"),
         ("[sampler]\npatch_size = 127\n", "sampler.patch_size: Input should be a multiple of 2"),
-        ('[groundtruth]\nlabel_mapping = "isbl"\n', "unknown preset 'isbl'"),
+        ('[groundtruth]\nlabel_mapping = "isbl"\n', "unknown label mapping 'isbl'"),
+        ('[groundtruth]\nlabel_mapping = "0=2,255=x"\n', "'255=x' is not two whole numbers GRAY=CLASS"),
+        ("[groundtruth.label_mapping]\n0 = 2\n255 = 9\n", "gray value 255 maps to class 9"),
         ("[sampler\n", "is not valid TOML"),
     ],
 )

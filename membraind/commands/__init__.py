@@ -15,7 +15,7 @@ from membraind_client.progress import Progress, ProgressReporter
 
 from membraind.config import Settings
 from membraind.errors import InputError, describe_validation_error
-from membraind.groundtruth.label_mapping import PRESETS, LabelMapping
+from membraind.groundtruth.label_mapping import MAPPING_FORMS, LabelMapping, parse_mapping
 from membraind.groundtruth.settings import GroundTruthSettings
 
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -29,20 +29,27 @@ def add_ground_truth_arguments(parser: argparse.ArgumentParser) -> None:
     add_mapping_argument(parser)
 
 
+def _mapping_argument(text: str) -> LabelMapping:
+    """``--mapping``'s value read by :func:`~membraind.groundtruth.label_mapping.parse_mapping`."""
+    try:
+        return parse_mapping(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_mapping_argument(parser: argparse.ArgumentParser) -> None:
-    """``--mapping``: a label-mapping preset overriding the configuration."""
+    """``--mapping``: a label mapping (preset or GRAY=CLASS pairs) overriding the configuration."""
     parser.add_argument(
         "--mapping",
-        choices=sorted(PRESETS),
-        help="label gray values -> classes (default: [groundtruth] label_mapping of the config)",
+        type=_mapping_argument,
+        metavar="MAPPING",
+        help=f"label gray values -> classes: {MAPPING_FORMS} (default: [groundtruth] label_mapping of the config)",
     )
 
 
 def mapping_from(args: argparse.Namespace, groundtruth: GroundTruthSettings) -> LabelMapping:
     """The label mapping chosen on the command line, else the configured one."""
-    if getattr(args, "mapping", None):
-        return LabelMapping.preset(args.mapping)
-    return groundtruth.mapping()
+    return getattr(args, "mapping", None) or groundtruth.mapping()
 
 
 def progress_bar(unit_scale: int = 1000) -> tuple[ProgressReporter, Callable[[], None]]:

@@ -32,12 +32,19 @@ def cmd_convert_skeleton(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_inspect_gt(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.groundtruth.pairs import load_ground_truth
 
-    images = load_ground_truth(args.em, args.labels, mapping_from(args, settings.groundtruth))
-    print(f"{'section':24s} {'size':>11s} {'annotated':>10s} {'membrane':>9s}")
+    images = load_ground_truth(args.em, args.labels, mapping_from(args, settings.groundtruth))  # logs the warnings
+    # Two heading lines: what each share is a share of.
+    print(f"{'section':24s} {'size':>11s} {'annotated':>10s} {'membrane':>13s}")
+    print(f"{'':24s} {'':>11s} {'of pixels':>10s} {'of annotated':>13s}")
     for gt in images:
         size = f"{gt.em.shape[1]}x{gt.em.shape[0]}"
-        print(f"{gt.name:24s} {size:>11s} {gt.annotated_fraction:>9.1%} {gt.membrane_fraction:>9.1%}")
-    print(f"{len(images)} pair(s) OK")
+        flag = "  <- see warning" if gt.warning else ""
+        print(f"{gt.name:24s} {size:>11s} {gt.annotated_fraction:>10.1%} {gt.membrane_fraction:>13.1%}{flag}")
+    warned = sum(gt.warning is not None for gt in images)
+    if warned:
+        print(f"{len(images)} pair(s) read; {warned} with too much membrane to be right: see the warnings")
+    else:
+        print(f"{len(images)} pair(s) OK")
     return 0
 
 
@@ -85,7 +92,7 @@ def register(add: Add) -> None:
     p.add_argument("--tube-radius", type=float, help="backbone tube radius in pixels (default: config, 4)")
     add_mapping_argument(p)
 
-    p = add("inspect-gt", cmd_inspect_gt, "check EM/label pairs and report annotated and membrane fractions")
+    p = add("inspect-gt", cmd_inspect_gt, "check EM/label pairs and report the annotated share of each section and the membrane share of its annotated pixels")
     add_ground_truth_arguments(p)
 
     p = add("preview-patches", cmd_preview_patches, "draw training patches and save a contact sheet with labels")

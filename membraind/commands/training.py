@@ -17,7 +17,7 @@ def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
 
     return spec_from_args(
         spec_type or TrainSpec,
-        em=args.em, labels=args.labels, mapping=args.mapping, val_em=args.val_em, val_labels=args.val_labels,
+        em=args.em, labels=args.labels, mapping=args.mapping and args.mapping.text(), val_em=args.val_em, val_labels=args.val_labels,
         out=args.out, name=args.name, epochs=args.epochs, steps_per_epoch=args.steps, max_minutes=args.minutes,
         patch_size=args.patch_size, device=args.device, seed=args.seed, restart=args.restart, **extra,
     )  # fmt: skip

@@ -7,6 +7,7 @@ carry a suffix such as ``_label`` or ``_border`` after the EM file's stem.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,17 @@ from membraind.volumes.sections import Section, list_sections
 
 LABEL_SUFFIXES = ("_labels", "_label", "_gt", "_border", "_skel", "_membrane", "_mask")
 
+MEMBRANE_SHARE_LIMIT = 0.5
+"""A section whose annotated pixels are more than this share membrane is warned about:
+membrane covers 10-30% of EM sections (17-27% in ISBI 2012), so more usually means that
+pixels erased with a gray value the mapping reads as membrane (0 with ``isbi``) are
+being trained on as membrane."""
+
+ERASE_GRAY = 128
+"""The gray value the warning suggests erasing with (mid-gray: neither ISBI class)."""
+
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class GroundTruthImage:
@@ -27,6 +39,7 @@ class GroundTruthImage:
     name: str
     em: np.ndarray
     labels: np.ndarray
+    warning: str | None = None  #: set on import when the labels look wrong (:func:`membrane_share_warning`)
 
     @property
     def membrane_fraction(self) -> float:
@@ -105,5 +118,27 @@ def load_ground_truth(em_path: Path, label_path: Path, mapping: LabelMapping) ->
                 f"size mismatch: EM {em_section.where} is {em.shape[1]}x{em.shape[0]} px but label "
                 f"{label_section.where} is {raw.shape[1]}x{raw.shape[0]} px; they must be the same size"
             )
-        images.append(GroundTruthImage(em_section.name, em, mapping.apply(raw, label_section.where)))
+        image = GroundTruthImage(em_section.name, em, mapping.apply(raw, label_section.where))
+        image.warning = membrane_share_warning(image, mapping, label_section.where)
+        if image.warning:
+            log.warning("%s", image.warning)
+        images.append(image)
     return images
+
+
+def membrane_share_warning(image: GroundTruthImage, mapping: LabelMapping, where: str) -> str | None:
+    """A warning when more than :data:`MEMBRANE_SHARE_LIMIT` of ``image``'s annotated pixels
+    are membrane, naming the file (``where``), the share, the likely cause and the fix."""
+    share = image.membrane_fraction
+    if share <= MEMBRANE_SHARE_LIMIT:
+        return None
+    membrane_grays = ", ".join(str(gray) for gray, klass in sorted(mapping.values.items()) if klass == MEMBRANE)
+    erase = next(gray for gray in (ERASE_GRAY, *range(256)) if gray not in mapping.values)
+    return (
+        f"label {where}: {share:.0%} of the annotated pixels are membrane, far more than membrane covers in EM "
+        f"(usually 10-30%). If you erased parts of it with gray {membrane_grays}, the "
+        f"mapping ({mapping.describe()}) reads the erased pixels as membrane and training would learn them: erase "
+        f"with a gray the mapping does not use, e.g. {erase}, and read it as not annotated with "
+        f"--mapping {mapping.with_unannotated([erase]).text()} (user guide: \"Partial labels from ISBI-style files\"). "
+        "If the section really is mostly membrane, ignore this"
+    )

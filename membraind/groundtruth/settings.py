@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from membraind.groundtruth.label_mapping import PRESETS, LabelMapping
+from membraind.groundtruth.label_mapping import PRESETS, LabelMapping, parse_mapping
 from membraind.strict import StrictModel
 
 __all__ = [
@@ -23,7 +23,7 @@ class GroundTruthSettings(StrictModel):
 
     label_mapping: str | dict[int, int] = Field(
         "classes",
-        description=f"a preset ({', '.join(PRESETS)}) or a table of gray value -> class",
+        description=f"a preset ({', '.join(PRESETS)}), GRAY=CLASS pairs (0=2,255=1,128=0) or a table of gray value -> class",
     )
     membrane_thickness: int = Field(3, ge=1, description="instance -> membrane: membrane width in pixels")
     fill_ecs: bool = Field(False, description="instance -> membrane: id 0 becomes membrane (else unannotated)")
@@ -31,16 +31,13 @@ class GroundTruthSettings(StrictModel):
 
     @field_validator("label_mapping")
     @classmethod
-    def _known_preset(cls, value: str | dict[int, int]) -> str | dict[int, int]:
-        if isinstance(value, str) and value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r}; choose one of {', '.join(PRESETS)} or give a table")
+    def _readable(cls, value: str | dict[int, int]) -> str | dict[int, int]:
+        parse_mapping(value)  # a bad mapping fails when the configuration is read, naming the bad part
         return value
 
     def mapping(self) -> LabelMapping:
         """The configured :class:`LabelMapping`."""
-        if isinstance(self.label_mapping, str):
-            return LabelMapping.preset(self.label_mapping)
-        return LabelMapping(values=self.label_mapping)
+        return parse_mapping(self.label_mapping)
 
 
 class SamplerSettings(StrictModel):

@@ -92,10 +92,10 @@ def training_settings(spec: TrainSpec, settings: Settings) -> Settings:
 
 def training_data(spec: TrainSpec, settings: Settings) -> TrainingData:
     """The :class:`~membraind.groundtruth.training_data.TrainingData` a train or finetune spec names."""
-    from membraind.groundtruth.label_mapping import LabelMapping
+    from membraind.groundtruth.label_mapping import parse_mapping
     from membraind.groundtruth.training_data import load_training_data
 
-    mapping = LabelMapping.preset(spec.mapping) if spec.mapping else settings.groundtruth.mapping()
+    mapping = parse_mapping(spec.mapping) if spec.mapping else settings.groundtruth.mapping()
     return load_training_data(
         spec.em, spec.labels, mapping, settings.training.validation_fraction, spec.val_em, spec.val_labels
     )

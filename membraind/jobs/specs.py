@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, TypeAdapter, field_validator, model_validator
 
-from membraind.groundtruth.label_mapping import check_preset
+from membraind.groundtruth.label_mapping import parse_mapping
 from membraind.nn.settings import TransferMode
 from membraind.predict.request import PredictRequest
 from membraind.predict.settings import OutputKind
@@ -43,7 +43,9 @@ class TrainSpec(StrictModel):
     kind: Literal["train"] = "train"
     em: Path = Field(description="folder of EM images or a TIFF stack")
     labels: Path = Field(description="folder of label images or a TIFF stack")
-    mapping: str | None = Field(None, description="label-mapping preset (default: config)")
+    mapping: str | None = Field(
+        None, description="label mapping: a preset or GRAY=CLASS pairs, e.g. 0=2,255=1,128=0 (default: config)"
+    )
     val_em: Path | None = Field(None, description="validation EM (default: hold out part of the data)")
     val_labels: Path | None = None
     out: Path = Field(description="run folder: checkpoint, history, learning curve, model/")
@@ -58,8 +60,10 @@ class TrainSpec(StrictModel):
 
     @field_validator("mapping")
     @classmethod
-    def _known_mapping(cls, value: str | None) -> str | None:
-        return value if value is None else check_preset(value)  # refused at submit, not hours later when it runs
+    def _readable_mapping(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_mapping(value)  # refused at submit, not hours later when it runs
+        return value
 
     @model_validator(mode="after")
     def _validation_pair(self) -> "TrainSpec":

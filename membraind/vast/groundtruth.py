@@ -8,7 +8,8 @@ from typing import Literal
 import numpy as np
 
 from membraind.groundtruth.instances import instances_to_membrane
-from membraind.groundtruth.label_mapping import LabelMapping
+from membraind.errors import InputError
+from membraind.groundtruth.label_mapping import LabelMapping, UnmappedLabelValues
 from membraind.groundtruth.pairs import GroundTruthImage
 from membraind.vast.client import VastClient
 from membraind.vast.volume import VastVolume
@@ -49,9 +50,22 @@ def ground_truth_from_vast(
         if convention == "instances":
             labels = instances_to_membrane(id_section, membrane_thickness)
         else:
-            labels = mapping.apply(id_section, f"VAST layer {seg_layer}, section {z}")
+            labels = _classes(mapping, id_section, f"VAST layer {seg_layer}, section {z}")
         images.append(GroundTruthImage(name=name, em=np.asarray(em_section), labels=labels))
     return images
+
+
+def _classes(mapping: LabelMapping, ids: np.ndarray, where: str) -> np.ndarray:
+    """Segment ids read as classes; ids the mapping does not name are most often cells
+    painted one segment each, which the other convention reads."""
+    try:
+        return mapping.apply(ids, where)
+    except UnmappedLabelValues as exc:
+        raise InputError(
+            f"{exc.problem}: with --convention classes (the default) segment ids are classes "
+            f"({mapping.meaning()}). If each cell is its own segment (as vast-paint --mode cells paints them), "
+            "read the layer with --convention instances: membranes are then drawn where cells meet"
+        ) from None
 
 
 def export_ground_truth(images: list[GroundTruthImage], out: Path) -> tuple[Path, Path]:

@@ -546,6 +546,8 @@ def late_problems(data: Path) -> dict[str, tuple[dict, str, list[str]]]:
                     ["unknown label mapping 'isbl'", "choose one of isbi, classes"]),
         "finetune-mapping": (valid_request("finetune", data) | {"mapping": "ISBI"}, "finetune.mapping: ",
                              ["unknown label mapping 'ISBI'", "membrain-patches-2"]),
+        "mapping-pairs": (valid_request("train", data) | {"mapping": "0=2,255=7"}, "train.mapping: ",
+                          ["in '255=7', 7 is no class", "1 interior, 2 membrane"]),
         "h": (valid_request("segment2d", data) | {"h": 1.5}, "segment2d.h: ", ["less than or equal to 1"]),
         "vast-image": (predict | {"volume": VAST_LAYER, "target": {"mode": "image"}}, "predict: ",
                        ["target.mode 'image'", "volume is a VAST layer", "'box', 'anchors' or 'volume'"]),
@@ -566,6 +568,7 @@ def test_problems_that_showed_only_when_running_are_refused_at_submit(tmp_path, 
         assert all(word in message for word in words), message
     fixed = {  # what each message points to is accepted
         "mapping": valid_request("train", tmp_path) | {"mapping": "isbi"},
+        "mapping-pairs": valid_request("train", tmp_path) | {"mapping": "0=2,255=1,128=0"},
         "h": valid_request("segment2d", tmp_path) | {"h": 1.0},
         "vast-box": valid_request("predict", tmp_path) | {"volume": VAST_LAYER},
     }

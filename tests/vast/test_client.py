@@ -362,6 +362,33 @@ def test_ground_truth_painted_in_vast_becomes_a_training_run(isbi, emulator, tmp
     assert bad.returncode == 2 and "lies outside VAST layer 0" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_cells_painted_in_vast_are_read_back_with_the_instances_convention_the_error_names(isbi, emulator, tmp_path):
+    """Issue 22 item 8: reading painted cells as classes advised --mapping, which vast-ground-truth does not have."""
+    from scipy import ndimage
+
+    box = Box(x0=0, x1=256, y0=0, y1=256, z0=0, z1=1, mip=0)
+    truth = read_image(isbi / "train" / "label" / "00.png")[:256, :256]
+    cells, count = ndimage.label(truth == 255)  # one segment per cell, as vast-paint --mode cells paints
+    with VastClient("127.0.0.1", emulator.port, timeout=TIMEOUT) as client:
+        with client.api_layer(client.find_layer("segmentation")):
+            client.write_segmentation(box, np.where(cells > 0, cells + 1, 0).astype(np.uint16)[None])  # ids from 2
+    vast = f"vast://127.0.0.1:{emulator.port}"
+    command = ["vast-ground-truth", vast, "--segmentation-layer", "segmentation", "--box", "0,256,0,256,0,1"]
+    refused = run_cli(*command, "--out", str(tmp_path / "classes"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    message = refused.stderr.strip()
+    assert message.startswith("membraind: error: VAST layer") and "holds values outside the label mapping (4, 5, 6" in message
+    assert "read the layer with --convention instances" in message
+    assert "--mapping" not in message  # vast-ground-truth has no such option
+    assert not (tmp_path / "classes").exists()
+    read = run_cli(*command, "--convention", "instances", "--out", str(tmp_path / "instances"))
+    assert read.returncode == 0, read.stderr
+    (labels,) = (tmp_path / "instances" / "labels").glob("*.png")
+    classes = read_image(labels)
+    membrane = np.count_nonzero(classes == 2) / np.count_nonzero(classes)
+    assert count > 20 and 0.1 < membrane < 0.5  # many cells, membrane drawn where they meet
+
+
 def test_view_position_and_calls_from_several_threads_are_serialised(client, em_folder):
     client.set_view_position(250, 150, 2)
     assert client.view_position() == (250, 150, 2)
