@@ -20,7 +20,7 @@ def _clean_env(monkeypatch):
 
 def test_defaults_without_file():
     settings = load_settings()
-    assert settings.sampler.patch_size == 128
+    assert settings.sampler.patch_size is None  # chosen from the painted regions
     assert settings.groundtruth.membrane_thickness == 3
     assert settings.normalization.method == "percentile"
 

@@ -51,7 +51,7 @@ def cmd_inspect_gt(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_preview_patches(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.groundtruth.pairs import load_ground_truth
     from membraind.groundtruth.preview import contact_sheet, export_patches
-    from membraind.groundtruth.sampler import PatchSampler
+    from membraind.groundtruth.sampler import PatchSampler, patch_size_note
     from membraind.volumes.image_files import write_image
 
     images = load_ground_truth(args.em, args.labels, mapping_from(args, settings.groundtruth))
@@ -63,10 +63,11 @@ def cmd_preview_patches(args: argparse.Namespace, settings: Settings) -> int:
         settings.augmentation,
         settings.sampler.angle_step,
         seed=settings.sampler.seed if args.seed is None else args.seed,
+        multiple=settings.unet.multiple,  # the sizes training could use
     )
     patches = [sampler.sample() for _ in range(args.count)]
     write_image(args.out, contact_sheet(patches, args.columns))
-    print(f"contact sheet of {len(patches)} patches: {args.out}")
+    print(f"contact sheet of {len(patches)} patches ({patch_size_note(sampler)}): {args.out}")
     if args.export:
         classes = 3 if any((gt.labels == 3).any() for gt in images) else 2
         em_dir, label_dir = export_patches(patches, [gt.name for gt in images], args.export, classes)
@@ -97,7 +98,7 @@ def register(add: Add) -> None:
 
     p = add("preview-patches", cmd_preview_patches, "draw training patches and save a contact sheet with labels")
     add_ground_truth_arguments(p)
-    p.add_argument("--patch-size", type=int, help="patch side in pixels (default: config, 128)")
+    p.add_argument("--patch-size", type=int, help="patch side in pixels (default: config, else chosen from the painted regions as training does)")
     p.add_argument("--count", type=int, default=32, help="number of patches (default: 32)")
     p.add_argument("--columns", type=int, default=8, help="patches per row of the sheet (default: 8)")
     p.add_argument("--seed", type=int, help="sampling seed (default: config)")

@@ -24,6 +24,7 @@ def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
 
 
 def _train(spec, settings: Settings) -> int:
+    from membraind.groundtruth.sampler import patch_size_note
     from membraind.jobs.execute import make_trainer, training_data, training_result
     from membraind.nn.trainer import TrainingCancelled
 
@@ -31,7 +32,7 @@ def _train(spec, settings: Settings) -> int:
     trainer = make_trainer(spec, settings, data)
     print(
         f"training on {len(data.train)} image(s), validating on {len(data.validation)}, device {trainer.device}; "
-        f"run folder {spec.out}"
+        f"{patch_size_note(trainer.batches.sampler)}; run folder {spec.out}"
     )
     progress, close_bar = progress_bar()
     try:
@@ -93,7 +94,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="number of epochs (default: config)")
     p.add_argument("--steps", type=int, help="batches per epoch (default: config)")
     p.add_argument("--minutes", type=float, help="stop after this many minutes of training")
-    p.add_argument("--patch-size", type=int, help="patch side in pixels (default: config)")
+    p.add_argument("--patch-size", type=int, help="patch side in pixels (default: config, else chosen from the painted regions)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default: config, auto)")
     p.add_argument("--seed", type=int, help="random seed (default: config)")
     p.add_argument("--restart", action="store_true", help="start over instead of resuming a run in --out")

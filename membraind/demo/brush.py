@@ -1,4 +1,4 @@
-"""Imitating a user's partial annotation: erase irregular regions of a full label."""
+"""Imitating a user's partial annotation: erase irregular regions of a full label, or keep only brush strokes."""
 
 from __future__ import annotations
 
@@ -19,4 +19,23 @@ def erase_irregular(labels: np.ndarray, fraction: float = 0.7, seed: int = 0, sm
     erased = field < np.quantile(field, fraction)
     out = labels.copy()
     out[erased] = UNANNOTATED
+    return out
+
+
+def keep_strokes(
+    labels: np.ndarray, width: float, strokes: list[tuple[float, float, float, float]]
+) -> np.ndarray:
+    """A copy of ``labels`` kept only under straight brush strokes, everything else unannotated.
+
+    Each stroke is ``(y0, x0, y1, x1)``, a segment in pixel coordinates painted ``width``
+    pixels wide: a pixel is kept when its centre lies closer than ``width / 2`` to it.
+    """
+    yy, xx = np.mgrid[: labels.shape[0], : labels.shape[1]].astype(np.float64)
+    painted = np.zeros(labels.shape, bool)
+    for y0, x0, y1, x1 in strokes:
+        dy, dx = y1 - y0, x1 - x0
+        along = np.clip(((yy - y0) * dy + (xx - x0) * dx) / max(dy * dy + dx * dx, 1e-12), 0.0, 1.0)
+        painted |= np.hypot(yy - (y0 + along * dy), xx - (x0 + along * dx)) < width / 2
+    out = labels.copy()
+    out[~painted] = UNANNOTATED
     return out

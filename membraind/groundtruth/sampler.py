@@ -15,6 +15,12 @@ per (image, bin). Each cut patch is still checked, so a patch with an unannotate
 pixel can never come out (rare rounding misses are re-drawn and counted in
 ``rejected``).
 
+How much room the painting offers is measured once per (image, bin) as the largest
+chessboard distance in that bin's frame (:meth:`PatchSampler.room`); a patch size fits
+when some bin's room exceeds its radius. The same measure picks the patch size when
+none is given (the largest that fits, :data:`AUTO_LARGEST` at most) and says, when
+nothing fits, how wide to paint (:func:`width_needed`).
+
 Centres are drawn in stratified rounds over the valid set of each (image, bin): the
 valid centres, in row order, are split into equal strata and every round takes one
 uniformly random centre from each stratum in random order. Samples thus spread over
@@ -42,6 +48,11 @@ MAX_REDRAWS = 100
 # Nearest-neighbour resampling of the mask into and out of the rotated frame can move
 # its border by about one pixel each way.
 ROUNDING_MARGIN = 2.0
+#: The automatic patch size is at most this: larger patches trained no better on ISBI and
+#: take longer per step (docs/design-notes.md, "Defaults chosen for speed (issue 3)").
+AUTO_LARGEST = 128
+#: ... and at least this: a smaller patch holds too little of a cell around its membranes.
+AUTO_SMALLEST = 32
 
 
 @dataclass
@@ -99,6 +110,39 @@ def _rotation(angle_deg: float) -> np.ndarray:
     return np.array([[c, s], [-s, c]])
 
 
+def angle_bins(angle_step: float, rotate: bool) -> int:
+    """How many angle bins cover 90 degrees in steps of about ``angle_step`` (1 without rotation)."""
+    return max(1, round(90 / angle_step)) if rotate else 1
+
+
+def patch_radius(patch_size: int, rotate: bool, bin_width: float) -> float:
+    """The chessboard room a centre needs for a ``patch_size`` patch: P/2 for fixed patches,
+    grown so that every angle of a ``bin_width``-degree bin fits (and for rounding)."""
+    half = patch_size / 2
+    if not rotate:
+        return half
+    spread = math.radians(bin_width / 2)
+    return half * (math.cos(spread) + math.sin(spread)) + ROUNDING_MARGIN
+
+
+def width_needed(patch_size: int, rotate: bool, bin_width: float) -> int:
+    """How wide (px) a painted stroke must be for ``patch_size`` patches to fit in it.
+
+    A straight stroke of this width, in any direction, has room for the patch: seen in
+    the frame of the nearest angle bin it is tilted by up to half a bin, which narrows its
+    room by ``cos + sin`` of that tilt; two more pixels cover the distance transform's
+    rounding. Without rotation the patch is never turned, so the stroke must be that wide
+    along both image axes.
+    """
+    tilt = math.radians(bin_width / 2) if rotate else 0.0
+    return math.floor(2 * patch_radius(patch_size, rotate, bin_width) * (math.cos(tilt) + math.sin(tilt))) + 2
+
+
+def patch_size_note(sampler: "PatchSampler") -> str:
+    """What to tell the user about a sampler's patch size, e.g. "patch size 96 px, chosen from the painted regions"."""
+    return f"patch size {sampler.patch_size} px" + (", chosen from the painted regions" if sampler.automatic else "")
+
+
 @dataclass
 class _Source:
     image: np.ndarray  # normalised float32
@@ -113,26 +157,35 @@ class PatchSampler:
     ``images`` are ground-truth images with classes 0..3 (0 = not annotated);
     ``normalization`` is applied once per whole image (fit it first for dataset scope);
     ``augmentation`` settings decide rotation and the other augmentations.
+    ``patch_size`` None chooses the size from the painted regions: the largest multiple
+    of ``multiple`` (the network's size step) from :data:`AUTO_SMALLEST` up to
+    ``largest`` that fits (``automatic`` is then True). Sizes the painting cannot hold
+    raise an :class:`InputError` saying what fits and how wide to paint.
     """
 
     def __init__(
         self,
         images: Sequence[GroundTruthImage],
-        patch_size: int,
+        patch_size: int | None,
         normalization: IntensityNormalization | None = None,
         augmentation: AugmentationSettings | None = None,
         angle_step: float = 5.0,
         seed: int | Sequence[int] = 0,
+        *,
+        multiple: int = 2,
+        largest: int = AUTO_LARGEST,
     ) -> None:
-        if patch_size < 2 or patch_size % 2:
+        if patch_size is not None and (patch_size < 2 or patch_size % 2):
             raise InputError(f"patch size must be an even number of pixels, got {patch_size}")
         if not 0 < angle_step <= 90:
             raise InputError(f"angle_step must be in (0, 90] degrees, got {angle_step}")
-        self.patch_size = patch_size
+        if multiple < 2 or multiple % 2:
+            raise InputError(f"the patch size step must be an even number of pixels, got {multiple}")
         self.augmentation = augmentation or AugmentationSettings()
         self.rotate = self.augmentation.rotate
-        self.bin_count = max(1, round(90 / angle_step)) if self.rotate else 1
+        self.bin_count = angle_bins(angle_step, self.rotate)
         self.bin_width = 90.0 / self.bin_count
+        self.multiple = multiple
         self.rng = np.random.default_rng(seed)
         self.rejected = 0  # cut patches that held an unannotated pixel after all (re-drawn)
         self._augment = Augmenter(self.augmentation)
@@ -140,34 +193,84 @@ class PatchSampler:
         self.sources = [
             _Source(norm.normalize_section(gt.em), gt.labels != UNANNOTATED, gt.labels) for gt in images
         ]
-        half = patch_size // 2
+        self._rooms: dict[tuple[int, int], int] = {}
+        self._bin_counts: dict[int, np.ndarray] = {}
+        self._empty_bins: set[int] = set()
+        self.automatic = patch_size is None
+        self.patch_size = self._choose(largest) if patch_size is None else patch_size
+        half = self.patch_size // 2
         self._offsets = np.stack(
             np.meshgrid(np.arange(-half, half), np.arange(-half, half), indexing="ij"), axis=0
         ).reshape(2, -1).astype(np.float64)
-        self._bin_counts: dict[int, np.ndarray] = {}
-        self._empty_bins: set[int] = set()
-        if self.bin_total(0) == 0 and not any(self.bin_total(b) for b in range(1, self.bin_count)):
-            largest = self.largest_patch_size()
+        if not any(self.bin_total(b) for b in range(self.bin_count)):
+            largest_fit = self.largest_patch_size()
             raise InputError(
-                f"no {patch_size}x{patch_size} patch fits wholly inside the annotated regions; paint larger "
-                f"regions or choose a smaller patch size (the largest that fits is {largest} px)"
+                f"no {self.patch_size}x{self.patch_size} patch fits wholly inside the annotated regions "
+                f"at the angles training cuts patches ({self._fits(largest_fit)}); {self._paint_wider(self.patch_size)}"
+                + (f", or choose a patch size of {largest_fit} px" if largest_fit else "")
             )
 
-    # -- valid centres -------------------------------------------------------------
-    def _radius(self) -> float:
-        """Chessboard radius a centre needs: P/2 for fixed patches, grown to cover a bin."""
-        half = self.patch_size / 2
-        if not self.rotate:
-            return half
-        spread = math.radians(self.bin_width / 2)
-        return half * (math.cos(spread) + math.sin(spread)) + ROUNDING_MARGIN
+    # -- room and patch size ---------------------------------------------------------
+    def _radius(self, patch_size: int) -> float:
+        return patch_radius(patch_size, self.rotate, self.bin_width)
 
+    def width_needed(self, patch_size: int) -> int:
+        """How wide (px) painted strokes must be for ``patch_size`` patches (:func:`width_needed`)."""
+        return width_needed(patch_size, self.rotate, self.bin_width)
+
+    def _fits(self, largest_fit: int) -> str:
+        return f"the largest that fits is {largest_fit} px" if largest_fit else f"not even {self.multiple} px fits"
+
+    def _paint_wider(self, patch_size: int) -> str:
+        across = "in any direction" if self.rotate else "both across and down (rotation is off)"
+        return f"paint regions at least {self.width_needed(patch_size)} px wide {across} for {patch_size} px patches"
+
+    def room(self, source: int, angle_bin: int) -> int:
+        """The largest chessboard distance from an unannotated pixel in image ``source``, seen
+        in the frame of ``angle_bin``: a patch size fits the bin where this exceeds its radius."""
+        found = self._rooms.get((source, angle_bin))
+        if found is None:
+            found = int(self._room_map(source, angle_bin).max(initial=0))
+        return found
+
+    def largest_fit(self, room: int, largest: int | None = None) -> int:
+        """The largest multiple of :attr:`multiple` (at most ``largest``) that fits ``room`` (0: none)."""
+        size = 0
+        while (largest is None or size + self.multiple <= largest) and self._radius(size + self.multiple) < room:
+            size += self.multiple
+        return size
+
+    def largest_patch_size(self) -> int:
+        """The largest patch size (a multiple of :attr:`multiple`) that fits somewhere in the
+        annotation at one of the angles the sampler uses (0 when none does)."""
+        most = max((self.room(i, b) for b in range(self.bin_count) for i in range(len(self.sources))), default=0)
+        return self.largest_fit(most)
+
+    def _choose(self, largest: int) -> int:
+        """The automatic patch size: the largest that fits, from AUTO_SMALLEST up to ``largest``."""
+        smallest = max(AUTO_SMALLEST, self.multiple)
+        largest = max(largest - largest % self.multiple, smallest)
+        most = 0
+        for angle_bin in range(self.bin_count):  # the unrotated bin first: it is the cheapest
+            for source in range(len(self.sources)):
+                most = max(most, self.room(source, angle_bin))
+                if self._radius(largest) < most:
+                    return largest  # nothing larger is wanted: stop measuring
+        chosen = self.largest_fit(most, largest)
+        if chosen < smallest:
+            raise InputError(
+                f"the painted regions are too narrow for training: patches are at least {smallest} px "
+                f"and {self._fits(chosen)}; {self._paint_wider(smallest)}"
+            )
+        return chosen
+
+    # -- valid centres -------------------------------------------------------------
     def centres(self, source: int, angle_bin: int) -> CentreSet:
         """The valid centres of image ``source`` for angle bin ``angle_bin`` (cached)."""
         src = self.sources[source]
         found = src.bins.get(angle_bin)
         if found is None:
-            found = src.bins[angle_bin] = CentreSet(self._valid_mask(src.annotated, angle_bin * self.bin_width))
+            found = src.bins[angle_bin] = CentreSet(self._room_map(source, angle_bin) > self._radius(self.patch_size))
         return found
 
     def bin_counts(self, angle_bin: int) -> np.ndarray:
@@ -187,35 +290,34 @@ class PatchSampler:
         for angle_bin in range(self.bin_count):
             self.bin_counts(angle_bin)
 
-    def _valid_mask(self, annotated: np.ndarray, angle: float) -> np.ndarray:
-        radius = self._radius()
+    def _room_map(self, source: int, angle_bin: int) -> np.ndarray:
+        """Per pixel of image ``source``, the chessboard distance to the nearest unannotated
+        pixel in the frame of ``angle_bin`` (0 outside the annotation); records its maximum."""
+        annotated = self.sources[source].annotated
+        angle = angle_bin * self.bin_width
         if angle == 0.0:
             padded = np.pad(annotated, 1)  # outside the image counts as unannotated
-            distance = ndimage.distance_transform_cdt(padded, metric="chessboard")[1:-1, 1:-1]
-            return distance > radius
-        h, w = annotated.shape
-        rot = _rotation(angle)
-        centre = np.array([(h - 1) / 2, (w - 1) / 2])
-        # The rotated frame must hold the whole image, plus a border of unannotated pixels.
-        side = int(math.ceil(math.hypot(h, w))) + 4
-        frame_centre = np.array([(side - 1) / 2, (side - 1) / 2])
-        # Frame pixel q shows image pixel rot @ (q - frame_centre) + centre.
-        seen = ndimage.affine_transform(
-            annotated.view(np.uint8), rot, offset=centre - rot @ frame_centre, output_shape=(side, side), order=0
-        )
-        fits = (ndimage.distance_transform_cdt(seen, metric="chessboard") > radius).view(np.uint8)
-        valid = ndimage.affine_transform(
-            fits, rot.T, offset=frame_centre - rot.T @ centre, output_shape=(h, w), order=0
-        )
-        return valid.astype(bool) & annotated
-
-    def largest_patch_size(self) -> int:
-        """The largest even patch side that fits axis-aligned somewhere in the annotation."""
-        best = 0
-        for src in self.sources:
-            distance = ndimage.distance_transform_cdt(np.pad(src.annotated, 1), metric="chessboard")
-            best = max(best, int(distance.max()))
-        return max(0, 2 * (best - 1))
+            room = ndimage.distance_transform_cdt(padded, metric="chessboard")[1:-1, 1:-1]
+        else:
+            h, w = annotated.shape
+            rot = _rotation(angle)
+            centre = np.array([(h - 1) / 2, (w - 1) / 2])
+            # The rotated frame must hold the whole image, plus a border of unannotated pixels.
+            side = int(math.ceil(math.hypot(h, w))) + 4
+            frame_centre = np.array([(side - 1) / 2, (side - 1) / 2])
+            # Frame pixel q shows image pixel rot @ (q - frame_centre) + centre.
+            seen = ndimage.affine_transform(
+                annotated.view(np.uint8), rot, offset=centre - rot @ frame_centre, output_shape=(side, side), order=0
+            )
+            distance = ndimage.distance_transform_cdt(seen, metric="chessboard")
+            # Nearest-neighbour back into the image: thresholding commutes with it, so
+            # room > radius is exactly the valid-centre mask of that radius.
+            room = ndimage.affine_transform(
+                distance, rot.T, offset=frame_centre - rot.T @ centre, output_shape=(h, w), order=0
+            )
+            room[~annotated] = 0
+        self._rooms[source, angle_bin] = int(room.max(initial=0))
+        return room
 
     # -- cutting patches --------------------------------------------------------------
     def _cut(self, src: _Source, centre: tuple[int, int], angle: float) -> tuple[np.ndarray, np.ndarray]:
@@ -268,7 +370,8 @@ class PatchSampler:
             return Patch(image, labels, source, centre, angle)
         raise InputError(
             f"could not cut a fully annotated {self.patch_size}px patch in {MAX_REDRAWS} tries; "
-            "the annotated regions are too thin for rotated patches: choose a smaller patch size"
+            f"the annotated regions are too thin for rotated patches: {self._paint_wider(self.patch_size)}, "
+            "or choose a smaller patch size"
         )
 
     def reseed(self, seed: int | Sequence[int]) -> None:

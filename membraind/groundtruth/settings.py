@@ -43,7 +43,12 @@ class GroundTruthSettings(StrictModel):
 class SamplerSettings(StrictModel):
     """The partial-annotation patch sampler."""
 
-    patch_size: int = Field(128, ge=16, multiple_of=2, description="patch side in pixels (the network input)")
+    patch_size: int | None = Field(
+        None,
+        ge=16,
+        multiple_of=2,
+        description="patch side in pixels (the network input); none: the largest up to 128 that the painted regions hold",
+    )
     angle_step: float = Field(5.0, gt=0, le=90, description="width of the angle bins whose valid centres are cached")
     seed: int = Field(0, description="random seed: the same seed draws the same patches")
 

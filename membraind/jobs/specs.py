@@ -53,7 +53,9 @@ class TrainSpec(StrictModel):
     epochs: int | None = Field(None, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)
-    patch_size: int | None = Field(None, ge=16)
+    patch_size: int | None = Field(
+        None, ge=16, description="patch side in pixels (default: config, else chosen from the painted regions)"
+    )
     device: str | None = None
     seed: int | None = None
     restart: bool = Field(False, description="start over instead of resuming a run in out (first attempt only)")

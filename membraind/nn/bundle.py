@@ -63,6 +63,7 @@ class ModelMetadata(StrictModel):
     mip: int = Field(0, ge=0, description="resolution level (MIP) the network was trained at")
     pixel_size_nm: tuple[float, float] | None = Field(None, description="(y, x) pixel size of the training data")
     patch_size: int = Field(gt=0, description="side of the square training patches")
+    patch_size_automatic: bool = Field(False, description="patch_size was chosen from the painted regions (none given)")
     training: dict[str, Any] = Field(default_factory=dict, description="training settings (free-form)")
     history: list[dict[str, Any]] = Field(default_factory=list, description="per-epoch records")
     parent: str | None = Field(None, description="bundle this one was fine-tuned from")

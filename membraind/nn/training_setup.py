@@ -16,7 +16,7 @@ from membraind.errors import InputError
 from membraind.groundtruth.batches import TrainingBatches
 from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.groundtruth.pairs import GroundTruthImage
-from membraind.groundtruth.sampler import PatchSampler
+from membraind.groundtruth.sampler import AUTO_LARGEST, PatchSampler
 from membraind.groundtruth.settings import AugmentationSettings, SamplerSettings
 from membraind.groundtruth.training_data import TrainingData, load_sources
 from membraind.nn.bundle import Bundle, ModelMetadata, default_class_names
@@ -45,9 +45,11 @@ def build_trainer(
     """The trainer of a run into ``run_dir``: from scratch, or fine-tuning ``parent`` as ``transfer`` says.
 
     It takes the configuration sections a run uses: ``training``; the architecture
-    (``unet``), ``normalization`` and patch size (``sampler``) of a new network, which a
-    fine-tuned one takes from its ``parent``; and the ``augmentation`` of its patches.
-    Sections not given are their defaults.
+    (``unet``) and ``normalization`` of a new network, which a fine-tuned one takes from
+    its ``parent``; the patch size (``sampler``) and the ``augmentation`` of its patches.
+    Sections not given are their defaults. A patch size not given is chosen from the
+    painted regions: the largest that fits, up to 128 px (up to the parent's patch size
+    when fine-tuning), recorded in the bundle.
     """
     sampler = sampler or SamplerSettings()
     augmentation = augmentation or AugmentationSettings()
@@ -57,12 +59,17 @@ def build_trainer(
         if parent.model is None:
             raise InputError(f"bundle {parent.path} holds only an ONNX network, which cannot be fine-tuned")
         architecture, normalization = parent.metadata.architecture, parent.metadata.normalization
-        patch_size = parent.metadata.patch_size
+        largest = parent.metadata.patch_size  # what the parent learned on, unless the painting is narrower
     else:
         architecture = unet or UNetConfig()
         normalization = (normalization or IntensityNormalization()).fit([gt.em for gt in data.train])
-        patch_size = sampler.patch_size
-    _check_fit(architecture, patch_size, training)
+        largest = AUTO_LARGEST
+    _check_fit(architecture, sampler.patch_size, training)
+    patches = PatchSampler(
+        data.train, sampler.patch_size, normalization, augmentation, sampler.angle_step, training.seed,
+        multiple=architecture.multiple, largest=largest,
+    )  # fmt: skip
+    patch_size = patches.patch_size
 
     torch.manual_seed(training.seed)  # the same seed initialises the same network
     model = UNet(architecture)
@@ -76,7 +83,6 @@ def build_trainer(
     weights = torch.tensor(training.class_weights, dtype=torch.float32, device=device) if training.class_weights else None
     loss = MaskUnannotated(SparseSegmentationLoss(weights, training.dice_weight))
 
-    patches = PatchSampler(data.train, patch_size, normalization, augmentation, sampler.angle_step, training.seed)
     replay = None
     if transfer is not None and transfer.mode == "episodic":
         replay = PatchSampler(_parent_images(parent), patch_size, normalization, augmentation, sampler.angle_step)
@@ -91,21 +97,21 @@ def build_trainer(
         "transfer": transfer.model_dump() if transfer else None,
         "data": data.sources,
     }
-    bundle = _bundle_metadata(name or Path(run_dir).name, architecture, normalization, patch_size, recorded, parent)
+    bundle = _bundle_metadata(name or Path(run_dir).name, architecture, normalization, patches, recorded, parent)
     return Trainer(
         run_dir, model, loss, optimizer, schedule, batches, validation, bundle, training, device, plan
     )  # fmt: skip
 
 
-def _check_fit(architecture: UNetConfig, patch_size: int, training: TrainingSettings) -> None:
-    """Class weights and patch size that fit the network, or an error saying what does."""
+def _check_fit(architecture: UNetConfig, patch_size: int | None, training: TrainingSettings) -> None:
+    """Class weights and a given patch size that fit the network, or an error saying what does."""
     weights = training.class_weights
     if weights is not None and len(weights) != architecture.classes:
         raise InputError(
             f"training.class_weights has {len(weights)} value(s) but the network has "
             f"{architecture.classes} classes; give one weight per class (interior, membrane[, third])"
         )
-    if patch_size % architecture.multiple:
+    if patch_size is not None and patch_size % architecture.multiple:
         raise InputError(
             f"patch size {patch_size} is not a multiple of {architecture.multiple} "
             f"(2^depth for a U-Net of depth {architecture.depth}); choose e.g. "
@@ -131,7 +137,7 @@ def _bundle_metadata(
     name: str,
     architecture: UNetConfig,
     normalization: IntensityNormalization,
-    patch_size: int,
+    patches: PatchSampler,
     training: dict,
     parent: Bundle | None,
 ) -> ModelMetadata:
@@ -142,7 +148,8 @@ def _bundle_metadata(
         class_names=default_class_names(architecture.classes),
         membrane_channel=1,
         normalization=normalization,
-        patch_size=patch_size,
+        patch_size=patches.patch_size,
+        patch_size_automatic=patches.automatic,
         training=training,
         parent=str(parent.path) if parent is not None else None,
         parent_data=parent.metadata.training.get("data", []) if parent is not None else [],

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from membraind.demo.brush import erase_irregular
+from membraind.demo.brush import erase_irregular, keep_strokes
 from membraind.errors import InputError
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.normalization import IntensityNormalization
@@ -27,6 +29,29 @@ def partial_isbi(isbi):
         GroundTruthImage(gt.name, gt.em, erase_irregular(gt.labels, 0.7, seed=k, smoothness=90))
         for k, gt in enumerate(images[:8])
     ]
+
+
+@pytest.fixture(scope="module")
+def isbi_sections(isbi):
+    """Three fully labelled ISBI sections, to paint brush strokes on."""
+    images = load_ground_truth(isbi / "train" / "image", isbi / "train" / "label", LabelMapping.preset("isbi"))
+    return images[:3]
+
+
+def painted(sections, width: float, strokes) -> list[GroundTruthImage]:
+    """The sections with labels kept only under the brush ``strokes``, ``width`` px wide."""
+    return [GroundTruthImage(gt.name, gt.em, keep_strokes(gt.labels, width, strokes)) for gt in sections]
+
+
+def stroke_at(angle: float, length: float = 440.0, centre: float = 255.5) -> tuple[float, float, float, float]:
+    """A straight stroke through the middle of a 512 px section, ``angle`` degrees from horizontal."""
+    dy, dx = np.sin(np.radians(angle)) * length / 2, np.cos(np.radians(angle)) * length / 2
+    return (centre - dy, centre - dx, centre + dy, centre + dx)
+
+
+HORIZONTAL = [(90, 20, 90, 490), (300, 20, 300, 490)]
+# Directions half-way between the sampler's 5-degree angle bins: the hardest for it.
+BETWEEN_BINS = (2.5, 47.5, 132.5)
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +179,47 @@ def test_without_rotation_patches_are_plain_windows(partial_isbi):
 def test_patch_too_large_for_the_annotation_says_what_fits(partial_isbi):
     with pytest.raises(InputError, match=r"no 512x512 patch fits .*the largest that fits is \d+ px"):
         PatchSampler(partial_isbi[:1], 512)
+
+
+def test_the_largest_size_named_really_fits(isbi_sections):
+    # Horizontal strokes 133 px wide hold an upright 128 px patch but no patch turned a
+    # few degrees; the sampler turns every patch, so 128 px does not fit (the message
+    # used to say so and then name 128 or more as the largest that fits).
+    strokes = painted(isbi_sections[:2], 133, HORIZONTAL)
+    with pytest.raises(InputError, match=r"no 128x128 patch fits") as caught:
+        PatchSampler(strokes, 128)
+    message = str(caught.value)
+    largest = int(re.search(r"the largest that fits is (\d+) px", message).group(1))
+    assert 0 < largest < 128
+    sampler = PatchSampler(strokes, largest, seed=4)
+    assert all(sampler.sample().labels.min() >= 1 for _ in range(50))
+    with pytest.raises(InputError, match=f"the largest that fits is {largest} px"):
+        PatchSampler(strokes, largest + 2)
+    # Strokes as wide as the message asks for hold 128 px patches, whatever their direction.
+    width = int(re.search(r"paint regions at least (\d+) px wide in any direction for 128 px patches", message).group(1))
+    for angle in BETWEEN_BINS:
+        sampler = PatchSampler(painted(isbi_sections[:1], width, [stroke_at(angle)]), 128, seed=4)
+        assert all(sampler.sample().labels.min() >= 1 for _ in range(20))
+
+
+def test_no_patch_size_given_takes_the_largest_that_fits(isbi_sections):
+    strokes = painted(isbi_sections[:2], 60, [stroke_at(20), stroke_at(-35, centre=380)])
+    sampler = PatchSampler(strokes, None, multiple=16)
+    assert sampler.automatic and sampler.patch_size % 16 == 0 and 32 <= sampler.patch_size < 128
+    assert all(sampler.sample().labels.min() >= 1 for _ in range(50))
+    with pytest.raises(InputError, match=f"the largest that fits is {sampler.patch_size} px"):
+        PatchSampler(strokes, sampler.patch_size + 16, multiple=16)
+    # Fully labelled sections hold far more: the choice stops at 128 px.
+    assert PatchSampler(isbi_sections[:1], None, multiple=16).patch_size == 128
+
+
+def test_too_narrow_painting_says_how_wide_to_paint(isbi_sections):
+    with pytest.raises(InputError, match="too narrow for training") as caught:
+        PatchSampler(painted(isbi_sections[:2], 30, HORIZONTAL), None, multiple=16)
+    found = re.search(r"paint regions at least (\d+) px wide in any direction for (\d+) px patches", str(caught.value))
+    width, smallest = int(found.group(1)), int(found.group(2))
+    assert width > 30
+    for angle in BETWEEN_BINS:  # strokes that wide suffice, in any direction
+        sampler = PatchSampler(painted(isbi_sections[:1], width, [stroke_at(angle)]), None, multiple=16)
+        assert sampler.patch_size >= smallest
+        assert all(sampler.sample().labels.min() >= 1 for _ in range(20))

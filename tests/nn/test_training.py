@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from membraind.config import load_settings
+from membraind.errors import InputError
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth
 from membraind.nn.bundle import load_bundle
@@ -118,7 +120,7 @@ def test_training_writes_history_curve_and_bundle(tmp_path, tiny_settings, isbi_
     assert [r.phase for r in reports if r.milestone] == ["validating", "validating"], "one line per epoch"
     bundle = load_bundle(bundle_path)
     assert bundle.metadata.architecture.depth == 2
-    assert bundle.metadata.patch_size == 64
+    assert bundle.metadata.patch_size == 64 and not bundle.metadata.patch_size_automatic  # as given
     assert len(bundle.metadata.history) == 2
 
 
@@ -197,6 +199,63 @@ def small_isbi_folders(tmp_path, isbi):
     return tmp_path / "gt" / "image", tmp_path / "gt" / "label"
 
 
+def paint_strokes(isbi, folder, width: float):
+    """ISBI sections 00-02 (256 px crops) with labels kept only under two brush strokes
+    ``width`` px wide, as label classes (0 not painted, 1 interior, 2 membrane)."""
+    from membraind.demo.brush import keep_strokes
+    from membraind.groundtruth.pairs import GroundTruthImage
+    from membraind.volumes.image_files import write_image
+
+    images = load_ground_truth(isbi / "train" / "image", isbi / "train" / "label", LabelMapping.preset("isbi"))
+    strokes = [(40, 10, 110, 250), (230, 20, 150, 240)]
+    crops = [GroundTruthImage(gt.name, gt.em[:256, :256], keep_strokes(gt.labels[:256, :256], width, strokes))
+             for gt in images[:3]]  # fmt: skip
+    for gt in crops:
+        write_image(folder / "image" / f"{gt.name}.png", gt.em)
+        write_image(folder / "label" / f"{gt.name}.png", gt.labels)
+    return crops
+
+
+def test_default_train_on_brush_strokes_chooses_the_patch_size(tmp_path, isbi):
+    from membraind.groundtruth.sampler import PatchSampler
+    from tests.conftest import run_cli
+
+    env = {k: v for k, v in TINY.items() if k not in ("MEMBRAIND_SAMPLER__PATCH_SIZE", "MEMBRAIND_UNET__DEPTH")}
+    narrow = tmp_path / "narrow"
+    paint_strokes(isbi, narrow, 30)
+    result = run_cli("train", "--em", str(narrow / "image"), "--labels", str(narrow / "label"),
+                     "--out", str(tmp_path / "too-narrow"), "--epochs", "1", env=env)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert re.search(r"too narrow for training.*paint regions at least \d+ px wide in any direction", result.stderr)
+
+    wide = tmp_path / "wide"
+    painted = paint_strokes(isbi, wide, 60)
+    result = run_cli("train", "--em", str(wide / "image"), "--labels", str(wide / "label"),
+                     "--out", str(tmp_path / "run"), "--epochs", "1", env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    chosen = int(re.search(r"patch size (\d+) px, chosen from the painted regions", result.stdout).group(1))
+    metadata = load_bundle(tmp_path / "run" / "model").metadata
+    assert metadata.patch_size == chosen and metadata.patch_size_automatic
+    multiple = metadata.architecture.multiple  # 16 for the default depth 4
+    assert chosen % multiple == 0 and 32 <= chosen < 128
+    with pytest.raises(InputError, match=f"the largest that fits is {chosen} px"):  # the largest that fits
+        PatchSampler(painted[:2], chosen + multiple, multiple=multiple)
+
+
+def test_finetuning_chooses_at_most_the_parents_patch_size(tmp_path, tiny_settings, isbi_small, isbi):
+    settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 1})})
+    parent = load_bundle(tiny_trainer(tmp_path / "parent", isbi_small, settings).run())
+    assert parent.metadata.patch_size == 64
+    automatic = settings.model_copy(update={"sampler": settings.sampler.model_copy(update={"patch_size": None})})
+    # Fully painted sections would hold 128 px: the parent's 64 px is kept.
+    trainer = tiny_trainer(tmp_path / "same", isbi_small, automatic, parent=parent)
+    assert trainer.bundle.patch_size == 64 and trainer.bundle.patch_size_automatic
+    # Brush strokes too narrow for 64 px patches get the largest size that fits.
+    painted = paint_strokes(isbi, tmp_path / "gt", 40)
+    child = tiny_trainer(tmp_path / "child", TrainingData(painted[:2], painted[2:]), automatic, parent=parent)
+    assert 32 <= child.bundle.patch_size < 64
+
+
 def test_episodic_finetuning_replays_the_parents_data(tmp_path, tiny_settings, small_isbi_folders):
     from membraind.groundtruth.training_data import load_training_data
 
@@ -216,8 +275,6 @@ def test_episodic_finetuning_replays_the_parents_data(tmp_path, tiny_settings, s
 
 
 def test_episodic_without_recorded_parent_data_says_what_to_do(tmp_path, tiny_settings, isbi_small):
-    from membraind.errors import InputError
-
     settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 1})})
     parent = load_bundle(tiny_trainer(tmp_path / "parent", isbi_small, settings).run())
     with pytest.raises(InputError, match="does not record any; use another mode"):
