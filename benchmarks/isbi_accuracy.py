@@ -62,8 +62,8 @@ def main() -> None:
     total, instances = result.total, result.mean_instances()
     print(
         f"device {trainer.device}, {len(history)} epochs x {training.steps_per_epoch} steps x "
-        f"{training.batch_size} patches of {bundle.metadata.patch_size} px, best epoch "
-        f"{bundle.metadata.training['best_epoch']}, architecture {bundle.metadata.architecture.model_dump()}"
+        f"{training.batch_size} patches of {bundle.metadata.patch_size} px, {bundle.metadata.outcome.describe()}, "
+        f"architecture {bundle.metadata.architecture.model_dump()}"
     )
     print(
         f"RESULT membrane_f1={total.membrane_f1:.4f} pixel_error={1 - total.accuracy:.4f} "

@@ -88,6 +88,12 @@ def test_service_demo_runs_the_daemon_end_to_end(tmp_path):
         status = json.loads((out / "home" / "requests" / "accepted" / f"{name}.status.json").read_text())
         assert status["state"] == "done", status
         assert all(Path(p).exists() for p in status["result"]["outputs"])
+    # The train job's summary says why training stopped and which epoch the bundle holds, as the bundle records it.
+    from membraind.nn.bundle import read_metadata
+
+    outcome = read_metadata(out / "home" / "runs" / "demo" / "model").outcome
+    summary = json.loads((out / "home" / "requests" / "accepted" / "train-demo.json.status.json").read_text())["result"]["summary"]
+    assert outcome.stopped is not None and summary.startswith(outcome.describe() + "; model bundle: "), summary
     tiles = sorted((out / "home" / "scope-predictions").rglob("tile_*.png"))
     assert [t.name for t in tiles] == [f"tile_{i:03d}.png" for i in range(4)]
 

@@ -25,21 +25,24 @@ def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
 
 def _train(spec, settings: Settings) -> int:
     from membraind.groundtruth.sampler import patch_size_note
-    from membraind.jobs.execute import make_trainer, training_data, training_result
+    from membraind.jobs.execute import make_trainer, training_data, training_outcome, training_result
+    from membraind.nn.history import format_minutes
     from membraind.nn.trainer import TrainingCancelled
 
     data = training_data(spec, settings)
     trainer = make_trainer(spec, settings, data)
+    t = trainer.settings
+    limit = f"{t.epochs} epochs" + (f" or {format_minutes(t.max_minutes)}, whichever ends first" if t.max_minutes else "")
     print(
         f"training on {len(data.train)} image(s), validating on {len(data.validation)}, device {trainer.device}; "
-        f"{patch_size_note(trainer.batches.sampler)}; run folder {spec.out}"
+        f"{patch_size_note(trainer.batches.sampler)}; up to {limit}; run folder {spec.out}"
     )
     progress, close_bar = progress_bar()
     try:
         bundle = trainer.run(EtaClock(progress))  # as run_job does for every other job
     except (TrainingCancelled, KeyboardInterrupt):
         close_bar()
-        print(f"stopped; the last finished epoch is kept. Run the same command again to resume ({spec.out}).")
+        print(f"{training_outcome(spec.out / 'model')}. Run the same command again to resume ({spec.out}).")
         return 130
     close_bar()
     print(training_result(spec.out, bundle).summary)

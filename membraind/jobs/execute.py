@@ -16,6 +16,7 @@ from membraind_client.progress import EtaClock, Progress, ProgressReporter
 
 from membraind.config import Settings, with_overrides
 from membraind.jobs.specs import ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
+from membraind.nn.bundle_layout import METADATA_FILE
 from membraind.predict.request import VastSource
 from membraind.predict.settings import PredictSettings
 from membraind.segment.settings import Segment2DSettings
@@ -125,12 +126,20 @@ def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None 
     )  # fmt: skip
 
 
+def training_outcome(bundle: Path) -> str:
+    """Why the run of ``bundle`` stopped and which epoch it holds, as its metadata records it."""
+    from membraind.nn.bundle import read_metadata
+
+    outcome = read_metadata(bundle).outcome if (Path(bundle) / METADATA_FILE).is_file() else None
+    return outcome.describe() if outcome is not None else "no epoch finished: no model yet"
+
+
 def training_result(run_dir: Path, bundle: Path) -> JobResult:
-    """The outputs of a finished training run."""
+    """The outputs of a finished training run; the summary says why it stopped and which epoch was kept."""
     curve = Path(run_dir) / "learning_curve.png"
     return JobResult(
         outputs=[str(bundle), str(curve), str(Path(run_dir) / "history.csv")],
-        summary=f"model bundle: {bundle}; learning curve: {curve}",
+        summary=f"{training_outcome(bundle)}; model bundle: {bundle}; learning curve: {curve}",
     )
 
 

@@ -3,7 +3,7 @@
 A bundle is a directory holding
 
 - ``model.json``: :class:`ModelMetadata` (architecture, classes, intensity
-  normalisation, training settings and history, lineage);
+  normalisation, training settings, history and outcome, lineage);
 - ``weights.safetensors``: the PyTorch state dict, stored with ``safetensors`` so that
   loading a bundle never unpickles (never runs) anything;
 - or, for a network imported from ONNX, ``model.onnx`` instead of the weights.
@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from membraind.atomic import sibling
 from membraind.errors import InputError, describe_validation_error
 from membraind.groundtruth.normalization import IntensityNormalization
+from membraind.nn.history import TrainingOutcome
 from membraind.nn.bundle_layout import METADATA_FILE, ONNX_FILE, WEIGHTS_FILE
 from membraind.nn.settings import UNetConfig
 from membraind.nn.unet import UNet
@@ -66,6 +67,9 @@ class ModelMetadata(StrictModel):
     patch_size_automatic: bool = Field(False, description="patch_size was chosen from the painted regions (none given)")
     training: dict[str, Any] = Field(default_factory=dict, description="training settings (free-form)")
     history: list[dict[str, Any]] = Field(default_factory=list, description="per-epoch records")
+    outcome: TrainingOutcome | None = Field(
+        None, description="which epoch these weights are from and why training stopped (none in older bundles)"
+    )
     parent: str | None = Field(None, description="bundle this one was fine-tuned from")
     parent_data: list[dict[str, Any]] = Field(default_factory=list, description="data the parent was trained on")
     source: Literal["membraind", "onnx-import", "state-dict-import"] = "membraind"

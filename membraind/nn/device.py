@@ -15,7 +15,7 @@ import torch
 
 from membraind.errors import InputError
 
-__all__ = ["autocast_dtype", "cpu_has_native_bf16", "resolve_device"]
+__all__ = ["autocast_dtype", "cpu_has_native_bf16", "describe_device", "resolve_device"]
 
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -48,3 +48,20 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {name!r} was asked for but no CUDA GPU is available; use --device cpu")
     return device
+
+
+def describe_device(name: str) -> str:
+    """The device ``name`` ('auto', 'cpu', 'cuda:1', ...) resolves to, for a person reading a log:
+    ``cuda:0 (NVIDIA H200)``, ``cpu (no CUDA device)``, or why it is unusable. Never raises."""
+    try:
+        device = resolve_device(name)
+        if device.type != "cuda":
+            return f"{device}" if torch.cuda.is_available() else f"{device} (no CUDA device)"
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            return f"{name}, which does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    except InputError:
+        return f"{name}, which is unavailable: no CUDA device (its jobs will fail; set the device to auto or cpu)"
+    except Exception as exc:  # a broken driver, an unknown device type: say so, the engine starts anyway
+        return f"{name}, which is unusable ({type(exc).__name__}: {exc})"

@@ -10,7 +10,8 @@ A run directory holds everything of one training run:
 - ``checkpoint.pt``: model, optimizer and progress after the last finished epoch
   (tensors and plain values only, loaded with ``weights_only=True``);
 - ``history.csv`` and ``learning_curve.png``: rewritten after every epoch;
-- ``model/``: the bundle of the best epoch so far (by validation membrane F1).
+- ``model/``: the bundle of the best epoch so far (by validation membrane F1); its
+  metadata's ``outcome`` says which epoch that is and, once training stops, why.
 
 Running again into the same directory resumes after the last finished epoch, so a
 killed run loses at most one epoch.
@@ -35,7 +36,8 @@ from membraind.groundtruth.batches import TrainingBatches
 from membraind.nn.bundle import ModelMetadata, save_bundle
 from membraind.nn.device import autocast_dtype
 from membraind.nn.evaluate import score, score_batch
-from membraind.nn.history import EpochRecord, plot_learning_curve, write_csv
+from membraind.nn.bundle_layout import METADATA_FILE
+from membraind.nn.history import EpochRecord, StopReason, TrainingOutcome, plot_learning_curve, write_csv
 from membraind.nn.inference import predict_probabilities
 from membraind.nn.loss import MaskUnannotated
 from membraind.nn.schedule import LearningRateSchedule
@@ -47,7 +49,8 @@ Validation = list[tuple[np.ndarray, np.ndarray]]  # (normalised image, label cla
 
 
 class TrainingCancelled(Cancelled):
-    """Raised when a cancel request stopped training (the last checkpoint is kept)."""
+    """Raised when a cancel request stopped training: the bundle keeps the best finished epoch,
+    the checkpoint the last one (where running again resumes)."""
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -59,7 +62,7 @@ class Trainer:
     """Trains ``model`` into ``run_dir`` (see the module docstring for its layout).
 
     ``bundle`` is the metadata of the bundles it writes, less what training adds (time
-    written, history, best epoch); ``plan`` names the modules a transfer mode freezes.
+    written, history, outcome); ``plan`` names the modules a transfer mode freezes.
     """
 
     def __init__(
@@ -90,7 +93,12 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, progress: ProgressReporter | None = None, cancel: Callable[[], bool] | None = None) -> Path:
-        """Train (or resume) until the epochs or the time budget are spent; returns the bundle path."""
+        """Train (or resume) until the epochs or the time budget are spent; returns the bundle path.
+
+        When it stops, the bundle's metadata (:attr:`ModelMetadata.outcome`) and the
+        learning curve say why and which epoch the bundle holds. A cancel raises
+        :class:`TrainingCancelled` saying so; Ctrl-C (KeyboardInterrupt) is recorded the same way.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         progress = progress or no_progress
         cancel = cancel or (lambda: False)
@@ -108,70 +116,87 @@ class Trainer:
         total_steps = t.epochs * t.steps_per_epoch
         budget = t.max_minutes * 60 if t.max_minutes else None
         elapsed = state["elapsed"]
+        cut_short = False  # the budget ended an epoch before its last step
 
-        for epoch in range(state["epoch"], t.epochs):
-            started = time.monotonic()
-            model.train()
-            self.plan.keep_frozen()
-            counts, loss_sum, steps = ConfusionCounts(), 0.0, 0
-            batches = self.batches.epoch(epoch, t.steps_per_epoch)
+        def spent() -> bool:
+            return budget is not None and elapsed >= budget
 
-            def done(steps_done: int) -> float:
-                """Share of the training done: by steps, or by time when a budget is set."""
-                spent = (elapsed + time.monotonic() - started) / budget if budget else 0.0
-                return min(1.0, max(steps_done / total_steps, spent))
+        try:
+            for epoch in range(state["epoch"], t.epochs):
+                if spent():  # a resumed run whose budget is gone trains no more
+                    break
+                started = time.monotonic()
+                model.train()
+                self.plan.keep_frozen()
+                counts, loss_sum, steps = ConfusionCounts(), 0.0, 0
+                batches = self.batches.epoch(epoch, t.steps_per_epoch)
 
-            try:
-                for step in range(t.steps_per_epoch):
-                    if cancel():
-                        raise TrainingCancelled(
-                            f"training cancelled in epoch {epoch + 1}; resuming continues after epoch {epoch}"
-                        )
-                    self.schedule.set_progress(done(epoch * t.steps_per_epoch + step))
-                    images, labels = batches.next()
-                    x = torch.from_numpy(images)[:, None].to(self.device, memory_format=memory_format)
-                    y = torch.from_numpy(labels).to(self.device)
-                    with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
-                        logits = model(x)
-                        loss = self.loss(logits.float(), y)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    loss_sum += float(loss.detach())
-                    steps += 1
-                    counts += score_batch(logits, labels)
-                    progress(Progress(
-                        phase="training", fraction=done(epoch * t.steps_per_epoch + step + 1),
-                        current=epoch * t.steps_per_epoch + step + 1, total=total_steps, unit="step",
-                        message=f"epoch {epoch + 1}/{t.epochs} step {step + 1}/{t.steps_per_epoch} loss {loss_sum / steps:.4f}",
-                    ))  # fmt: skip
-                    if budget and elapsed + time.monotonic() - started >= budget:
-                        break
-            finally:
-                batches.close()
-            val_loss, val_counts = self._validate()
-            elapsed += time.monotonic() - started
-            record = EpochRecord(
-                epoch=epoch + 1,
-                seconds=round(elapsed, 2),
-                learning_rate=optimizer.param_groups[-1]["lr"],
-                train_loss=loss_sum / max(steps, 1),
-                train_accuracy=counts.accuracy,
-                train_membrane_f1=counts.membrane_f1,
-                val_loss=val_loss,
-                val_accuracy=val_counts.accuracy,
-                val_membrane_f1=val_counts.membrane_f1,
-            )
-            history.append(record)
-            self._finish_epoch(history, elapsed)
-            progress(Progress(
-                phase="validating", fraction=done((epoch + 1) * t.steps_per_epoch), milestone=True,
-                current=(epoch + 1) * t.steps_per_epoch, total=total_steps, unit="step",
-                message=f"epoch {epoch + 1}/{t.epochs}: validation membrane F1 {record.val_membrane_f1:.4f}",
-            ))  # fmt: skip
-            if budget and elapsed >= budget:
-                break
+                def done(steps_done: int) -> float:
+                    """Share of the training done: by steps, or by time when a budget is set."""
+                    share = (elapsed + time.monotonic() - started) / budget if budget else 0.0
+                    return min(1.0, max(steps_done / total_steps, share))
+
+                try:
+                    for step in range(t.steps_per_epoch):
+                        if cancel():
+                            raise TrainingCancelled(f"training cancelled in epoch {epoch + 1}")
+                        self.schedule.set_progress(done(epoch * t.steps_per_epoch + step))
+                        images, labels = batches.next()
+                        x = torch.from_numpy(images)[:, None].to(self.device, memory_format=memory_format)
+                        y = torch.from_numpy(labels).to(self.device)
+                        with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
+                            logits = model(x)
+                            loss = self.loss(logits.float(), y)
+                        optimizer.zero_grad(set_to_none=True)
+                        scaler.scale(loss).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
+                        loss_sum += float(loss.detach())
+                        steps += 1
+                        counts += score_batch(logits, labels)
+                        progress(Progress(
+                            phase="training", fraction=done(epoch * t.steps_per_epoch + step + 1),
+                            current=epoch * t.steps_per_epoch + step + 1, total=total_steps, unit="step",
+                            message=f"epoch {epoch + 1}/{t.epochs} step {step + 1}/{t.steps_per_epoch} loss {loss_sum / steps:.4f}",
+                        ))  # fmt: skip
+                        if budget and elapsed + time.monotonic() - started >= budget:
+                            cut_short = step + 1 < t.steps_per_epoch
+                            break
+                finally:
+                    batches.close()
+                val_loss, val_counts = self._validate()
+                elapsed += time.monotonic() - started
+                record = EpochRecord(
+                    epoch=epoch + 1,
+                    seconds=round(elapsed, 2),
+                    learning_rate=optimizer.param_groups[-1]["lr"],
+                    train_loss=loss_sum / max(steps, 1),
+                    train_accuracy=counts.accuracy,
+                    train_membrane_f1=counts.membrane_f1,
+                    val_loss=val_loss,
+                    val_accuracy=val_counts.accuracy,
+                    val_membrane_f1=val_counts.membrane_f1,
+                )
+                history.append(record)
+                outcome = self._finish_epoch(history, elapsed)
+                progress(Progress(
+                    phase="validating", fraction=done((epoch + 1) * t.steps_per_epoch), milestone=True,
+                    current=(epoch + 1) * t.steps_per_epoch, total=total_steps, unit="step",
+                    message=f"epoch {epoch + 1}/{t.epochs}: validation membrane F1 {record.val_membrane_f1:.4f}"
+                            f" (kept: epoch {outcome.kept_epoch})",
+                ))  # fmt: skip
+        except (TrainingCancelled, KeyboardInterrupt) as exc:
+            outcome = self._record_stop(history, StopReason.CANCELLED)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            where = str(exc)
+            if outcome is None:
+                raise TrainingCancelled(f"{where}, before any epoch finished: no model yet") from None
+            raise TrainingCancelled(
+                f"{where}; {outcome.kept} in {self.run_dir / 'model'}; resuming continues after epoch {outcome.last_epoch}"
+            ) from None
+        finished = bool(history) and history[-1].epoch >= t.epochs and not cut_short
+        self._record_stop(history, StopReason.ALL_EPOCHS if finished or not spent() else StopReason.TIME_BUDGET)
         return self.run_dir / "model"
 
     @torch.no_grad()
@@ -209,18 +234,18 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         return {"epoch": saved["epoch"], "history": saved["history"], "elapsed": saved["elapsed"]}
 
-    def _finish_epoch(self, history: list[EpochRecord], elapsed: float) -> None:
-        best = max(history, key=lambda r: r.val_membrane_f1)
-        if best is history[-1]:
-            save_bundle(self.run_dir / "model", self.model, self._metadata(history))
-        else:  # keep the best weights; only the recorded history grows
-            bundle_json = self.run_dir / "model" / "model.json"
-            if bundle_json.exists():
-                metadata = ModelMetadata.model_validate_json(bundle_json.read_text())
-                metadata = metadata.model_copy(update={"history": [r.model_dump() for r in history]})
-                write_text_atomic(bundle_json, metadata.model_dump_json(indent=2))
+    def _outcome(self, history: list[EpochRecord], stopped: StopReason | None = None) -> TrainingOutcome:
+        return TrainingOutcome.of(history, self.settings.epochs, self.settings.max_minutes, stopped)
+
+    def _finish_epoch(self, history: list[EpochRecord], elapsed: float) -> TrainingOutcome:
+        """Write the bundle (when this epoch is the best so far), history, curve and checkpoint."""
+        outcome = self._outcome(history)
+        if outcome.kept_epoch == history[-1].epoch:
+            save_bundle(self.run_dir / "model", self.model, self._metadata(history, outcome))
+        else:  # keep the best weights; only the recorded history and outcome change
+            self._update_bundle(history, outcome)
         write_csv(history, self.run_dir / "history.csv")
-        plot_learning_curve(history, self.run_dir / "learning_curve.png")
+        plot_learning_curve(history, outcome, self.run_dir / "learning_curve.png")
         _save_atomic(
             {
                 "epoch": history[-1].epoch,
@@ -232,14 +257,31 @@ class Trainer:
             },
             self._checkpoint_path(),
         )
+        return outcome
 
-    def _metadata(self, history: list[EpochRecord]) -> ModelMetadata:
-        """The bundle's metadata with what this run adds: time written, best epoch, history."""
-        best_epoch = max(history, key=lambda r: r.val_membrane_f1).epoch
+    def _record_stop(self, history: list[EpochRecord], stopped: StopReason) -> TrainingOutcome | None:
+        """Say in the bundle and on the learning curve why training stopped (None: no epoch finished)."""
+        if not history:
+            return None
+        outcome = self._outcome(history, stopped)
+        self._update_bundle(history, outcome)
+        plot_learning_curve(history, outcome, self.run_dir / "learning_curve.png")
+        return outcome
+
+    def _update_bundle(self, history: list[EpochRecord], outcome: TrainingOutcome) -> None:
+        """Rewrite the bundle's model.json with ``history`` and ``outcome``, its weights untouched."""
+        bundle_json = self.run_dir / "model" / METADATA_FILE
+        if bundle_json.exists():
+            metadata = ModelMetadata.model_validate_json(bundle_json.read_text())
+            metadata = metadata.model_copy(update={"history": [r.model_dump() for r in history], "outcome": outcome})
+            write_text_atomic(bundle_json, metadata.model_dump_json(indent=2))
+
+    def _metadata(self, history: list[EpochRecord], outcome: TrainingOutcome) -> ModelMetadata:
+        """The bundle's metadata with what this run adds: time written, history, outcome."""
         return self.bundle.model_copy(
             update={
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "training": {**self.bundle.training, "best_epoch": best_epoch},
                 "history": [r.model_dump() for r in history],
+                "outcome": outcome,
             }
         )

@@ -127,6 +127,8 @@ class Daemon(ServiceProcess):
             status += f"; API on {self.service.api.endpoint}"
         if self.worker is None:
             status += f"; jobs run on `membraind worker` processes ({self.service.queue.backend} queue)"
+        elif self.worker.models_device:
+            status += f"; models run on {self.worker.models_device}"
         log.info(status)
         self.notifier.ready(status)
 

@@ -47,7 +47,7 @@ class JobWorker:
         settings_json = settings.model_dump_json()
         options = {"hang_seconds": service.hang_seconds, "cancel_grace": service.cancel_grace_seconds}
         self.name, self.queues, self.consume = name, queues, consume
-        self.engines = {queue: EngineProcess(queue, settings_json, **options) for queue in consume}
+        self.engines = {queue: EngineProcess(queue, settings_json, runs_models=queue == "gpu", **options) for queue in consume}
         self.runner = JobRunner(service, journal, self.engines, name, queues.enqueue_job, notify)
         queues.executor = self.runner.execute
 
@@ -55,6 +55,11 @@ class JobWorker:
         """Start the GPU engine now: the first tile from the scope should not wait for imports."""
         if "gpu" in self.engines:
             self.engines["gpu"].start(should_stop)
+
+    @property
+    def models_device(self) -> str | None:
+        """Where the GPU engine runs models (``cpu (no CUDA device)`` on a machine without one), once started."""
+        return self.engines["gpu"].device if "gpu" in self.engines else None
 
     def start(self) -> None:
         """Start consuming."""
@@ -102,6 +107,8 @@ class WorkerService(ServiceProcess):
         self.worker.start_engine(self._stop.is_set)
         self.worker.start()
         status = f"ready: worker {self.name} takes {' and '.join(self.consume)} jobs from the {self.service.queue.backend} queue"
+        if self.worker.models_device:
+            status += f"; models run on {self.worker.models_device}"
         log.info(status)
         self.notifier.ready(status)
 

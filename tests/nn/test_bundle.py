@@ -211,6 +211,7 @@ def test_version_0_model_json_is_migrated(saved):
     bundle = load_bundle(path)
     assert bundle.metadata.format_version == CURRENT_FORMAT
     assert bundle.metadata.normalization == NORM and bundle.metadata.source == "membraind"
+    assert bundle.metadata.outcome is None  # bundles from before the outcome was recorded still load
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(bundle.model(x), model(x))

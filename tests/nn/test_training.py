@@ -19,12 +19,14 @@ from membraind.errors import InputError
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth
 from membraind.nn.bundle import load_bundle
+from membraind.nn.history import EpochRecord, StopReason, TrainingOutcome
 from membraind.groundtruth.training_data import TrainingData
 from membraind.nn.settings import TransferSettings, UNetConfig
 from membraind.nn.trainer import TrainingCancelled
 from membraind.nn.training_setup import build_trainer
 from membraind.nn.transfer import plan_transfer
 from membraind.nn.unet import UNet
+from membraind.volumes.image_files import read_image
 
 TINY = {
     "MEMBRAIND_UNET__DEPTH": "2",
@@ -122,6 +124,11 @@ def test_training_writes_history_curve_and_bundle(tmp_path, tiny_settings, isbi_
     assert bundle.metadata.architecture.depth == 2
     assert bundle.metadata.patch_size == 64 and not bundle.metadata.patch_size_automatic  # as given
     assert len(bundle.metadata.history) == 2
+    outcome = bundle.metadata.outcome
+    best = max(bundle.metadata.history, key=lambda r: r["val_membrane_f1"])  # the first of equals
+    assert (outcome.stopped, outcome.last_epoch, outcome.epochs) == (StopReason.ALL_EPOCHS, 2, 2)
+    assert (outcome.kept_epoch, outcome.kept_val_membrane_f1) == (best["epoch"], best["val_membrane_f1"])
+    assert outcome.describe().startswith(f"finished: all 2 epochs done; kept epoch {best['epoch']} ")
 
 
 def test_cancel_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_settings, isbi_small):
@@ -132,14 +139,78 @@ def test_cancel_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_settings, isb
         calls["n"] += 1
         return calls["n"] > 4  # in the second epoch
 
-    with pytest.raises(TrainingCancelled):
+    with pytest.raises(TrainingCancelled) as stopped:
         tiny_trainer(tmp_path / "run", isbi_small, settings).run(cancel=cancel)
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 1
-    # Running again resumes after the kept epoch.
+    assert str(stopped.value) == (
+        "training cancelled in epoch 2; kept epoch 1 (best validation membrane F1 "
+        f"{saved['history'][0]['val_membrane_f1']:.4f}) in {tmp_path / 'run' / 'model'}; resuming continues after epoch 1"
+    )
+    outcome = load_bundle(tmp_path / "run" / "model").metadata.outcome
+    assert (outcome.stopped, outcome.kept_epoch, outcome.last_epoch) == (StopReason.CANCELLED, 1, 1)
+    # Running again resumes after the last finished epoch.
     tiny_trainer(tmp_path / "run", isbi_small, settings).run()
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    outcome = load_bundle(tmp_path / "run" / "model").metadata.outcome
+    assert (outcome.stopped, outcome.last_epoch) == (StopReason.ALL_EPOCHS, 5)
+
+
+def test_a_spent_time_budget_is_said_recorded_and_drawn(tmp_path, small_isbi_folders):
+    """A budget far shorter than one step always stops training after its first step (and so epoch 1)."""
+    from tests.conftest import run_cli
+
+    em, labels = small_isbi_folders
+    run = tmp_path / "run"
+    command = ("train", "--em", str(em), "--labels", str(labels), "--mapping", "isbi", "--out", str(run),
+               "--epochs", "5", "--minutes", "0.000001")  # fmt: skip
+    result = run_cli(*command, env=TINY)
+    assert result.returncode == 0, result.stderr
+    assert "up to 5 epochs or 6e-05 s, whichever ends first" in result.stdout
+    metadata = load_bundle(run / "model").metadata
+    assert [r["epoch"] for r in metadata.history] == [1]
+    assert metadata.outcome == TrainingOutcome(
+        kept_epoch=1, kept_val_membrane_f1=metadata.history[0]["val_membrane_f1"], last_epoch=1, epochs=5,
+        max_minutes=0.000001, stopped=StopReason.TIME_BUDGET,
+    )  # fmt: skip
+    said = f"stopped: time budget of 6e-05 s reached after epoch 1 of 5; {metadata.outcome.kept}; model bundle: {run / 'model'}"
+    assert said in result.stdout
+    assert read_image(run / "learning_curve.png").ndim == 3
+    # The budget is spent: running the same command again resumes, trains nothing and says so again.
+    again = run_cli(*command, env=TINY)
+    assert again.returncode == 0, again.stderr
+    assert "resuming after epoch 1" in again.stdout and said in again.stdout
+    assert len(load_bundle(run / "model").metadata.history) == 1
+
+
+def _records(val_f1: list[float]) -> list[EpochRecord]:
+    """Epoch records whose validation membrane F1 is ``val_f1``, the rest plausible values."""
+    return [
+        EpochRecord(epoch=i + 1, seconds=60.0 * (i + 1), learning_rate=1e-3, train_loss=1 / (i + 2), train_accuracy=0.9,
+                    train_membrane_f1=f + 0.02, val_loss=1.1 - f, val_accuracy=0.88, val_membrane_f1=f)  # fmt: skip
+        for i, f in enumerate(val_f1)
+    ]
+
+
+@pytest.mark.parametrize("stopped", [StopReason.TIME_BUDGET, StopReason.ALL_EPOCHS])
+def test_learning_curve_marks_the_kept_epoch_and_an_early_stop(stopped):
+    from membraind.nn.history import learning_curve_figure
+
+    records = _records([0.60, 0.71, 0.79, 0.77, 0.78, 0.76, 0.79, 0.74])  # best at 3 (7 only equals it)
+    outcome = TrainingOutcome.of(records, 40, 10, stopped)
+    assert (outcome.kept_epoch, outcome.last_epoch) == (3, 8)
+    figure = learning_curve_figure(records, outcome)
+    expected = {"kept: epoch 3 (best validation membrane F1)": 3}
+    if stopped is StopReason.TIME_BUDGET:
+        expected["stopped after epoch 8: time budget of 10 min reached"] = 8.5  # after epoch 8
+        assert figure.get_suptitle() == (
+            "stopped: time budget of 10 min reached after epoch 8 of 40; kept epoch 3 (best validation membrane F1 0.7900)"
+        )
+    for ax in figure.axes:
+        vertical = {line.get_label(): line.get_xdata()[0] for line in ax.get_lines() if len(set(line.get_xdata())) == 1}
+        assert vertical == expected, ax.get_title()
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["training", "validation", *expected]
 
 
 def test_resume_after_sigkill_continues_epochs_and_curve(tmp_path, isbi):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -317,6 +318,22 @@ def test_sigterm_while_the_engine_starts_stops_at_once(tmp_path, trained_bundle,
     assert "stopped" in daemon.log_tail()
 
 
+def test_the_log_and_the_ready_status_say_on_which_device_models_run(tmp_path, isbi):
+    """The gpu queue's engine names the device it found (not the queue's name), here and on a GPU host alike."""
+    import torch
+
+    from tests.conftest import ApiLab
+
+    expected = f"cuda:0 ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu (no CUDA device)"
+    lab = ApiLab(tmp_path, isbi)
+    with lab.supervised() as daemon:
+        (ready,) = [n for n in daemon.notifications if "READY=1" in n]
+    log = lab.log.read_text()
+    assert re.search(rf"engine process for the gpu queue ready \(pid \d+\): models run on {re.escape(expected)}\n", log), log
+    assert ready.endswith(f"; models run on {expected}"), ready
+    assert "gpu engine process ready" not in log
+
+
 def test_jobs_run_by_sqlite_workers_keep_status_files_and_api_events_current(tmp_path, trained_bundle, isbi):
     """serve_runs_jobs = false: `membraind worker` processes on the host run the jobs; serve
     must still hear of every change they make (status files, the API's events)."""
@@ -338,5 +355,7 @@ def test_jobs_run_by_sqlite_workers_keep_status_files_and_api_events_current(tmp
             # No resynchronisation by status: only the event stream can bring the job's end.
             final = client.wait("api-1", timeout=120, resync_seconds=3600)
     assert final.state == "done" and final.worker == worker_name("w0")
+    (ready,) = [n for n in worker.notifications if "READY=1" in n]
+    assert ready.endswith("; models run on cpu (no CUDA device)"), ready  # --cpu hides every GPU from its engines
     status = json.loads(status_file.read_text())
     assert status["result"]["outputs"] == [str(lab.home / "file.onnx")] and status["worker"] == worker_name("w0")

@@ -185,7 +185,7 @@ def test_engine_that_exits_while_starting_is_reported_at_once(tmp_path):
     try:
         with engine_interpreter(tmp_path, "exit 3"):  # before it reads its arguments
             started = time.monotonic()
-            with pytest.raises(RuntimeError, match=r"cpu engine process exited \(code 3\) while starting"):
+            with pytest.raises(RuntimeError, match=r"engine process for the cpu queue exited \(code 3\) while starting"):
                 engine.start()
         assert time.monotonic() - started < 10
         assert engine.pid is None

@@ -27,7 +27,7 @@ def test_every_message_goes_over_the_pipe_as_json_and_comes_back_as_it_was():
         assert json.loads(raw)["op"] == command.op  # JSON with its op, never pickle
         assert parse_command(raw) == command
     events = [
-        ReadyEvent(pid=12), ProgressEvent(progress=Progress(phase="predicting", fraction=0.5, current=1, total=2,
+        ReadyEvent(pid=12), ReadyEvent(pid=13, device="cuda:0 (NVIDIA H200)"), ProgressEvent(progress=Progress(phase="predicting", fraction=0.5, current=1, total=2,
                                                             unit="tile", message="tile 1/2")),
         DoneEvent(result=JobResult(outputs=["/out/a"], summary="done")), CancelledEvent(message="cancelled at tile 1"),
         ErrorEvent(message="bad input", retry=False),

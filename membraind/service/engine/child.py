@@ -26,7 +26,7 @@ from membraind.service.engine.messages import (
     parse_command,
 )  # fmt: skip
 
-__all__ = ["engine_main"]
+__all__ = ["engine_main", "models_device"]
 
 # What the reader hands the job loop: a job to run, a command that did not parse (reported
 # as that job's error), or None (exit).
@@ -54,8 +54,18 @@ def _reader(commands: Connection, jobs: queue.Queue[_Work], cancel: threading.Ev
             jobs.put(None)
 
 
-def engine_main(commands: Connection, events: Connection, settings_json: str, log_level: int = logging.INFO) -> None:
-    """Entry point of the engine process."""
+def models_device(settings) -> str:
+    """Where this engine's predictions and training run, for a person: one device, or one for each."""
+    from membraind.nn.device import describe_device  # imports torch (about 1.5 s on a 2-core machine)
+
+    predict, training = describe_device(settings.predict.device), describe_device(settings.training.device)
+    return predict if predict == training else f"{predict} for predictions, {training} for training"
+
+
+def engine_main(commands: Connection, events: Connection, settings_json: str, log_level: int = logging.INFO,
+                runs_models: bool = True) -> None:  # fmt: skip
+    """Entry point of the engine process; ``runs_models``: it predicts and trains (the gpu queue's
+    engine), so it finds out on which device, importing torch before it is ready."""
     logging.basicConfig(level=log_level, format="%(levelname)s engine %(name)s: %(message)s")
     from membraind_client.progress import Progress
 
@@ -77,7 +87,7 @@ def engine_main(commands: Connection, events: Connection, settings_json: str, lo
     jobs: queue.Queue[_Work] = queue.Queue()
     cancel = threading.Event()
     threading.Thread(target=_reader, args=(commands, jobs, cancel), name="engine-commands", daemon=True).start()
-    send(ReadyEvent(pid=os.getpid()))
+    send(ReadyEvent(pid=os.getpid(), device=models_device(settings) if runs_models else None))
     while (work := jobs.get()) is not None:
         started = time.monotonic()
         try:

@@ -51,10 +51,14 @@ Command = Annotated[Union[RunCommand, CancelCommand, ExitCommand], Field(discrim
 
 # -- events (engine -> daemon) ----------------------------------------------------------------
 class ReadyEvent(StrictModel):
-    """The engine has started and takes jobs."""
+    """The engine has started and takes jobs; ``device`` says where its models run (for the log)."""
 
     op: Literal["ready"] = "ready"
     pid: int
+    device: str | None = Field(
+        None, description="where models run, e.g. 'cuda:0 (NVIDIA H200)' or 'cpu (no CUDA device)'; "
+        "none from an engine that runs no models (the cpu queue's)"
+    )  # fmt: skip
 
 
 class ProgressEvent(StrictModel):

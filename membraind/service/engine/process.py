@@ -46,8 +46,12 @@ class EngineProcess:
     """One spawned engine process, restarted whenever a job has to be killed."""
 
     def __init__(self, name: str, settings_json: str, *, hang_seconds: float, cancel_grace: float,
-                 start_timeout: float = 300.0) -> None:  # fmt: skip
+                 start_timeout: float = 300.0, runs_models: bool = False) -> None:  # fmt: skip
+        """``name`` is the queue it serves; ``runs_models`` (the gpu queue's engine) makes the
+        process find out, before it is ready, on which device models run (:attr:`device`)."""
         self.name, self.settings_json = name, settings_json
+        self.runs_models = runs_models
+        self.device: str | None = None  # where models run, as the process last said when it started
         self.hang_seconds, self.cancel_grace, self.start_timeout = hang_seconds, cancel_grace, start_timeout
         self._context = multiprocessing.get_context("spawn")
         self._process = None
@@ -67,7 +71,8 @@ class EngineProcess:
         commands_r, commands_w = self._context.Pipe(duplex=False)
         events_r, events_w = self._context.Pipe(duplex=False)
         self._process = self._context.Process(
-            target=engine_main, args=(commands_r, events_w, self.settings_json, logging.getLogger().level),
+            target=engine_main,
+            args=(commands_r, events_w, self.settings_json, logging.getLogger().level, self.runs_models),
             name=f"membraind-{self.name}-engine", daemon=True,
         )  # fmt: skip
         self._process.start()
@@ -78,7 +83,7 @@ class EngineProcess:
         while not self._events.poll(START_POLL):  # in slices: a stop must not wait out the timeout
             if self._closing.is_set() or (should_stop is not None and should_stop()):
                 self.kill()
-                raise Cancelled(f"stopped while the {self.name} engine process was starting")
+                raise Cancelled(f"stopped while the engine process for the {self.name} queue was starting")
             if not self._process.is_alive():
                 self._start_failed()
             if time.monotonic() > deadline:
@@ -87,7 +92,11 @@ class EngineProcess:
             message = parse_engine_event(self._events.recv_bytes())
         except (EOFError, OSError):  # the pipe closed: it exited before it was ready
             self._start_failed()
-        log.info("%s engine process ready (pid %s)", self.name, message.pid if isinstance(message, ReadyEvent) else "?")
+        if not isinstance(message, ReadyEvent):
+            self._start_failed(f"sent {message.op!r} instead of 'ready' while starting")
+        self.device = message.device
+        runs_on = f": models run on {message.device}" if message.device else ""
+        log.info("engine process for the %s queue ready (pid %s)%s", self.name, message.pid, runs_on)
 
     def _start_failed(self, why: str | None = None) -> NoReturn:
         """Kill the process that did not start and raise RuntimeError saying ``why`` (default: how it exited)."""
@@ -95,7 +104,7 @@ class EngineProcess:
             self._process.join(5)  # it is exiting: wait for its exit code
             why = f"exited (code {self._process.exitcode}) while starting; see its log above"
         self.kill()
-        raise RuntimeError(f"the {self.name} engine process {why}")
+        raise RuntimeError(f"the engine process for the {self.name} queue {why}")
 
     def alive(self) -> bool:
         """Whether the process is running."""
@@ -137,7 +146,7 @@ class EngineProcess:
             self._closing.clear()  # stopped, not closed for good: a later run starts a fresh process
 
     def _restart(self, why: str) -> None:
-        log.warning("restarting the %s engine process: %s", self.name, why)
+        log.warning("restarting the engine process for the %s queue: %s", self.name, why)
         self.kill()
         self.restarts += 1
 
