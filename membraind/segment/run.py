@@ -80,12 +80,14 @@ class SegmentationReport:
     segments: int = 0
     seconds: float = 0.0
     outputs: list[Path] = field(default_factory=list)
+    preview: Path | None = None
 
     def summary(self) -> str:
         """One line for people."""
+        look = f"; see the cells in {self.preview}/section_<z>.png" if self.preview else ""
         return (
             f"{self.sections} sections segmented, {self.skipped} already done, "
-            f"{self.segments} segments in all, {self.seconds:.1f} s"
+            f"{self.segments} segments in all, {self.seconds:.1f} s{look}"
         )
 
 
@@ -140,10 +142,10 @@ def run_segmentation(
             store.write_region(store.bounds(0).section(z), ids[None])
             if store.max_mip >= 1:
                 store.build_pyramid(range(z, z + 1))
+            if preview:  # before the manifest marks the section done, so a resumed run is complete
+                write_segmentation_preview(out, z, _background(em_volume, section, z, mip), ids, em_volume is not None)
             manifest.sections[z] = SectionIds(first=first, count=count)
             write_text_atomic(out / MANIFEST_NAME, manifest.model_dump_json(indent=2))
-            if preview:
-                write_segmentation_preview(out, z, _background(em_volume, section, z, mip), ids, em_volume is not None)
             report.sections += 1
             if progress is not None:
                 progress(Progress(phase="segmenting", fraction=(done + 1) / len(todo), current=done + 1, total=len(todo),
@@ -157,7 +159,8 @@ def run_segmentation(
                 _write_tiff(tiff, store, manifest)
             report.outputs.append(tiff)
         if preview:
-            report.outputs.append(out / PREVIEW_DIR)
+            report.preview = out / PREVIEW_DIR
+            report.outputs.append(report.preview)
     finally:
         volume.close()
         if em_volume is not None:
