@@ -45,6 +45,11 @@ def cmd_inspect_gt(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{len(images)} pair(s) read; {warned} with too much membrane to be right: see the warnings")
     else:
         print(f"{len(images)} pair(s) OK")
+    if args.preview:
+        from membraind.groundtruth.preview import write_section_overlays
+
+        written = write_section_overlays(images, args.preview, settings.normalization.fit([gt.em for gt in images]))
+        print(f"labels drawn over the EM, one picture per section: {args.preview}/<section>_overlay.png ({len(written)})")
     return 0
 
 
@@ -95,6 +100,10 @@ def register(add: Add) -> None:
 
     p = add("inspect-gt", cmd_inspect_gt, "check EM/label pairs and report the annotated share of each section and the membrane share of its annotated pixels")
     add_ground_truth_arguments(p)
+    p.add_argument(
+        "--preview", type=Path, metavar="DIR",
+        help="also write DIR/<section>_overlay.png: the labels in colour over the EM (membrane magenta, interior green)",
+    )  # fmt: skip
 
     p = add("preview-patches", cmd_preview_patches, "draw training patches and save a contact sheet with labels")
     add_ground_truth_arguments(p)

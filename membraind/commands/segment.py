@@ -29,7 +29,7 @@ def cmd_segment2d(args: argparse.Namespace, settings: Settings) -> int:
     spec = spec_from_args(
         Segment2DSpec, membrane=args.membrane, out=args.out, mip=args.mip, sections=_sections(args.sections),
         h=args.h, sigma=args.sigma, min_size=args.min_size, membrane_threshold=args.threshold,
-        overwrite=args.overwrite, label_tiff=not args.no_tiff,
+        overwrite=args.overwrite, label_tiff=not args.no_tiff, preview=not args.no_preview, em=args.em,
     )  # fmt: skip
     run_spec(spec, settings)
     return 0
@@ -43,7 +43,9 @@ def register(add: Add) -> None:
         "cut each section of a membrane-probability volume into cells (watershed) for VAST and other tools",
     )
     p.add_argument("membrane", type=Path, help="membrane probability: a predicted layer's .vsvi or folder, or images")
-    p.add_argument("--out", type=Path, required=True, help="output folder: segmentation/ tiles, labels.tif, segment2d.json")
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder: segmentation/ tiles, labels.tif, preview/, segment2d.json"
+    )
     p.add_argument("--mip", type=int, default=0, help="mip level of the membrane volume to segment (default 0)")
     p.add_argument("--sections", help="FIRST-LAST: only these sections (default all)")
     p.add_argument("--h", type=float, help="h-minima depth: larger merges more, smaller splits more (default: config)")
@@ -52,3 +54,9 @@ def register(add: Add) -> None:
     p.add_argument("--threshold", type=float, help="membrane probability above which pixels are boundary (default: config)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming a segmentation in --out")
     p.add_argument("--no-tiff", action="store_true", help="write only the VAST tiles, not the label TIFF")
+    p.add_argument(
+        "--em", type=Path,
+        help="the EM the membrane was predicted from: the previews in OUT/preview/ show the cells over it "
+        "(default: over the membrane probability)",
+    )  # fmt: skip
+    p.add_argument("--no-preview", action="store_true", help="do not write OUT/preview/section_<z>.png")

@@ -14,7 +14,7 @@ import numpy as np
 from membraind.config import Settings
 from membraind.demo.brush import erase_irregular
 from membraind.demo.synthetic_em import generate_stack, write_stack
-from membraind.groundtruth.classes import THIRD, UNANNOTATED
+from membraind.groundtruth.classes import THIRD, UNANNOTATED, write_label_image
 from membraind.groundtruth.convert import convert_instances, convert_skeletons
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth
@@ -55,7 +55,7 @@ def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict[str, Path]:
     _step(4, "imitating a partial annotation: keeping irregular 30% of each membrane label")
     partial_dir = out / "groundtruth" / "partial"
     for k, (path, labels) in enumerate(zip(written, converted)):
-        write_image(partial_dir / path.name, erase_irregular(labels, 0.7, seed=seed + k, smoothness=90))
+        write_label_image(partial_dir / path.name, erase_irregular(labels, 0.7, seed=seed + k, smoothness=90))
 
     _step(5, "importing EM + partial labels and fitting the intensity normalisation")
     images = load_ground_truth(data["em"], partial_dir, LabelMapping.preset("classes"))

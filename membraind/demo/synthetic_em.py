@@ -33,11 +33,9 @@ from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 from skimage.measure import label as label_regions
 
+from membraind.groundtruth.classes import INTERIOR, MEMBRANE, write_label_image
+from membraind.groundtruth.classes import THIRD as ECS
 from membraind.volumes.image_files import write_image
-
-INTERIOR = 1
-MEMBRANE = 2
-ECS = 3
 
 # Share of triple junctions that open into extracellular space, and the range of
 # the opening's "radius" (distance from the two other borders; px).
@@ -481,7 +479,7 @@ def write_stack(stack: SyntheticStack, out: Path) -> dict[str, Path]:
     """Write a stack as one file per section and class of data.
 
     Writes ``out/em/NNN.png`` (uint8), ``out/instances/NNN.tif`` (uint32 TIFF) and
-    ``out/labels/NNN.png`` (uint8 classes 1/2/3), where NNN is the section index
+    ``out/labels/NNN.png`` (classes 1/2/3, a palette PNG), where NNN is the section index
     zero-padded to 3 digits (more only for stacks of over 1000 sections). Each file is
     written atomically.
 
@@ -500,7 +498,5 @@ def write_stack(stack: SyntheticStack, out: Path) -> dict[str, Path]:
             dirs["instances"] / f"{name}.tif",
             np.ascontiguousarray(stack.instances[z], np.uint32),
         )
-        write_image(
-            dirs["labels"] / f"{name}.png", np.ascontiguousarray(stack.labels[z], np.uint8)
-        )
+        write_label_image(dirs["labels"] / f"{name}.png", stack.labels[z])
     return dirs

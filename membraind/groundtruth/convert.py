@@ -8,10 +8,10 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from membraind.groundtruth.classes import write_label_image
 from membraind.groundtruth.instances import instances_to_membrane
 from membraind.groundtruth.label_mapping import LabelMapping, decode_instance_ids
 from membraind.groundtruth.skeleton import membrane_to_skeleton
-from membraind.volumes.image_files import write_image
 from membraind.volumes.sections import Section, list_sections
 
 
@@ -22,11 +22,12 @@ def convert_sections(
     role: str,
     show_progress: bool = True,
 ) -> list[Path]:
-    """Apply ``transform`` to every section of ``source``; write ``target/<name>.png``."""
+    """Apply ``transform`` (giving classes 0-3) to every section of ``source``; write
+    ``target/<name>.png`` as a label image (:func:`write_label_image`)."""
     sections = list_sections(source, role)
     written = []
     for section in tqdm(sections, desc=f"converting {role}", unit="section", disable=not show_progress):
-        written.append(write_image(Path(target) / f"{section.name}.png", transform(section.read(), section)))
+        written.append(write_label_image(Path(target) / f"{section.name}.png", transform(section.read(), section)))
     return written
 
 

@@ -164,7 +164,8 @@ def run_segment2d(spec: Segment2DSpec, segment2d: Segment2DSettings, progress: P
     sections = range(spec.sections[0], spec.sections[1] + 1) if spec.sections else None
     report = run_segmentation(
         spec.membrane, spec.out, segment_settings(spec, segment2d), mip=spec.mip, sections=sections,
-        overwrite=spec.overwrite, label_tiff=spec.label_tiff, progress=progress, cancel=cancel,
+        overwrite=spec.overwrite, label_tiff=spec.label_tiff, em=spec.em, preview=spec.preview,
+        progress=progress, cancel=cancel,
     )  # fmt: skip
     return JobResult(outputs=[str(p) for p in report.outputs], summary=report.summary())
 

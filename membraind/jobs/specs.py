@@ -98,6 +98,8 @@ class Segment2DSpec(StrictModel):
     membrane_threshold: float | None = Field(None, gt=0, lt=1)
     overwrite: bool = False
     label_tiff: bool = True
+    preview: bool = Field(True, description="write <out>/preview/section_<z>.png: each cell in its own colour")
+    em: Path | None = Field(None, description="EM the membrane was predicted from, drawn under the preview cells")
 
     @model_validator(mode="after")
     def _ordered(self) -> "Segment2DSpec":

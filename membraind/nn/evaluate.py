@@ -10,9 +10,10 @@ import numpy as np
 from skimage.measure import label
 
 from membraind.errors import InputError
-from membraind.groundtruth.classes import INTERIOR, UNANNOTATED
+from membraind.groundtruth.classes import CLASS_COLOURS, INTERIOR, MEMBRANE, UNANNOTATED
 from membraind.groundtruth.label_mapping import LabelMapping
 from membraind.groundtruth.pairs import load_ground_truth, read_em
+from membraind.groundtruth.preview import tint
 from membraind.nn.bundle import Bundle, load_bundle
 from membraind.nn.inference import classes_from_logits, classes_from_probabilities, pad_to_multiple, predict_probabilities
 from membraind.segment.instances import segment_section
@@ -138,11 +139,8 @@ def score_batch(logits: torch.Tensor, labels: np.ndarray) -> ConfusionCounts:
 
 
 def membrane_overlay(em_normalised: np.ndarray, membrane: np.ndarray) -> np.ndarray:
-    """RGB: the EM in gray with the membrane probability shown in red."""
-    gray = em_normalised * 255.0
-    rgb = np.stack([gray, gray, gray], axis=-1) * (1 - 0.6 * membrane[..., None])
-    rgb[..., 0] += 0.6 * membrane * 255.0
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    """RGB: the EM in gray with the membrane probability shown in the membrane colour."""
+    return tint(em_normalised, np.asarray(CLASS_COLOURS[MEMBRANE]), 0.6 * np.clip(membrane, 0, 1))
 
 
 def evaluate_bundle(

@@ -23,7 +23,7 @@ from skimage.segmentation import relabel_sequential, watershed
 from membraind.errors import InputError
 from membraind.segment.settings import Segment2DSettings
 
-__all__ = ["segment_section", "remove_small_segments", "Segment2DSettings"]
+__all__ = ["segment_section", "remove_small_segments", "as_probability", "Segment2DSettings"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -37,7 +37,7 @@ def segment_section(membrane: np.ndarray, settings: Segment2DSettings | None = N
     in overlapping windows; the result is nearly the whole-section one.
     """
     settings = settings or Segment2DSettings()
-    probability = _as_probability(membrane)
+    probability = as_probability(membrane)
     if max(probability.shape) <= settings.window:
         labels = _flood(probability, settings)
     else:
@@ -110,7 +110,7 @@ def _pair_counts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([keys // span, keys % span]), counts
 
 
-def _as_probability(membrane: np.ndarray) -> np.ndarray:
+def as_probability(membrane: np.ndarray) -> np.ndarray:
     """``membrane`` as float32 in [0, 1], or an :class:`InputError` saying what is wrong."""
     array = np.asarray(membrane)
     if array.ndim != 2 or array.size == 0:

@@ -4,6 +4,7 @@ Output folder layout::
 
     <out>/segmentation/     VAST tile store (RGB-encoded ids) + its .vsvi
     <out>/labels.tif        uint32 label stack, one page per section (for other tools)
+    <out>/preview/          section_<z>.png: each cell in its own colour over the EM, to look at
     <out>/segment2d.json    what was segmented, with which settings, and each section's ids
 
 Ids are unique across the whole volume: section ``z`` gets the ids
@@ -26,8 +27,10 @@ from membraind_client.progress import Progress, ProgressReporter
 
 from membraind.atomic import write_text_atomic
 from membraind.errors import Cancelled, InputError, describe_validation_error
-from membraind.segment.instances import segment_section
+from membraind.groundtruth.normalization import IntensityNormalization
+from membraind.segment.instances import as_probability, segment_section
 from membraind.segment.label_tiff import write_label_sections
+from membraind.segment.preview import PREVIEW_DIR, write_segmentation_preview
 from membraind.segment.settings import Segment2DSettings
 from membraind.strict import StrictModel
 from membraind.volumes.gray import as_gray
@@ -77,12 +80,14 @@ class SegmentationReport:
     segments: int = 0
     seconds: float = 0.0
     outputs: list[Path] = field(default_factory=list)
+    preview: Path | None = None
 
     def summary(self) -> str:
         """One line for people."""
+        look = f"; see the cells in {self.preview}/section_<z>.png" if self.preview else ""
         return (
             f"{self.sections} sections segmented, {self.skipped} already done, "
-            f"{self.segments} segments in all, {self.seconds:.1f} s"
+            f"{self.segments} segments in all, {self.seconds:.1f} s{look}"
         )
 
 
@@ -95,11 +100,17 @@ def run_segmentation(
     sections: range | None = None,
     overwrite: bool = False,
     label_tiff: bool = True,
+    em: Path | None = None,
+    preview: bool = True,
     progress: ProgressReporter | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> SegmentationReport:
     """Segment the sections of the membrane-probability volume at ``membrane`` (membrane
     high, 8-bit or float in [0, 1]) at ``mip`` into ``out`` (see the module docstring).
+
+    ``preview`` writes each segmented section's picture into ``out/preview/``, over ``em``
+    (the EM the membrane was predicted from, same size at ``mip``) or, without it, over
+    the inverted membrane probability (membrane dark, as in EM).
 
     ``sections`` limits the work to some sections (default all). Sections already in the
     manifest are skipped unless ``overwrite``; a manifest written with other settings, mip
@@ -107,10 +118,13 @@ def run_segmentation(
     """
     started, report, out = time.monotonic(), SegmentationReport(), Path(out)
     volume = as_gray(open_volume(membrane))
+    em_volume = None
     try:
         if not 0 <= mip < volume.mips:
             raise InputError(f"{volume.name} has mip levels 0-{volume.mips - 1}; mip {mip} was asked for")
         shape = volume.shape_at(mip)
+        if preview and em is not None:
+            em_volume = _open_em(em, mip, shape, membrane)
         todo = _sections(sections, shape[0], membrane)
         manifest = _open_manifest(out, membrane, mip, shape, settings, overwrite)
         store = _store(out, volume, mip)
@@ -123,10 +137,13 @@ def run_segmentation(
                 report.skipped += 1
                 continue
             first = manifest.next_id()
-            ids, count = _segment(volume, z, mip, settings, first)
+            section = volume.read(volume.bounds(mip).section(z))[0]
+            ids, count = _segment(section, z, settings, first)
             store.write_region(store.bounds(0).section(z), ids[None])
             if store.max_mip >= 1:
                 store.build_pyramid(range(z, z + 1))
+            if preview:  # before the manifest marks the section done, so a resumed run is complete
+                write_segmentation_preview(out, z, _background(em_volume, section, z, mip), ids, em_volume is not None)
             manifest.sections[z] = SectionIds(first=first, count=count)
             write_text_atomic(out / MANIFEST_NAME, manifest.model_dump_json(indent=2))
             report.sections += 1
@@ -141,8 +158,13 @@ def run_segmentation(
             if not tiff.exists() or tiff.stat().st_mtime <= (out / MANIFEST_NAME).stat().st_mtime:
                 _write_tiff(tiff, store, manifest)
             report.outputs.append(tiff)
+        if preview:
+            report.preview = out / PREVIEW_DIR
+            report.outputs.append(report.preview)
     finally:
         volume.close()
+        if em_volume is not None:
+            em_volume.close()
     report.seconds = time.monotonic() - started
     return report
 
@@ -185,9 +207,31 @@ def _store(out: Path, volume: Volume, mip: int) -> TileStore:
     )
 
 
-def _segment(volume: Volume, z: int, mip: int, settings: Segment2DSettings, first: int) -> tuple[np.ndarray, int]:
-    """Ids of section ``z`` numbered from ``first`` (0 stays boundary), and how many there are."""
-    section = volume.read(volume.bounds(mip).section(z))[0]
+def _open_em(em: Path, mip: int, shape: tuple[int, int, int], membrane: Path) -> Volume:
+    """The EM volume for the previews, checked to match the membrane volume at ``mip``."""
+    volume = as_gray(open_volume(em))
+    em_shape = volume.shape_at(mip) if mip < volume.mips else None
+    if em_shape != shape:
+        volume.close()
+        found = f"{em_shape[2]}x{em_shape[1]} px x {em_shape[0]} sections" if em_shape else f"no mip {mip}"
+        raise InputError(
+            f"EM {em} has {found} at mip {mip}, but the membrane probability {membrane} has "
+            f"{shape[2]}x{shape[1]} px x {shape[0]} sections; give the EM the membrane was predicted from (--em, or a request's \"em\")"
+        )
+    return volume
+
+
+def _background(em: Volume | None, membrane: np.ndarray, z: int, mip: int) -> np.ndarray:
+    """What the preview of section ``z`` is drawn on, in [0, 1]: the EM stretched as the
+    network sees it, or the membrane probability inverted so that membrane is dark."""
+    if em is None:
+        return 1.0 - as_probability(membrane)
+    return IntensityNormalization().normalize_section(em.read(em.bounds(mip).section(z))[0])
+
+
+def _segment(section: np.ndarray, z: int, settings: Segment2DSettings, first: int) -> tuple[np.ndarray, int]:
+    """Ids of section ``z`` (its membrane probability ``section``) numbered from ``first``
+    (0 stays boundary), and how many there are."""
     ids = segment_section(section, settings).astype(np.int64)
     count = int(ids.max(initial=0))  # segment_section numbers its cells 1..count
     ids[ids > 0] += first - 1

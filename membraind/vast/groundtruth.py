@@ -7,6 +7,7 @@ from typing import Literal
 
 import numpy as np
 
+from membraind.groundtruth.classes import write_label_image
 from membraind.groundtruth.instances import instances_to_membrane
 from membraind.errors import InputError
 from membraind.groundtruth.label_mapping import LabelMapping, UnmappedLabelValues
@@ -69,10 +70,11 @@ def _classes(mapping: LabelMapping, ids: np.ndarray, where: str) -> np.ndarray:
 
 
 def export_ground_truth(images: list[GroundTruthImage], out: Path) -> tuple[Path, Path]:
-    """Write ``images`` as ``out/em/<name>.png`` and ``out/labels/<name>.png`` (class values),
+    """Write ``images`` as ``out/em/<name>.png`` and ``out/labels/<name>.png`` (class values,
+    shown in colour by viewers: :func:`write_label_image`),
     the folders ``membraind train --em ... --labels ... --mapping classes`` reads."""
     em_dir, label_dir = Path(out) / "em", Path(out) / "labels"
     for image in images:
         write_image(em_dir / f"{image.name}.png", image.em)
-        write_image(label_dir / f"{image.name}.png", image.labels)
+        write_label_image(label_dir / f"{image.name}.png", image.labels)
     return em_dir, label_dir

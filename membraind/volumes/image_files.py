@@ -9,6 +9,7 @@ outputs").
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import tifffile
@@ -43,9 +44,7 @@ def read_image(path: Path) -> np.ndarray:
             array = tifffile.imread(path)
         else:
             with Image.open(path) as img:
-                if img.mode == "P":
-                    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-                array = np.asarray(img)
+                array = _palette_values(img) if img.mode == "P" else np.asarray(img)
     except Exception as exc:  # any decoder failure means the same thing to the user
         raise InputError(
             f"cannot read {path} as an image ({type(exc).__name__}: {exc}); "
@@ -61,11 +60,40 @@ def read_image(path: Path) -> np.ndarray:
     return array
 
 
-def write_image(path: Path, array: np.ndarray) -> Path:
-    """Write ``array`` as PNG or TIFF (by suffix) atomically: temporary file, then rename."""
+def _palette_values(img: Image.Image) -> np.ndarray:
+    """The pixels of a palette ("P") image: gray levels when every colour it uses is a
+    gray, else the palette indices.
+
+    A gray palette is only a way of storing a gray image (some tools save EM or 0/255
+    labels so). A colour palette belongs to a label image (membraind writes its class
+    labels so): the index is the class or id, and the colours are only how viewers
+    show it. Converting to RGB, as imageio does, would turn class 2 into a colour.
+    """
+    indices = np.asarray(img)
+    palette = np.asarray(img.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
+    used = np.unique(indices)
+    if used.size and used.max() < len(palette):
+        colours = palette[used]
+        if (colours == colours[:, :1]).all():
+            return palette[:, 0][indices]
+    return indices
+
+
+def write_image(path: Path, array: np.ndarray, palette: Sequence[tuple[int, int, int]] | None = None) -> Path:
+    """Write ``array`` as PNG or TIFF (by suffix) atomically: temporary file, then rename.
+
+    With ``palette`` (RGB colours of the values 0, 1, ...), a uint8 ``array`` is written
+    as a palette PNG: the pixel values stay ``array``'s, image viewers show the colours.
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
-        if path.suffix.lower() in TIFF_SUFFIXES:
+        if palette is not None:
+            if path.suffix.lower() != ".png" or array.dtype != np.uint8 or array.ndim != 2:
+                raise ValueError(f"a palette image must be a 2D uint8 PNG, not {array.dtype} {array.shape} {path.name}")
+            img = Image.fromarray(array)  # "L"; putpalette makes it "P" with the same values
+            img.putpalette([channel for colour in palette for channel in colour], rawmode="RGB")
+            img.save(tmp, format="PNG")
+        elif path.suffix.lower() in TIFF_SUFFIXES:
             tifffile.imwrite(tmp, array)
         else:
             Image.fromarray(array).save(tmp, format="PNG")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy import ndimage
 
 from membraind.demo.synthetic_em import SyntheticStack, generate_stack, write_stack
+from membraind.groundtruth.classes import CLASS_COLOURS
 from membraind.volumes.image_files import read_image
 
 SECTIONS = 4
@@ -198,6 +200,8 @@ def test_write_stack_round_trips(tmp_path, stack: SyntheticStack) -> None:
         np.testing.assert_array_equal(em, stack.em[z])
         np.testing.assert_array_equal(instances, stack.instances[z])
         np.testing.assert_array_equal(labels, stack.labels[z])
+        with Image.open(dirs["labels"] / f"{z:03d}.png") as img:  # shown in the class colours by viewers
+            assert img.mode == "P" and np.array_equal(np.asarray(img.convert("RGB"))[0, 0], CLASS_COLOURS[stack.labels[z][0, 0]])
 
 
 @pytest.mark.parametrize(

@@ -14,12 +14,14 @@ import pytest
 from skimage.measure import label
 
 from membraind.errors import InputError
+from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.predict.request import PredictRequest
 from membraind.predict.run import run_prediction
 from membraind.predict.settings import PredictSettings
 from membraind.segment.instances import segment_section
 from membraind.segment.label_tiff import read_label_tiff
-from membraind.segment.metrics import score_segmentation
+from membraind.segment.metrics import fill_boundary, score_segmentation
+from membraind.segment.preview import ALPHA
 from membraind.segment.run import MANIFEST_NAME, SegmentationCancelled, run_segmentation
 from membraind.segment.settings import Segment2DSettings
 from membraind.volumes.image_files import read_image, write_image
@@ -127,6 +129,56 @@ def test_prediction_then_segmentation_from_the_command_line(isbi, trained_bundle
     assert again.returncode == 0 and "0 sections segmented, 2 already done" in again.stdout
     bad = run_cli("segment2d", str(membrane), "--out", str(tmp_path / "seg"), "--h", "2")
     assert bad.returncode == 2 and "h" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _touching(ids: np.ndarray) -> set[tuple[int, int]]:
+    """Pairs of cells that touch or face each other across boundary pixels."""
+    filled = fill_boundary(ids)
+    pairs = set()
+    for a, b in ((filled[:, :-1], filled[:, 1:]), (filled[:-1], filled[1:])):
+        differ = a != b
+        pairs |= {tuple(sorted(p)) for p in zip(a[differ].tolist(), b[differ].tolist())}
+    return pairs
+
+
+def test_preview_shows_every_cell_over_the_em_in_a_colour_its_neighbours_lack(isbi, membrane_folder, tmp_path):
+    folder, _ = membrane_folder
+    em_dir = tmp_path / "em"
+    for z, number in enumerate(NUMBERS):
+        write_image(em_dir / f"{z:03d}.png", read_image(isbi / "train" / "image" / f"{number:02d}.png"))
+    result = run_cli("segment2d", str(folder), "--out", str(tmp_path / "cells"), "--em", str(em_dir))
+    assert result.returncode == 0, result.stderr
+    assert f"output: {tmp_path / 'cells' / 'preview'}" in result.stdout
+    previews = sorted((tmp_path / "cells" / "preview").iterdir())
+    assert [p.name for p in previews] == ["section_000000.png", "section_000001.png", "section_000002.png"]
+    labels = read_label_tiff(tmp_path / "cells" / "labels.tif")
+    for z, (path, ids) in enumerate(zip(previews, labels)):
+        picture = read_image(path)
+        assert picture.shape[1:] == (512, 3) and picture.shape[0] > 512  # the section, then a legend
+        section = picture[:512].astype(np.float32)
+        em = np.rint(IntensityNormalization().normalize_section(read_image(em_dir / f"{z:03d}.png")) * 255)
+        boundary = ids == 0
+        assert np.abs(section[boundary] - em[boundary][:, None]).max() <= 1  # plain EM
+        # Every cell is tinted with one colour over the EM (recovered by removing the EM).
+        tints = (section - (1 - ALPHA) * em[..., None]) / ALPHA
+        cells = np.unique(ids[ids > 0])
+        colour = {}
+        for cell in cells:
+            pixels = tints[ids == cell]
+            assert np.abs(pixels - pixels.mean(axis=0)).max() < 3, f"cell {cell} of section {z} is not one colour"
+            colour[int(cell)] = pixels.mean(axis=0)
+        assert all(np.ptp(c) > 100 for c in colour.values())  # a colour, not a gray
+        touching = _touching(ids)
+        assert len(touching) > 2 * len(cells)
+        for a, b in touching:
+            assert np.linalg.norm(colour[a] - colour[b]) > 80, f"cells {a} and {b} of section {z} look alike"
+    # Without --em the cells lie over the membrane probability; --no-preview writes none.
+    plain = run_cli("segment2d", str(folder), "--out", str(tmp_path / "plain"), "--sections", "1")
+    assert plain.returncode == 0 and [p.name for p in (tmp_path / "plain" / "preview").iterdir()] == ["section_000001.png"]
+    bare = run_cli("segment2d", str(folder), "--out", str(tmp_path / "bare"), "--sections", "1", "--no-preview")
+    assert bare.returncode == 0 and not (tmp_path / "bare" / "preview").exists()
+    wrong = run_cli("segment2d", str(folder), "--out", str(tmp_path / "wrong"), "--em", str(isbi / "test" / "image"))
+    assert wrong.returncode == 2 and "30 sections" in wrong.stderr and "--em" in wrong.stderr, wrong.stderr
 
 
 def test_evaluation_scores_cells_only_where_labels_are_complete(isbi):

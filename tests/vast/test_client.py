@@ -13,7 +13,9 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from membraind.groundtruth.classes import CLASS_COLOURS
 from membraind.predict.request import PredictRequest, VastSource
 from membraind.predict.run import plan_tiles, run_prediction
 from membraind.predict.settings import PredictSettings
@@ -353,6 +355,8 @@ def test_ground_truth_painted_in_vast_becomes_a_training_run(isbi, emulator, tmp
     assert "2 sections (78% of pixels annotated)" in exported.stdout
     labels = sorted((tmp_path / "gt" / "labels").glob("*.png"))
     assert len(labels) == 2 and np.array_equal(read_image(labels[1]), classes[1])
+    with Image.open(labels[1]) as img:  # a palette PNG: viewers show the class colours
+        assert img.mode == "P" and np.array_equal(np.asarray(img.convert("RGB"))[0, 0], CLASS_COLOURS[int(classes[1, 0, 0])])
     trained = run_cli("train", "--em", str(tmp_path / "gt" / "em"), "--labels", str(tmp_path / "gt" / "labels"),
                       "--mapping", "classes", "--out", str(tmp_path / "run"), "--epochs", "1", env=TINY)  # fmt: skip
     assert trained.returncode == 0, trained.stderr
