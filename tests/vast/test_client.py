@@ -253,7 +253,7 @@ def test_command_line_predicts_around_the_nodes_of_a_vast_annotation_layer(emula
 def test_predictions_into_two_folders_become_two_layers_named_after_folder_model_and_version(
     emulator, trained_bundle, tmp_path
 ):
-    source = f"vast://127.0.0.1:{emulator.port}/EM"
+    source = f"vast://127.0.0.1:{emulator.port}/0"
     box = ("--box", "0,100,0,100,0,1")
     for out in ("first", "second", "first"):  # the last one only refreshes the first folder's layer
         result = run_cli("predict", source, "--bundle", str(trained_bundle), "--out", str(tmp_path / out), *box)
