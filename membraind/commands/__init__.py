@@ -47,6 +47,23 @@ def add_mapping_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_voxel_size_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--voxel-size``: X,Y,Z in nm, or one number for cubic voxels; ``what`` ends the help."""
+    parser.add_argument("--voxel-size", metavar="X,Y,Z", help=f"voxel size in nm (e.g. 4,4,30; 8 = 8,8,8) {what}")
+
+
+def voxel_size_argument(text: str | None) -> tuple[float, float, float] | None:
+    """The ``--voxel-size`` value, read as request files read ``voxel_size_nm``; an error naming the option."""
+    from membraind.volumes.voxel_size import parse_voxel_size
+
+    if text is None:
+        return None
+    try:
+        return parse_voxel_size(text)
+    except ValueError as exc:
+        raise InputError(f"--voxel-size: {exc}") from None
+
+
 def mapping_from(args: argparse.Namespace, groundtruth: GroundTruthSettings) -> LabelMapping:
     """The label mapping chosen on the command line, else the configured one."""
     return getattr(args, "mapping", None) or groundtruth.mapping()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from membraind.commands import Add, run_spec, spec_from_args
+from membraind.commands import Add, add_voxel_size_argument, run_spec, spec_from_args, voxel_size_argument
 from membraind.config import Settings
 from membraind.errors import InputError, describe_validation_error
 from membraind.predict.request import VastSource
@@ -129,8 +129,9 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
     spec = spec_from_args(
         PredictSpec, volume=vast_source(args.volume), bundles=args.bundle, out=args.out, target=_target(args),
-        mip=args.mip, engine=args.runtime, device=args.device, overwrite=args.overwrite,
-        outputs=args.outputs.split(",") if args.outputs else None, show_in_vast=not args.no_vast_layer,
+        mip=args.mip, voxel_size_nm=voxel_size_argument(args.voxel_size), engine=args.runtime, device=args.device,
+        overwrite=args.overwrite, outputs=args.outputs.split(",") if args.outputs else None,
+        show_in_vast=not args.no_vast_layer,
     )  # fmt: skip
     run_spec(spec, settings)
     return 0
@@ -145,6 +146,7 @@ def register(add: Add) -> None:
     p.add_argument("--bundle", type=Path, action="append", required=True, help="model bundle (repeat for several)")
     p.add_argument("--out", type=Path, required=True, help="output folder (<out>/<bundle>/<kind>/)")
     p.add_argument("--mip", type=int, help="mip level to predict at (default: the bundle's)")
+    add_voxel_size_argument(p, "written into the outputs' .vsvi (default: the source's own, else the bundle's)")
     p.add_argument("--box", help="x0,x1,y0,y1,z0,z1: predict the tiles touching this half-open box")
     p.add_argument("--box-mip", type=int, default=0, help="mip of the --box coordinates (default 0)")
     add_anchor_arguments(p)

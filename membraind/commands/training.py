@@ -7,7 +7,10 @@ from pathlib import Path
 
 from membraind_client.progress import EtaClock, no_progress
 
-from membraind.commands import Add, add_ground_truth_arguments, add_mapping_argument, mapping_from, progress_bar, spec_from_args
+from membraind.commands import (
+    Add, add_ground_truth_arguments, add_mapping_argument, add_voxel_size_argument, mapping_from, progress_bar,
+    spec_from_args, voxel_size_argument,
+)  # fmt: skip
 from membraind.config import Settings
 
 
@@ -19,7 +22,8 @@ def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
         spec_type or TrainSpec,
         em=args.em, labels=args.labels, mapping=args.mapping and args.mapping.text(), val_em=args.val_em, val_labels=args.val_labels,
         out=args.out, name=args.name, epochs=args.epochs, steps_per_epoch=args.steps, max_minutes=args.minutes,
-        patch_size=args.patch_size, device=args.device, seed=args.seed, restart=args.restart, **extra,
+        patch_size=args.patch_size, voxel_size_nm=voxel_size_argument(args.voxel_size), device=args.device,
+        seed=args.seed, restart=args.restart, **extra,
     )  # fmt: skip
 
 
@@ -98,6 +102,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="batches per epoch (default: config)")
     p.add_argument("--minutes", type=float, help="stop after this many minutes of training")
     p.add_argument("--patch-size", type=int, help="patch side in pixels (default: config, else chosen from the painted regions)")
+    add_voxel_size_argument(p, "of the EM, stored in the bundle (default: what the EM's TIFF tags record)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default: config, auto)")
     p.add_argument("--seed", type=int, help="random seed (default: config)")
     p.add_argument("--restart", action="store_true", help="start over instead of resuming a run in --out")

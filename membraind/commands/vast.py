@@ -7,32 +7,21 @@ import signal
 import threading
 from pathlib import Path
 
-from membraind.commands import Add
+from membraind.commands import Add, add_voxel_size_argument, voxel_size_argument
 from membraind.commands.predict import add_anchor_arguments
 from membraind.config import Settings
 from membraind.errors import InputError, describe_validation_error
+from membraind.vast.emulator.commands import EM_NAME, SEGMENTATION_NAME
 from membraind.vast.protocol import DEFAULT_PORT
-
-
-
-def _voxel_size(text: str | None) -> tuple[float, float, float] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or min(values) <= 0:
-        raise InputError(f"--voxel-size must be three positive numbers X,Y,Z in nm (e.g. 4,4,30), got {text!r}")
-    return values  # type: ignore[return-value]
 
 
 def cmd_vast_emulator(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.vast.emulator import VastEmulator
 
     emulator = VastEmulator(
-        args.volume, skeletons=args.skeletons, host=args.host, port=args.port, voxel_size=_voxel_size(args.voxel_size)
-    )
+        args.volume, skeletons=args.skeletons, host=args.host, port=args.port,
+        voxel_size=voxel_size_argument(args.voxel_size), em_name=args.em_name, segmentation_name=args.segmentation_name,
+    )  # fmt: skip
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -86,6 +75,7 @@ def cmd_vast_ground_truth(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.commands.predict import layer_ref, parse_box, require_vast
     from membraind.vast.client import VastClient
     from membraind.vast.groundtruth import export_ground_truth, ground_truth_from_vast
+    from membraind.volumes.voxel_size import UNKNOWN
 
     source = require_vast(args.vast, "vast-ground-truth reads from a running VAST")
     box = parse_box(args.box, args.mip)
@@ -93,10 +83,14 @@ def cmd_vast_ground_truth(args: argparse.Namespace, settings: Settings) -> int:
         images = ground_truth_from_vast(
             client, layer_ref(args.em_layer), layer_ref(args.segmentation_layer), box, convention=args.convention
         )
+        x, y, z = client.info().voxel_size
     em, labels = export_ground_truth(images, args.out)
     annotated = sum(image.annotated_fraction for image in images) / len(images)
     print(f"{len(images)} sections ({annotated:.0%} of pixels annotated): EM in {em}, labels in {labels}")
-    print(f"train with: membraind train --em {em} --labels {labels} --mapping classes --out RUN")
+    # The PNGs cannot hold VAST's voxel size; the command carries it into the bundle.
+    scale = 2**args.mip
+    voxel = f" --voxel-size {x * scale:g},{y * scale:g},{z:g}" if (x, y, z) != UNKNOWN else ""
+    print(f"train with: membraind train --em {em} --labels {labels} --mapping classes{voxel} --out RUN")
     return 0
 
 
@@ -111,7 +105,12 @@ def register(add: Add) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 = any free)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--skeletons", type=Path, help="skeleton file (membraind JSON or VAST CSV), re-read when it changes")
-    p.add_argument("--voxel-size", help="X,Y,Z voxel size in nm (default: the volume's, 1,1,1 for image folders)")
+    add_voxel_size_argument(p, "(default: the volume's own, else 1,1,1)")
+    p.add_argument("--em-name", default=EM_NAME, help=f"name of the EM layer (default {EM_NAME})")
+    p.add_argument(
+        "--segmentation-name", default=SEGMENTATION_NAME,
+        help=f"name of the (empty) segmentation layer (default {SEGMENTATION_NAME})",
+    )  # fmt: skip
 
     p = add(
         "vast-paint",

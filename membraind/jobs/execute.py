@@ -123,6 +123,7 @@ def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None 
     return build_trainer(
         spec.out, data, settings.training, unet=settings.unet, normalization=settings.normalization,
         sampler=settings.sampler, augmentation=settings.augmentation, name=spec.name, parent=parent, transfer=transfer,
+        voxel_size=training_voxel_size(spec),
     )  # fmt: skip
 
 
@@ -132,6 +133,16 @@ def training_outcome(bundle: Path) -> str:
 
     outcome = read_metadata(bundle).outcome if (Path(bundle) / METADATA_FILE).is_file() else None
     return outcome.describe() if outcome is not None else "no epoch finished: no model yet"
+
+
+def training_voxel_size(spec: TrainSpec) -> tuple[float, float, float] | None:
+    """The voxel size of a run's EM: the spec's, else what the EM's TIFF tags record (None: unknown)."""
+    from membraind.volumes.voxel_size import recorded_voxel_size
+
+    if spec.voxel_size_nm is not None:
+        return spec.voxel_size_nm
+    recorded = recorded_voxel_size(spec.em)
+    return recorded[0] if recorded else None
 
 
 def training_result(run_dir: Path, bundle: Path) -> JobResult:

@@ -17,6 +17,7 @@ from membraind.nn.settings import TransferMode
 from membraind.predict.request import PredictRequest
 from membraind.predict.settings import OutputKind
 from membraind.strict import StrictModel
+from membraind.volumes.voxel_size import VoxelSizeNm
 
 __all__ = [
     "PredictSpec", "TrainSpec", "FinetuneSpec", "Segment2DSpec", "ExportOnnxSpec", "JobSpec", "SPEC_TYPES",
@@ -55,6 +56,9 @@ class TrainSpec(StrictModel):
     max_minutes: float | None = Field(None, gt=0)
     patch_size: int | None = Field(
         None, ge=16, description="patch side in pixels (default: config, else chosen from the painted regions)"
+    )
+    voxel_size_nm: VoxelSizeNm | None = Field(
+        None, description="(x, y, z) voxel size of the EM in nm, stored in the bundle (default: the EM's own)"
     )
     device: str | None = None
     seed: int | None = None

@@ -35,8 +35,9 @@ from membraind.nn.bundle_layout import METADATA_FILE, ONNX_FILE, WEIGHTS_FILE
 from membraind.nn.settings import UNetConfig
 from membraind.nn.unet import UNet
 from membraind.strict import StrictModel
+from membraind.volumes.voxel_size import VoxelSizeNm
 
-CURRENT_FORMAT = 1
+CURRENT_FORMAT = 2
 
 #: Output channel k is label class k + 1 (see :mod:`membraind.groundtruth.classes`).
 DEFAULT_CLASS_NAMES = ("interior", "membrane", "third")
@@ -62,7 +63,9 @@ class ModelMetadata(StrictModel):
     membrane_channel: int = Field(1, ge=0, description="output channel holding the membrane probability")
     normalization: IntensityNormalization
     mip: int = Field(0, ge=0, description="resolution level (MIP) the network was trained at")
-    pixel_size_nm: tuple[float, float] | None = Field(None, description="(y, x) pixel size of the training data")
+    voxel_size_nm: VoxelSizeNm | None = Field(
+        None, description="(x, y, z) voxel size of the training data in nm at the training mip; null: not recorded"
+    )
     patch_size: int = Field(gt=0, description="side of the square training patches")
     patch_size_automatic: bool = Field(False, description="patch_size was chosen from the painted regions (none given)")
     training: dict[str, Any] = Field(default_factory=dict, description="training settings (free-form)")
@@ -102,8 +105,20 @@ def _from_v0(data: dict) -> dict:
     return data
 
 
+def _from_v1(data: dict) -> dict:
+    """Version 1 had ``pixel_size_nm`` as (y, x), which membraind never filled in; version 2
+    records ``voxel_size_nm`` as (x, y, z), z = x when unknown (cubic, as everywhere), and may
+    hold ``outcome`` and ``patch_size_automatic`` (absent in version 1: None and False)."""
+    data = dict(data)
+    pixel = data.pop("pixel_size_nm", None)
+    if isinstance(pixel, list) and len(pixel) == 2:
+        data["voxel_size_nm"] = [pixel[1], pixel[0], pixel[1]]
+    data["format_version"] = 2
+    return data
+
+
 #: ``_MIGRATIONS[v]`` turns a version-``v`` model.json dict into a version ``v + 1`` one.
-_MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _from_v0}
+_MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _from_v0, 1: _from_v1}
 
 
 def _migrate(data: dict, source: str) -> dict:

@@ -27,6 +27,7 @@ from membraind.nn.settings import TrainingSettings, TransferSettings, UNetConfig
 from membraind.nn.trainer import Trainer
 from membraind.nn.transfer import plan_transfer
 from membraind.nn.unet import UNet
+from membraind.volumes.voxel_size import VoxelSize
 
 
 def build_trainer(
@@ -41,6 +42,7 @@ def build_trainer(
     name: str | None = None,
     parent: Bundle | None = None,
     transfer: TransferSettings | None = None,
+    voxel_size: VoxelSize | None = None,
 ) -> Trainer:
     """The trainer of a run into ``run_dir``: from scratch, or fine-tuning ``parent`` as ``transfer`` says.
 
@@ -49,7 +51,8 @@ def build_trainer(
     its ``parent``; the patch size (``sampler``) and the ``augmentation`` of its patches.
     Sections not given are their defaults. A patch size not given is chosen from the
     painted regions: the largest that fits, up to 128 px (up to the parent's patch size
-    when fine-tuning), recorded in the bundle.
+    when fine-tuning), recorded in the bundle. ``voxel_size`` (nm) is the training EM's,
+    stored in the bundle; a fine-tuned bundle keeps its parent's when it is not given.
     """
     sampler = sampler or SamplerSettings()
     augmentation = augmentation or AugmentationSettings()
@@ -97,7 +100,11 @@ def build_trainer(
         "transfer": transfer.model_dump() if transfer else None,
         "data": data.sources,
     }
-    bundle = _bundle_metadata(name or Path(run_dir).name, architecture, normalization, patches, recorded, parent)
+    if voxel_size is None and parent is not None:
+        voxel_size = parent.metadata.voxel_size_nm
+    bundle = _bundle_metadata(
+        name or Path(run_dir).name, architecture, normalization, patches, recorded, parent, voxel_size
+    )
     return Trainer(
         run_dir, model, loss, optimizer, schedule, batches, validation, bundle, training, device, plan
     )  # fmt: skip
@@ -140,6 +147,7 @@ def _bundle_metadata(
     patches: PatchSampler,
     training: dict,
     parent: Bundle | None,
+    voxel_size: VoxelSize | None,
 ) -> ModelMetadata:
     """What every bundle of the run records besides its history, best epoch and time written."""
     return ModelMetadata(
@@ -150,6 +158,7 @@ def _bundle_metadata(
         normalization=normalization,
         patch_size=patches.patch_size,
         patch_size_automatic=patches.automatic,
+        voxel_size_nm=voxel_size,
         training=training,
         parent=str(parent.path) if parent is not None else None,
         parent_data=parent.metadata.training.get("data", []) if parent is not None else [],

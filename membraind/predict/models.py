@@ -25,6 +25,7 @@ class LoadedModel:
     normalizer: SectionNormalizer
     membrane_channel: int
     outputs: list[OutputKind]
+    created: str = ""  # when the bundle was written (ISO 8601): the model's version in layer names
 
 
 def prepare_models(
@@ -45,6 +46,7 @@ def prepare_models(
             normalizer=SectionNormalizer(volume, mip, bundle.metadata.normalization),
             membrane_channel=bundle.metadata.membrane_channel,
             outputs=check_outputs(settings.outputs, bundle.metadata.architecture.classes, name),
+            created=bundle.metadata.created,
         )
         for name, bundle, runtime in zip(unique, bundles, runtimes)
     ]

@@ -61,14 +61,16 @@ class PredictionReport:
     megapixels: float = 0.0
     outputs: list[Path] = field(default_factory=list)
     mip: int = 0  # the mip predicted at: level 0 of the output stores
+    notes: list[str] = field(default_factory=list)  # about the voxel size: where it came from, warnings
 
     def summary(self) -> str:
-        """One line for people."""
+        """One line for people, the notes at its end."""
         rate = self.megapixels / self.seconds if self.seconds else 0.0
-        return (
+        return "; ".join([
             f"{self.written} tiles predicted, {self.skipped} already up to date, "
-            f"{self.megapixels:.1f} Mpx in {self.seconds:.1f} s ({rate:.2f} Mpx/s)"
-        )
+            f"{self.megapixels:.1f} Mpx in {self.seconds:.1f} s ({rate:.2f} Mpx/s)",
+            *self.notes,
+        ])  # fmt: skip
 
 
 class _Stage(threading.Thread):

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from membraind.strict import StrictModel
 from membraind.vast.protocol import DEFAULT_PORT
 from membraind.volumes.box import Anchor, Box
+from membraind.volumes.voxel_size import VoxelSizeNm
 
 __all__ = ["PredictRequest", "WholeVolume", "BoxRegion", "Anchors", "SingleImage", "Target", "VastSource"]
 
@@ -82,8 +83,8 @@ class PredictRequest(StrictModel):
     out: Path = Field(description="output folder; each bundle writes <out>/<bundle name>/<kind>/")
     target: Target = Field(default_factory=WholeVolume)
     mip: int | None = Field(None, ge=0, description="mip level to predict at (default: the first bundle's)")
-    voxel_size_nm: tuple[float, float, float] | None = Field(
-        None, description="(x, y, z) voxel size for sources that do not say (image folders, TIFF stacks)"
+    voxel_size_nm: VoxelSizeNm | None = Field(
+        None, description="(x, y, z) voxel size in nm, or one number for cubic voxels; overrides the source's own"
     )
 
     @field_validator("volume", mode="before")

@@ -14,12 +14,26 @@ from membraind.volumes.image_files import write_image
 from membraind.volumes.tile_store import TileStore
 from membraind.volumes.volume import Volume
 
-__all__ = ["TileStoreSink", "ImageFileSink", "output_root"]
+__all__ = ["TileStoreSink", "ImageFileSink", "output_root", "layer_name"]
 
 
 def output_root(out: Path, model_name: str, kind: str) -> Path:
     """The folder of one model's output of one kind."""
     return Path(out) / model_name / kind
+
+
+def layer_name(out: Path, model: LoadedModel, kind: str, mip: int) -> str:
+    """The name a store's layer gets in VAST: output folder, model, output kind, mip and the
+    day the model was trained, e.g. ``predictions: isbi-v1 membrane (trained 2026-03-14)``.
+
+    The output folder keeps two predictions with one model apart in VAST's layer list.
+    """
+    trained = f" (trained {model.created[:10]})" if model.created else ""
+    return f"{Path(out).resolve().name}: {_store_label(model, kind, mip)}{trained}"
+
+
+def _store_label(model: LoadedModel, kind: str, mip: int) -> str:
+    return f"{model.name} {kind}" + (f" mip{mip}" if mip else "")
 
 
 class TileStoreSink:
@@ -39,7 +53,9 @@ class TileStoreSink:
                 shape=volume.shape_at(grid.mip),
                 voxel_size=(vx * scale, vy * scale, vz),
                 channels=output_channels(kind),
-                layer_name=f"{model.name} {kind}" + (f" mip{grid.mip}" if grid.mip else ""),
+                layer_name=layer_name(out, model, kind, grid.mip),
+                # The file keeps its earlier name, so a store predicted again holds one .vsvi.
+                file_stem=_store_label(model, kind, grid.mip),
                 tile_size=grid.tile_size,
             )
             for model in models

@@ -14,6 +14,7 @@ from membraind.errors import InputError
 from membraind.vast.client import VastClient
 from membraind.volumes.box import Box
 from membraind.volumes.volume import Volume
+from membraind.volumes.voxel_size import UNKNOWN
 
 __all__ = ["VastVolume"]
 
@@ -37,7 +38,8 @@ class VastVolume(Volume):
             )
         x, y, z = info.size
         self.shape = (z, y, x)
-        self.voxel_size = info.voxel_size
+        if info.voxel_size != UNKNOWN:
+            self.voxel_size, self.voxel_size_origin = info.voxel_size, f"VAST at {client.address}"
         # Only mips that keep every section (z factor 1) and at least a pixel: boxes scale x and y only.
         factors = client.scale_factors(self.layer)[: max(1, info.mips)] or [(1, 1, 1)]
         self.factors = list(takewhile(lambda f: f[2] == 1 and x // f[0] and y // f[1], factors)) or [(1, 1, 1)]

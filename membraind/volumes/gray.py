@@ -22,6 +22,7 @@ class GrayVolume(Volume):
     def __init__(self, source: Volume) -> None:
         self.source = source
         self.shape, self.dtype, self.voxel_size = source.shape, source.dtype, source.voxel_size
+        self.voxel_size_origin = source.voxel_size_origin
         self.mips, self.channels, self.name = source.mips, 1, source.name
 
     def _read(self, box: Box) -> np.ndarray:

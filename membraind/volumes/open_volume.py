@@ -8,13 +8,14 @@ from membraind.errors import InputError
 from membraind.volumes.image_files import is_image_path
 from membraind.volumes.tile_volume import TileStoreVolume
 from membraind.volumes.volume import SectionStackVolume, Volume
+from membraind.volumes.voxel_size import VoxelSize
 
 __all__ = ["open_volume"]
 
 ACCEPTED = "a .vsvi file, a folder of PNG/TIFF sections, a multi-page TIFF, or one PNG/TIFF image"
 
 
-def open_volume(path: Path, voxel_size: tuple[float, float, float] | None = None) -> Volume:
+def open_volume(path: Path, voxel_size: VoxelSize | None = None) -> Volume:
     """The volume at ``path``.
 
     - a ``.vsvi`` file (or a folder holding exactly one ``.vsvi`` and no images, such as a
@@ -22,8 +23,9 @@ def open_volume(path: Path, voxel_size: tuple[float, float, float] | None = None
     - a folder of PNG/TIFF sections, a multi-page TIFF or one image file ->
       :class:`SectionStackVolume`.
 
-    ``voxel_size`` (nm, ``(x, y, z)``) overrides the one a ``.vsvi`` declares; section
-    stacks default to 1 nm.
+    ``voxel_size`` (nm, ``(x, y, z)``) overrides the one the source records (a ``.vsvi``'s,
+    a TIFF's resolution tags); a source that records none gets 1 nm and
+    ``voxel_size_origin`` None.
     """
     path = Path(path)
     if not path.exists():
@@ -34,9 +36,9 @@ def open_volume(path: Path, voxel_size: tuple[float, float, float] | None = None
         descriptor = _only_vsvi(path)
         if descriptor is not None:
             return TileStoreVolume(descriptor, voxel_size)
-        return SectionStackVolume(path, voxel_size or (1.0, 1.0, 1.0))
+        return SectionStackVolume(path, voxel_size)
     if path.is_file() and is_image_path(path):
-        return SectionStackVolume(path, voxel_size or (1.0, 1.0, 1.0))
+        return SectionStackVolume(path, voxel_size)
     raise InputError(f"{path} is not a volume membraind can read; give {ACCEPTED}")
 
 

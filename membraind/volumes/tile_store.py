@@ -78,6 +78,7 @@ class TileStore:
         layer_name: str | None = None,
         tile_size: int = 1024,
         kind: StoreKind = "image",
+        file_stem: str | None = None,
     ) -> None:
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"a tile store needs a (z, y, x) shape of positive sizes, not {shape}")
@@ -92,6 +93,7 @@ class TileStore:
         self.voxel_size = tuple(float(v) for v in voxel_size)
         self.channels = channels
         self.layer_name = layer_name or self.root.name
+        self.file_stem = file_stem or self.layer_name  # the .vsvi's name, without the suffix
         self.tile_size = tile_size
         self.kind = kind
         self.mode = "nearest" if kind == "segmentation" else "mean"
@@ -289,9 +291,9 @@ class TileStore:
         )  # fmt: skip
 
     def write_vsvi(self, path: Path | None = None) -> Path:
-        """Write the store's ``.vsvi`` (default ``<root>/<layer name>.vsvi``) and return its path."""
+        """Write the store's ``.vsvi`` (default ``<root>/<file stem>.vsvi``) and return its path."""
         if path is None:
-            stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", self.layer_name).strip(" .") or "layer"
+            stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", self.file_stem).strip(" .") or "layer"
             path = self.root / f"{stem}.vsvi"
         return vsvi.write_vsvi(path, self.descriptor())
 

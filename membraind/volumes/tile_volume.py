@@ -22,6 +22,7 @@ from membraind.volumes.box import Box
 from membraind.volumes.image_files import read_image
 from membraind.volumes.vsvi import TilePaths, parse_vsvi
 from membraind.volumes.volume import Volume
+from membraind.volumes.voxel_size import UNKNOWN, VoxelSize, parse_voxel_size
 
 __all__ = ["TileStoreVolume"]
 
@@ -41,7 +42,7 @@ class TileStoreVolume(Volume):
     def __init__(
         self,
         path: Path,
-        voxel_size: tuple[float, float, float] | None = None,
+        voxel_size: VoxelSize | None = None,
         cache_tiles: int = 32,
     ) -> None:
         self.path = Path(path)
@@ -49,8 +50,10 @@ class TileStoreVolume(Volume):
         self.descriptor = d = parse_vsvi(self.path)
         self.paths = TilePaths(d, self.path)
         self.shape = (d.TargetDataSizeZ, d.TargetDataSizeY, d.TargetDataSizeX)
-        self.voxel_size = tuple(voxel_size) if voxel_size else (  # type: ignore[assignment]
-            d.TargetVoxelSizeXnm, d.TargetVoxelSizeYnm, d.TargetVoxelSizeZnm)  # fmt: skip
+        if voxel_size:
+            self.voxel_size, self.voxel_size_origin = parse_voxel_size(voxel_size), "given"
+        elif (recorded := (d.TargetVoxelSizeXnm, d.TargetVoxelSizeYnm, d.TargetVoxelSizeZnm)) != UNKNOWN:
+            self.voxel_size, self.voxel_size_origin = recorded, str(self.path)
         self.mips = d.mip_levels
         self.channels = 1 if d.SourceBytesPerPixel <= 2 else 3  # 4 bytes: RGBA, alpha dropped
         self.dtype = np.dtype(np.uint16 if d.SourceBytesPerPixel == 2 else np.uint8)

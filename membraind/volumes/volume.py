@@ -18,6 +18,7 @@ from membraind.errors import InputError
 from membraind.volumes.box import Box, size_at_mip
 from membraind.volumes.mips import downsample
 from membraind.volumes.sections import Section, list_sections
+from membraind.volumes.voxel_size import VoxelSize, parse_voxel_size, section_voxel_size
 
 __all__ = ["Volume", "SectionStackVolume"]
 
@@ -26,12 +27,16 @@ class Volume:
     """Base class: a volume with ``shape`` (mip 0, ``(z, y, x)``), ``dtype``, ``voxel_size``
     (nm, ``(x, y, z)``), ``mips`` (number of readable mip levels) and ``read(box)``.
 
+    ``voxel_size_origin`` says where ``voxel_size`` came from (for messages); None when the
+    source records none and ``voxel_size`` is the 1 nm placeholder.
+
     Subclasses implement :meth:`_read` for boxes already checked to lie inside.
     """
 
     shape: tuple[int, int, int]
     dtype: np.dtype = np.dtype(np.uint8)
-    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    voxel_size: VoxelSize = (1.0, 1.0, 1.0)
+    voxel_size_origin: str | None = None
     mips: int = 1
     channels: int = 1  # 1 gray, 3 RGB
     name: str = "volume"
@@ -70,6 +75,9 @@ class Volume:
 class SectionStackVolume(Volume):
     """A folder of PNG/TIFF sections (one per z, natural name order) or a multi-page TIFF.
 
+    ``voxel_size`` (nm) overrides the one the first section's TIFF resolution tags record
+    (:func:`~membraind.volumes.voxel_size.tiff_voxel_size`); PNG sections record none.
+
     Mip levels above 0 are computed on read by 2x2 mean pooling, the same rule the
     tile store uses for its pyramid. Decoded sections are kept in a small cache so that
     reading a section tile by tile decodes the file once.
@@ -78,7 +86,7 @@ class SectionStackVolume(Volume):
     def __init__(
         self,
         path: Path,
-        voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        voxel_size: VoxelSize | None = None,
         mips: int = 8,
         cache_sections: int = 4,
     ) -> None:
@@ -91,7 +99,10 @@ class SectionStackVolume(Volume):
         self.channels = 1 if first.ndim == 2 else 3
         self.dtype = first.dtype
         self.shape = (len(self.sections), first.shape[0], first.shape[1])
-        self.voxel_size = tuple(float(v) for v in voxel_size)  # type: ignore[assignment]
+        if voxel_size is not None:
+            self.voxel_size, self.voxel_size_origin = parse_voxel_size(voxel_size), "given"
+        elif (recorded := section_voxel_size(self.sections[0])) is not None:
+            self.voxel_size, self.voxel_size_origin = recorded
         self.mips = mips
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cache_size = max(1, cache_sections)

@@ -217,6 +217,29 @@ def test_version_0_model_json_is_migrated(saved):
         assert torch.equal(bundle.model(x), model(x))
 
 
+@pytest.mark.parametrize(("pixel_size", "voxel_size"), [(None, None), ([5.0, 4.0], (4.0, 5.0, 4.0))])
+def test_version_1_pixel_size_becomes_the_voxel_size(saved, pixel_size, voxel_size):
+    path, _ = saved
+    raw = json.loads((path / "model.json").read_text())
+    raw["format_version"] = 1
+    del raw["voxel_size_nm"]
+    raw["pixel_size_nm"] = pixel_size  # (y, x); membraind wrote null
+    (path / "model.json").write_text(json.dumps(raw))
+    metadata = load_bundle(path).metadata
+    assert metadata.format_version == CURRENT_FORMAT and metadata.voxel_size_nm == voxel_size
+
+
+def test_voxel_size_round_trips_in_any_form(saved, tmp_path):
+    _, model = saved
+    bundle = save_bundle(tmp_path / "voxel", model, make_metadata(voxel_size_nm="4,4,50"))
+    assert json.loads((bundle / "model.json").read_text())["voxel_size_nm"] == [4.0, 4.0, 50.0]
+    assert read_metadata(bundle).voxel_size_nm == (4.0, 4.0, 50.0)
+    with pytest.raises(InputError, match="voxel_size_nm"):
+        raw = json.loads((bundle / "model.json").read_text())
+        (bundle / "model.json").write_text(json.dumps({**raw, "voxel_size_nm": [4, 4]}))
+        read_metadata(bundle)
+
+
 def test_onnx_only_bundle_loads_without_a_model(saved):
     path, _ = saved
     (path / "weights.safetensors").unlink()

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from membraind.errors import InputError
 from membraind.groundtruth.normalization import IntensityNormalization
-from membraind.nn.bundle import ModelMetadata, load_bundle, save_bundle
+from membraind.nn.bundle import CURRENT_FORMAT, ModelMetadata, load_bundle, save_bundle
 from membraind.nn.onnx_io import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -105,7 +105,7 @@ def test_metadata_round_trip_through_the_onnx_file(exported):
     assert predictor.metadata == bundle.metadata
     props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert json.loads(props["membraind.model_json"])["name"] == "parity"
-    assert props["membraind.format_version"] == "1"
+    assert props["membraind.format_version"] == str(CURRENT_FORMAT)
 
 
 def test_torch_probabilities_keeps_the_training_mode(exported, sections):

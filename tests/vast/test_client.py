@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from membraind.groundtruth.classes import CLASS_COLOURS
+from membraind.nn.bundle import load_bundle
 from membraind.predict.request import PredictRequest, VastSource
 from membraind.predict.run import plan_tiles, run_prediction
 from membraind.predict.settings import PredictSettings
@@ -296,6 +297,23 @@ def test_command_line_predicts_around_the_nodes_of_a_vast_annotation_layer(emula
     bad = run_cli("predict", source, "--bundle", str(trained_bundle), "--out", str(tmp_path / "out"),
                   "--anchor-layer", "nope")  # fmt: skip
     assert bad.returncode == 2 and "no layer named 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_predictions_into_two_folders_become_two_layers_named_after_folder_model_and_version(
+    emulator, trained_bundle, tmp_path
+):
+    source = f"vast://127.0.0.1:{emulator.port}/0"
+    box = ("--box", "0,100,0,100,0,1")
+    for out in ("first", "second", "first"):  # the last one only refreshes the first folder's layer
+        result = run_cli("predict", source, "--bundle", str(trained_bundle), "--out", str(tmp_path / out), *box)
+        assert result.returncode == 0, result.stderr
+    with VastClient("127.0.0.1", emulator.port, timeout=TIMEOUT) as client:
+        names = [layer.name for layer in client.layers()][-2:]
+    created = load_bundle(trained_bundle).metadata.created[:10]
+    assert names == [f"first: isbi-small membrane (trained {created})", f"second: isbi-small membrane (trained {created})"]
+    assert [c[0] for c in emulator.calls] == ["LOADLAYER", "LOADLAYER", "REFRESHLAYERREGION"]
+    # The store's file keeps its name, so a store predicted by an earlier membraind still holds one .vsvi.
+    assert [p.name for p in (tmp_path / "first" / "isbi-small" / "membrane").glob("*.vsvi")] == ["isbi-small membrane.vsvi"]
 
 
 def test_colour_layer_arrives_as_rgb_and_reads_as_gray_when_channels_agree(em_folder, tmp_path):

@@ -165,7 +165,7 @@ def test_getinfo_layers_and_layer_info(client, gray_dir):
     assert client.call(Command.GETNROFLAYERS).uints == [4]
     layers = [LayerInfo.from_values(client.call(Command.GETLAYERINFO, n)) for n in range(4)]
     assert [(la.type, la.name, la.bytes_per_pixel) for la in layers] == [
-        (0, gray_dir.name, 1), (1, "traces", 0), (1, "empty", 0), (2, "segmentation", 2)]  # VAST's ADDNEWLAYER numbers
+        (0, "EM", 1), (1, "traces", 0), (1, "empty", 0), (2, "segmentation", 2)]  # VAST's ADDNEWLAYER numbers
     assert client.call(Command.GETAPIVERSION).uints == [5]
     factors = decode_scale_factors(client.call(Command.GETMIPMAPSCALEFACTORS, 0))
     assert factors[:3] == [(1, 1, 1), (2, 2, 1), (4, 4, 1)] and len(factors) == 8
@@ -621,7 +621,7 @@ def test_cli_runs_the_emulator_until_sigterm(gray_dir, skeleton_json):
 
 def test_cli_reports_a_bad_voxel_size(gray_dir):
     result = run_cli("vast-emulator", "--volume", str(gray_dir), "--port", "0", "--voxel-size", "4,4")
-    assert result.returncode == 2 and "--voxel-size must be three positive numbers" in result.stderr
+    assert result.returncode == 2 and "--voxel-size: a voxel size is X,Y,Z in nm" in result.stderr
 
 
 def _first_line(proc: subprocess.Popen, timeout: float) -> str:

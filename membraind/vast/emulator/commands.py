@@ -4,12 +4,13 @@
 :class:`Refused` with VAST's error code; :mod:`membraind.vast.emulator.server` carries the
 frames over TCP. It serves, as vast-protocol.md describes the commands:
 
-- layer 0: the EM layer, a :class:`~membraind.volumes.volume.Volume` (8-bit gray, or RGB
-  sent as B,G,R per pixel; 16-bit volumes are sent as their high byte);
+- layer 0: the EM layer (named :data:`EM_NAME` unless told otherwise), a
+  :class:`~membraind.volumes.volume.Volume` (8-bit gray, or RGB sent as B,G,R per pixel;
+  16-bit volumes are sent as their high byte);
 - layers 1..A: one annotation layer per :class:`AnnotationLayerData`, either given as
   data or read from a skeleton file that is read again whenever it changes on disk;
-- layer A+1: an in-memory uint16 segmentation layer of the mip-0 volume size, stored in
-  blocks allocated on first write (all zero until written, see
+- layer A+1: an in-memory uint16 segmentation layer (:data:`SEGMENTATION_NAME`) of the
+  mip-0 volume size, stored in blocks allocated on first write (all zero until written, see
   :class:`~membraind.vast.emulator.sparse_labels.SparseLabels`);
 - after it, every layer added by LOADLAYER (any volume :func:`open_volume` reads, usually
   a ``.vsvi``), always appended at the end whatever reference layer is given.
@@ -78,12 +79,15 @@ from membraind.volumes.box import Box
 from membraind.volumes.open_volume import open_volume
 from membraind.volumes.volume import Volume
 
-__all__ = ["EmulatedVast", "Refused", "MAX_REPLY", "API_VERSION"]
+__all__ = ["EmulatedVast", "Refused", "MAX_REPLY", "API_VERSION", "EM_NAME", "SEGMENTATION_NAME"]
 
 log = logging.getLogger(__name__)
 
 MAX_REPLY = 1 << 30  # larger image requests are refused with error 12, as VAST refuses huge ones
 API_VERSION = 5  # what GETAPIVERSION answers (VAST Lite 1.5 era; membraind does not depend on it)
+
+#: The emulator's layer names, used by the user guide's commands: the EM layer, and the segmentation layer.
+EM_NAME, SEGMENTATION_NAME = "EM", "segmentation"
 
 _TYPE = {"em": LayerType.IMAGE, "loaded": LayerType.IMAGE, "seg": LayerType.SEGMENTATION, "anno": LayerType.ANNOTATION}
 
@@ -133,8 +137,8 @@ class EmulatedVast:
         skeletons: Path | str | list[AnnotationLayerData] | None = None,
         voxel_size: tuple[float, float, float] | None = None,
         cube_size: tuple[int, int, int] = (16, 16, 16),
-        em_name: str | None = None,
-        segmentation_name: str = "segmentation",
+        em_name: str = EM_NAME,
+        segmentation_name: str = SEGMENTATION_NAME,
     ) -> None:
         self.volume = volume if isinstance(volume, Volume) else open_volume(Path(volume), voxel_size)
         vx, vy, vz = voxel_size or self.volume.voxel_size
@@ -150,7 +154,7 @@ class EmulatedVast:
         self.calls: list[tuple[str | int, ...]] = []
         self.object_selections: list[int] = []  # SETSELECTEDANNOOBJECTNR's ids, in order
 
-        self._em = _Layer("em", em_name or Path(self.volume.name).stem or "EM", volume=self.volume)
+        self._em = _Layer("em", em_name, volume=self.volume)
         self._seg = _Layer("seg", segmentation_name)
         self._loaded: list[_Layer] = []
         self._skeleton_path: Path | None = None

@@ -21,7 +21,7 @@ import socket
 import threading
 from pathlib import Path
 
-from membraind.vast.emulator.commands import EmulatedVast, Refused
+from membraind.vast.emulator.commands import EM_NAME, SEGMENTATION_NAME, EmulatedVast, Refused
 from membraind.vast.emulator.sparse_labels import SparseLabels
 from membraind.vast.protocol import (
     HEADER,
@@ -67,8 +67,8 @@ class VastEmulator:
         cube_size: tuple[int, int, int] = (16, 16, 16),
         idle_timeout: float = 600.0,
         max_connections: int = 64,
-        em_name: str | None = None,
-        segmentation_name: str = "segmentation",
+        em_name: str = EM_NAME,
+        segmentation_name: str = SEGMENTATION_NAME,
     ) -> None:
         self.vast = EmulatedVast(
             volume, skeletons=skeletons, voxel_size=voxel_size, cube_size=cube_size, em_name=em_name,
