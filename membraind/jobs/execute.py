@@ -155,9 +155,15 @@ def training_result(run_dir: Path, bundle: Path) -> JobResult:
 
 
 def run_train(spec: TrainSpec, settings: Settings, progress: ProgressReporter, cancel: Cancel) -> JobResult:
-    """Train (or fine-tune), resuming a run left in ``spec.out``."""
-    trainer = make_trainer(spec, settings)
-    return training_result(spec.out, trainer.run(progress, cancel))
+    """Train (or fine-tune), resuming a run left in ``spec.out``. Warnings about the ground
+    truth (an implausible membrane share) end the summary, where the user sees them."""
+    data = training_data(spec, settings)
+    trainer = make_trainer(spec, settings, data)
+    result = training_result(spec.out, trainer.run(progress, cancel))
+    warnings = list(dict.fromkeys(gt.warning for gt in [*data.train, *data.validation] if gt.warning))
+    if warnings:
+        result.summary += "".join(f"; warning: {warning}" for warning in warnings)
+    return result
 
 
 def segment_settings(spec: Segment2DSpec, segment2d: Segment2DSettings) -> Segment2DSettings:

@@ -73,7 +73,7 @@ class TrainingOutcome(StrictModel):
     def why(self) -> str:
         """Why training stopped, in a few words (``time budget of 10 min reached``)."""
         if self.stopped is StopReason.ALL_EPOCHS:
-            return f"all {self.epochs} epochs done"
+            return f"all {self.epochs} epochs done" if self.epochs != 1 else "its one epoch done"
         if self.stopped is StopReason.TIME_BUDGET:
             return f"time budget of {format_minutes(self.max_minutes or 0)} reached"
         if self.stopped is StopReason.CANCELLED:

@@ -107,8 +107,9 @@ def test_submit_request_file_and_wait_prints_the_outputs(lab, cli):
     status, out, err = cli(*lab.options, "submit", request, "--wait")
     assert status == 0, err
     outputs = out.splitlines()  # stdout holds only the output paths
-    assert outputs == [f"{lab.home}/seg-file/segmentation/seg-file.vsvi", f"{lab.home}/seg-file/labels.tif"]
-    assert all(Path(p).is_file() for p in outputs)
+    assert outputs == [f"{lab.home}/seg-file/segmentation/seg-file.vsvi", f"{lab.home}/seg-file/labels.tif",
+                       f"{lab.home}/seg-file/preview"]  # fmt: skip
+    assert all(Path(p).is_file() for p in outputs[:2]) and len(list(Path(outputs[2]).glob("section_*.png"))) == 2
     assert "job seg-file submitted (segment2d, priority 0)" in err
     assert "seg-file  done      [####################] 100.0%" in err  # the progress line's last state
     assert "job seg-file done in" in err and "2 sections segmented" in err
@@ -373,5 +374,5 @@ def test_the_example_script_in_the_docs_runs(lab, tmp_path, document):
     result = subprocess.run([sys.executable, tmp_path / "example.py"], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[-2:] == [f"{out}/segmentation/{out.name}.vsvi", f"{out}/labels.tif"]
-    assert any("%" in line for line in lines[:-2])  # progress was reported on the way
+    assert lines[-3:] == [f"{out}/segmentation/{out.name}.vsvi", f"{out}/labels.tif", f"{out}/preview"]
+    assert any("%" in line for line in lines[:-3])  # progress was reported on the way

@@ -458,3 +458,19 @@ def test_prefetch_hands_out_in_order_and_reraises():
             ahead.next()
     finally:
         ahead.close()
+
+
+def test_a_train_job_ends_with_the_warnings_about_its_ground_truth(tmp_path, tiny_settings, small_isbi_folders):
+    from membraind.jobs.execute import run_train
+    from membraind.jobs.specs import TrainSpec
+    from membraind.volumes.image_files import write_image
+
+    em, labels = small_isbi_folders
+    erased = read_image(labels / "01.png").copy()
+    erased[:, :120] = 0  # "erased" with black, which the isbi mapping reads as membrane
+    write_image(labels / "01.png", erased)
+    spec = TrainSpec(em=em, labels=labels, mapping="isbi", out=tmp_path / "run", epochs=1, steps_per_epoch=1)
+    result = run_train(spec, tiny_settings, lambda report: None, lambda: False)
+    assert result.summary.startswith("finished: its one epoch done; kept epoch 1")
+    warnings = result.summary.split("; warning: ")[1:]
+    assert len(warnings) == 1 and "01.png" in warnings[0] and "membrane" in warnings[0], result.summary

@@ -80,12 +80,17 @@ class Lab:
         finally:
             journal.close()
 
-    def drop_tile(self, name: str, section: int = 0) -> Path:
-        """Copy an ISBI test section into the scope folder (written, then renamed into place)."""
+    def drop_tile(self, name: str, section: int = 0, repeat: int = 1) -> Path:
+        """Copy an ISBI test section into the scope folder (written, then renamed into place);
+        ``repeat`` > 1 tiles it ``repeat`` x ``repeat`` times, for a job that runs long enough to be caught running."""
         target = self.scope / name
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name("." + target.name + ".part")
-        shutil.copy(self.isbi / "test" / "image" / f"{section:02d}.png", tmp)
+        source = self.isbi / "test" / "image" / f"{section:02d}.png"
+        if repeat == 1:
+            shutil.copy(source, tmp)
+        else:
+            Image.fromarray(np.tile(np.asarray(Image.open(source)), (repeat, repeat))).save(tmp, format="PNG")
         os.rename(tmp, target)
         return target
 
@@ -217,14 +222,14 @@ def test_second_daemon_on_the_same_state_folder_refuses_to_start(tmp_path, train
 def test_engine_crash_and_hang_are_retried_and_the_daemon_stays_up(tmp_path, trained_bundle, isbi):
     lab = Lab(tmp_path, trained_bundle, isbi, {"predict": {"tile_size": 128, "context": 32}, "service": {"hang_seconds": 20}})
     with lab.daemon() as daemon:
-        lab.drop_tile("a/crash.png", 5)
+        lab.drop_tile("a/crash.png", 5, repeat=4)  # 256 tiles: seconds of work, long enough to be seen running
         (record,) = wait_until(lambda: [r for r in lab.records() if r.state == "running" and r.progress > 0],
                                what="the job to run", daemon=daemon)  # fmt: skip
         (engine,) = daemon.engines()
         os.kill(engine, signal.SIGKILL)  # the engine dies mid-job (as if out of memory)
         wait_until(lambda: state_of(lab, record.id) == "done", what="the crashed job to be retried", daemon=daemon)
 
-        lab.drop_tile("a/hang.png", 6)
+        lab.drop_tile("a/hang.png", 6, repeat=4)
         (hung,) = wait_until(lambda: [r for r in lab.records() if r.state == "running" and r.progress > 0],
                              what="the second job to run", daemon=daemon)  # fmt: skip
         (engine,) = daemon.engines()
