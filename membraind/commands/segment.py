@@ -46,7 +46,8 @@ def register(add: Add) -> None:
     p.add_argument(
         "--out", type=Path, required=True, help="output folder: segmentation/ tiles, labels.tif, preview/, segment2d.json"
     )
-    p.add_argument("--mip", type=int, default=0, help="mip level of the membrane volume to segment (default 0)")
+    p.add_argument("--mip", type=int, help="mip level of the membrane volume to segment (default: the first holding data, "
+                                            "the mip a layer was predicted at)")
     p.add_argument("--sections", help="FIRST-LAST: only these sections (default all)")
     p.add_argument("--h", type=float, help="h-minima depth: larger merges more, smaller splits more (default: config)")
     p.add_argument("--sigma", type=float, help="smoothing before seeding, pixels (default: config)")

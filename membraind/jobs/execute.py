@@ -73,9 +73,7 @@ def run_predict(spec: PredictSpec, predict: PredictSettings, progress: ProgressR
     if isinstance(spec.volume, VastSource) and spec.show_in_vast:
         from membraind.vast.publish import show_prediction_in_vast
 
-        region = spec.region()
-        if region is not None:  # in the store's own pixels: its level 0 is the predicted mip
-            region = region.at_mip(report.mip).model_copy(update={"mip": 0})
+        region = spec.region()  # refreshed in mip-0 voxels, which is where the stores' layers lie
         layers = show_prediction_in_vast(spec.volume.host, spec.volume.port, spec.out, report.outputs, region)
         summary += "; shown as VAST layer " + ", ".join(map(str, layers))
     return JobResult(outputs=[str(p) for p in report.outputs], summary=summary)

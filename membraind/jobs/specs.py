@@ -94,7 +94,7 @@ class Segment2DSpec(StrictModel):
     kind: Literal["segment2d"] = "segment2d"
     membrane: Path = Field(description="membrane probability: a predicted layer's .vsvi or folder, or images")
     out: Path
-    mip: int = Field(0, ge=0)
+    mip: int | None = Field(None, ge=0, description="mip to segment (default: the first holding data)")
     sections: tuple[int, int] | None = Field(None, description="[first, last] sections, inclusive (default all)")
     h: float | None = Field(None, gt=0, le=1, description="h-minima depth in probability units (default: config)")
     sigma: float | None = Field(None, ge=0)

@@ -60,7 +60,7 @@ class PredictionReport:
     seconds: float = 0.0
     megapixels: float = 0.0
     outputs: list[Path] = field(default_factory=list)
-    mip: int = 0  # the mip predicted at: level 0 of the output stores
+    mip: int = 0  # the mip predicted at: the output stores' first level
     notes: list[str] = field(default_factory=list)  # about the voxel size: where it came from, warnings
 
     def summary(self) -> str:

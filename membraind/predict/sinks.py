@@ -39,19 +39,20 @@ def _store_label(model: LoadedModel, kind: str, mip: int) -> str:
 class TileStoreSink:
     """One tile store per (model, output kind) under ``out``, on the prediction grid.
 
-    A store holds the prediction mip as its level 0 (voxel size scaled accordingly), so
-    its ``.vsvi`` describes a consistent VAST layer whatever mip was predicted.
+    A store's first level is the predicted mip, written under ``mip<M>/``; its ``.vsvi``
+    keeps the volume's mip-0 size and voxel size, so VAST lines the layer up with the EM
+    (mEMbrain's framing).
     """
 
     def __init__(self, out: Path, volume: Volume, grid: TileGrid, models: list[LoadedModel], pyramid: bool = True):
         self.grid, self.pyramid = grid, pyramid
-        scale = 2.0**grid.mip
-        vx, vy, vz = volume.voxel_size
         self.stores: dict[tuple[str, str], TileStore] = {
             (model.name, kind): TileStore(
                 output_root(out, model.name, kind),
                 shape=volume.shape_at(grid.mip),
-                voxel_size=(vx * scale, vy * scale, vz),
+                voxel_size=volume.voxel_size,
+                base_mip=grid.mip,
+                full_shape=volume.shape,
                 channels=output_channels(kind),
                 layer_name=layer_name(out, model, kind, grid.mip),
                 # The file keeps its earlier name, so a store predicted again holds one .vsvi.

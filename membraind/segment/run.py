@@ -96,7 +96,7 @@ def run_segmentation(
     out: Path,
     settings: Segment2DSettings,
     *,
-    mip: int = 0,
+    mip: int | None = None,
     sections: range | None = None,
     overwrite: bool = False,
     label_tiff: bool = True,
@@ -107,6 +107,7 @@ def run_segmentation(
 ) -> SegmentationReport:
     """Segment the sections of the membrane-probability volume at ``membrane`` (membrane
     high, 8-bit or float in [0, 1]) at ``mip`` into ``out`` (see the module docstring).
+    Without ``mip``, the first level holding data: a layer predicted at mip M is segmented there.
 
     ``preview`` writes each segmented section's picture into ``out/preview/``, over ``em``
     (the EM the membrane was predicted from, same size at ``mip``) or, without it, over
@@ -120,6 +121,7 @@ def run_segmentation(
     volume = as_gray(open_volume(membrane))
     em_volume = None
     try:
+        mip = volume.first_mip if mip is None else mip
         if not 0 <= mip < volume.mips:
             raise InputError(f"{volume.name} has mip levels 0-{volume.mips - 1}; mip {mip} was asked for")
         shape = volume.shape_at(mip)
@@ -199,12 +201,12 @@ def _open_manifest(
 
 
 def _store(out: Path, volume: Volume, mip: int) -> TileStore:
-    # The segmented mip is the store's level 0, as for predicted layers.
-    vx, vy, vz = volume.voxel_size
+    # The segmented mip is the store's first level, framed at mip 0 as predicted layers are.
     name = out.resolve().name + (f" mip{mip}" if mip else "")  # the layer is named after the folder
     return TileStore(
-        out / STORE_NAME, volume.shape_at(mip), (vx * 2**mip, vy * 2**mip, vz), 3, name, kind="segmentation"
-    )
+        out / STORE_NAME, volume.shape_at(mip), volume.voxel_size, 3, name, kind="segmentation", base_mip=mip,
+        full_shape=volume.shape,
+    )  # fmt: skip
 
 
 def _open_em(em: Path, mip: int, shape: tuple[int, int, int], membrane: Path) -> Volume:

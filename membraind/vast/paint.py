@@ -47,16 +47,20 @@ def paint_around_anchors(
     first_id: int = 2,
 ) -> PaintReport:
     """Paint each anchor's cube (mip-0 boxes, e.g. from the ``Anchors`` target's ``boxes()``;
-    clipped to the volume) of ``membrane`` (mip 0, membrane high) into ``segmentation_layer``.
+    clipped to the volume) of ``membrane`` (membrane high) into ``segmentation_layer``.
+
+    The membrane is read at its first level holding data (a layer predicted at mip M, at
+    M) and the segments are painted at mip 0, each mip-M pixel as its 2^M x 2^M block, so
+    they land on the EM they were predicted from.
 
     ``mode="cells"``: 2D cells of each section, numbered from ``first_id`` on (each cube and
     section gets new ids); ``"membrane"``: membrane above ``threshold`` as segment
     ``first_id`` (mEMbrain painted id 2).
     """
     report = PaintReport(next_id=first_id)
-    bounds = membrane.bounds(0)
-    for box in cubes:
-        box = box.intersect(bounds)
+    mip = membrane.first_mip
+    for cube in cubes:
+        box = cube.at_mip(mip).intersect(membrane.bounds(mip))
         if box.empty:
             continue
         pixels = membrane.read(box)
@@ -71,6 +75,13 @@ def paint_around_anchors(
                 cells = renumber_segments(segment_section(section, settings), report.next_id)
                 labels[z] = cells
                 report.next_id = max(report.next_id, int(cells.max()) + 1)
-        report.voxels += write_unpainted(client, segmentation_layer, box, labels)
+        target = box.at_mip(0).intersect(membrane.bounds(0))
+        report.voxels += write_unpainted(client, segmentation_layer, target, _at_mip0(labels, mip, target.shape))
         report.cubes += 1
     return report
+
+
+def _at_mip0(labels: np.ndarray, mip: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """Mip-``mip`` labels as mip-0 labels of ``shape`` (each pixel a 2^mip block, cut at the volume's edge)."""
+    scale = 2**mip
+    return np.repeat(np.repeat(labels, scale, axis=1), scale, axis=2)[:, : shape[1], : shape[2]]

@@ -78,7 +78,7 @@ class LayerPublisher:
 
 def show_prediction_in_vast(host: str, port: int, out: Path, stores: list[Path], region: Box | None) -> list[int]:
     """Load each predicted store into the VAST at ``host:port`` (once), or refresh ``region``
-    (in the stores' own level-0 pixels) of layers loaded before; returns the layer numbers."""
+    (any mip; VAST is asked in mip-0 voxels) of layers loaded before; returns the layer numbers."""
     with VastClient(host, port) as client:
         publisher = LayerPublisher(client, Path(out) / VAST_LAYERS_FILE)
         return [publisher.publish(vsvi, region) for vsvi in stores]

@@ -60,13 +60,19 @@ def rgb_to_ids(rgb: np.ndarray) -> np.ndarray:
 
 
 class TileStore:
-    """A VAST tile store under ``root`` for a volume of mip-0 ``shape`` ``(z, y, x)``.
+    """A VAST tile store under ``root`` whose first level has ``shape`` ``(z, y, x)``.
 
     ``kind="image"``: 8-bit gray (``channels=1``) or RGB (``channels=3``) tiles, pyramid by
     2x2 mean. ``kind="segmentation"``: arrays are segment ids, written as 8-bit gray
     (``channels=1``, ids up to 255) or RGB-encoded (``channels=3``, see
     :func:`ids_to_rgb`), pyramid by nearest pixel. Arrays passed in and returned are
     ``(H, W)`` (ids or gray) or ``(H, W, 3)`` (RGB images).
+
+    Levels (the ``mip`` of every method) count from the store's first level, which is
+    VAST's mip ``base_mip``: a store of a prediction made at mip 2 writes its level 0 under
+    ``mip2/``. Its ``.vsvi`` describes the layer at mip 0 as VAST wants it, lining up with
+    the EM (``full_shape``: the mip-0 size; ``voxel_size``: the mip-0 voxel size), with the
+    levels below ``base_mip`` missing (black), as mEMbrain wrote them.
     """
 
     def __init__(
@@ -79,6 +85,8 @@ class TileStore:
         tile_size: int = 1024,
         kind: StoreKind = "image",
         file_stem: str | None = None,
+        base_mip: int = 0,
+        full_shape: tuple[int, int, int] | None = None,
     ) -> None:
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"a tile store needs a (z, y, x) shape of positive sizes, not {shape}")
@@ -88,8 +96,12 @@ class TileStore:
             raise ValueError(f"tile_size must be even (mip tiles halve it), not {tile_size}")
         if kind not in ("image", "segmentation"):
             raise ValueError(f"kind must be 'image' or 'segmentation', not {kind!r}")
+        if base_mip < 0:
+            raise ValueError(f"base_mip must be 0 or more, not {base_mip}")
         self.root = Path(root)
         self.shape = tuple(int(v) for v in shape)
+        self.base_mip = base_mip
+        self.full_shape = tuple(int(v) for v in full_shape) if full_shape else self.shape
         self.voxel_size = tuple(float(v) for v in voxel_size)
         self.channels = channels
         self.layer_name = layer_name or self.root.name
@@ -123,7 +135,7 @@ class TileStore:
 
     def tile_path(self, z: int, row: int, col: int, mip: int = 0) -> Path:
         """The PNG of tile (``row``, ``col``) of section ``z`` at ``mip``."""
-        return self.root / vsvi.expand_template(TILE_TEMPLATE, TILE_SEQUENCE, s=z, r=row, c=col, m=mip)
+        return self.root / vsvi.expand_template(TILE_TEMPLATE, TILE_SEQUENCE, s=z, r=row, c=col, m=self.base_mip + mip)
 
     def tile_box(self, z: int, row: int, col: int, mip: int = 0) -> Box:
         """The pixels tile (``row``, ``col``) holds, clipped to the volume."""
@@ -261,9 +273,9 @@ class TileStore:
         return tile
 
     def highest_mip(self) -> int:
-        """The highest mip level with tiles on disk (0 when there is no pyramid)."""
+        """The highest level with tiles on disk (0 when there is no pyramid)."""
         mip = 0
-        while (folder := self.root / f"mip{mip + 1}").is_dir() and any(folder.iterdir()):
+        while (folder := self.root / f"mip{self.base_mip + mip + 1}").is_dir() and any(folder.iterdir()):
             mip += 1
         return mip
 
@@ -271,8 +283,11 @@ class TileStore:
 
     def descriptor(self) -> vsvi.VsviDescriptor:
         """The ``.vsvi`` descriptor of the store as it is on disk now (absolute templates)."""
-        z, y, x = self.shape
-        rows, cols = self.grid(0)
+        z, y, x = self.full_shape
+        rows, cols = -(-y // self.tile_size), -(-x // self.tile_size)  # the mip-0 grid
+        top = self.base_mip + self.highest_mip()
+        # Mipmaps from 1 (or from the first level written) to the top; 0/0: no mipmaps at all.
+        first = min(1, top) if self.base_mip == 0 else self.base_mip
         root = self.root.resolve()
         vx, vy, vz = self.voxel_size
         return vsvi.VsviDescriptor(
@@ -281,7 +296,7 @@ class TileStore:
             SourceFileNameTemplate=str(root / MIP0_TEMPLATE), SourceParamSequence=MIP0_SEQUENCE,
             SourceMinS=0, SourceMaxS=z - 1, SourceMinR=0, SourceMaxR=rows - 1, SourceMinC=0, SourceMaxC=cols - 1,
             MipMapFileNameTemplate=str(root / TILE_TEMPLATE), MipMapParamSequence=TILE_SEQUENCE,
-            SourceMinM=min(1, self.highest_mip()), SourceMaxM=self.highest_mip(),  # 0/0: no pyramid
+            SourceMinM=first, SourceMaxM=top,
             SourceTileSizeX=self.tile_size, SourceTileSizeY=self.tile_size,
             SourceBytesPerPixel=self.channels, MissingImagePolicy="black",
             TargetDataSizeX=x, TargetDataSizeY=y, TargetDataSizeZ=z,

@@ -55,6 +55,7 @@ class TileStoreVolume(Volume):
         elif (recorded := (d.TargetVoxelSizeXnm, d.TargetVoxelSizeYnm, d.TargetVoxelSizeZnm)) != UNKNOWN:
             self.voxel_size, self.voxel_size_origin = recorded, str(self.path)
         self.mips = d.mip_levels
+        self.first_mip = self._first_level()
         self.channels = 1 if d.SourceBytesPerPixel <= 2 else 3  # 4 bytes: RGBA, alpha dropped
         self.dtype = np.dtype(np.uint16 if d.SourceBytesPerPixel == 2 else np.uint8)
         self.tile_size = (d.SourceTileSizeY, d.SourceTileSizeX)
@@ -62,6 +63,15 @@ class TileStoreVolume(Volume):
         self._cache_size = max(1, cache_tiles)
         self._existing: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self._lock = Lock()
+
+    def _first_level(self) -> int:
+        """The first mip holding tiles, for stores laid out as ``mip<M>/...`` beside the
+        ``.vsvi`` (membraind's and mEMbrain's): a layer predicted at mip M starts there.
+        Other layouts start at 0."""
+        folder = self.path.parent
+        if not (folder / "mip0").is_dir() and any((folder / f"mip{m}").is_dir() for m in range(1, self.mips)):
+            return next(m for m in range(1, self.mips) if (folder / f"mip{m}").is_dir())
+        return 0
 
     # ------------------------------------------------------------------ tiles
 

@@ -25,7 +25,8 @@ __all__ = ["Volume", "SectionStackVolume"]
 
 class Volume:
     """Base class: a volume with ``shape`` (mip 0, ``(z, y, x)``), ``dtype``, ``voxel_size``
-    (nm, ``(x, y, z)``), ``mips`` (number of readable mip levels) and ``read(box)``.
+    (nm, ``(x, y, z)``), ``mips`` (number of readable mip levels), ``first_mip`` (the
+    first level holding data) and ``read(box)``.
 
     ``voxel_size_origin`` says where ``voxel_size`` came from (for messages); None when the
     source records none and ``voxel_size`` is the 1 nm placeholder.
@@ -38,6 +39,7 @@ class Volume:
     voxel_size: VoxelSize = (1.0, 1.0, 1.0)
     voxel_size_origin: str | None = None
     mips: int = 1
+    first_mip: int = 0  # the first mip holding data (a layer predicted at mip M: M)
     channels: int = 1  # 1 gray, 3 RGB
     name: str = "volume"
 

@@ -428,3 +428,54 @@ def test_view_position_and_calls_from_several_threads_are_serialised(client, em_
     for thread in threads:
         thread.join(timeout=60)
     assert all(np.array_equal(results[i], files.read(box)) for i, box in enumerate(boxes))
+
+
+def _mip2_copy_of_the_em(em_folder, root, tile_size=64):
+    """A store framed as a prediction made at mip 2 by a network that returns its input:
+    its pixels are the EM's at mip 2, so where they land in VAST shows the framing."""
+    em = open_volume(em_folder)
+    store = TileStore(root, em.shape_at(2), em.voxel_size, layer_name="EM at mip 2", tile_size=tile_size, base_mip=2,
+                      full_shape=em.shape)  # fmt: skip
+    store.write_region(store.bounds(0), em.read(em.bounds(2)))
+    store.build_pyramid()
+    return store
+
+
+def test_a_store_made_at_mip_2_lines_up_with_the_em_in_vast(client, emulator, em_folder, tmp_path):
+    store = _mip2_copy_of_the_em(em_folder, tmp_path / "store")
+    vsvi = store.write_vsvi()
+    assert (tmp_path / "store" / "mip2").is_dir() and not (tmp_path / "store" / "mip0").exists()
+    descriptor = open_volume(vsvi).descriptor
+    # The layer is described at mip 0, as VAST wants it: the EM's size and voxel size, tiles from mip 2 up.
+    assert (descriptor.TargetDataSizeX, descriptor.TargetDataSizeY, descriptor.TargetDataSizeZ) == client.info().size
+    assert (descriptor.TargetVoxelSizeXnm, descriptor.TargetVoxelSizeZnm) == client.info().voxel_size[::2]
+    assert (descriptor.SourceMinM, descriptor.OffsetMip) == (2, 0)
+    publisher = LayerPublisher(client, tmp_path / "vast-layers.json")
+    layer = publisher.publish(vsvi)
+    vast = VastVolume(client, layer)
+    for mip in (2, 3):  # pixel by pixel where VAST shows them
+        box = vast.bounds(mip)
+        assert np.array_equal(client.read_em(layer, box), client.read_em(0, box)), f"mip {mip}"
+    assert not client.read_em(layer, vast.bounds(0).section(0)).any()  # below mip 2: missing, black
+    # A refresh after re-predicting a mip-2 box asks VAST for that region in mip-0 voxels.
+    publisher.publish(vsvi, Box(x0=16, x1=32, y0=8, y1=24, z0=1, z1=2, mip=2))
+    assert emulator.calls[-1] == ("REFRESHLAYERREGION", layer, 64, 127, 32, 95, 1, 1)
+
+
+def test_vast_paint_puts_a_mip_2_layers_cells_where_they_belong(client, em_folder, tmp_path):
+    from membraind.vast.paint import paint_around_anchors
+
+    em = open_volume(em_folder)
+    store = TileStore(tmp_path / "membrane", em.shape_at(2), em.voxel_size, tile_size=64, base_mip=2, full_shape=em.shape)
+    band = np.zeros(store.shape, np.uint8)
+    band[:, 10:13, :] = 255  # a membrane across mip-2 rows 10-12: mip-0 rows 40-51
+    store.write_region(store.bounds(0), band)
+    membrane = open_volume(store.write_vsvi())
+    assert membrane.first_mip == 2
+    seg = next(i for i, layer in enumerate(client.layers()) if layer.type == LayerType.SEGMENTATION)
+    cube = Box(x0=0, x1=200, y0=0, y1=100, z0=1, z1=2, mip=0)
+    report = paint_around_anchors(client, seg, membrane, [cube], mode="membrane", first_id=2)
+    assert report.voxels == 200 * 12
+    with client.api_layer(seg):
+        painted = client.read_segmentation(cube)[0]
+    assert set(np.unique(painted[40:52])) == {2} and not painted[:40].any() and not painted[52:].any()
