@@ -3,8 +3,8 @@
 A ``.vsvi`` file makes VAST show a folder of image tiles as a layer (vast-protocol.md
 section 5). Files found in the wild are JSON-like rather than JSON: VAST's own exports
 hold unescaped single back-slashes in Windows paths, and mEMbrain's template used
-typographic quotes. :func:`parse_vsvi` reads all of these; :func:`write_vsvi` writes
-JSON as cp1252 plain text with relative, forward-slash templates.
+typographic quotes. :func:`parse_vsvi` reads all of these; :func:`write_vsvi` writes what
+VAST writes: cp1252 plain text with relative, back-slash templates.
 
 Templates are printf-style paths with one ``%d`` placeholder per letter of the param
 sequence (``s`` section, ``r`` tile row, ``c`` tile column, ``m`` mip; letters may
@@ -261,19 +261,28 @@ def _pair_value(value: str, key: str, number: int, path: Path) -> Any:
 
 
 def write_vsvi(path: Path, descriptor: VsviDescriptor) -> Path:
-    """Write ``descriptor`` to ``path`` as JSON in plain text, atomically.
+    """Write ``descriptor`` to ``path`` as VAST writes its own descriptors, atomically.
 
-    Templates are written with forward slashes and relative to the file's folder
-    (``./mip0/...``), so the tile store can be moved or shared as a whole. VAST reads
-    descriptors literally in the Windows code page: names are written as cp1252 text, not
-    as ``\\uXXXX`` escapes (a character cp1252 lacks becomes ``?``).
+    VAST is a Windows program that reads descriptors literally: templates are written
+    relative to the file's folder with bare back-slashes (``.\\mip0\\...``), so the tile
+    store can be moved or shared as a whole and opened from Windows; text is plain cp1252
+    (no ``\\uXXXX`` escapes; a character cp1252 lacks becomes ``?``, a double quote a
+    single one). :func:`parse_vsvi` reads it back.
     """
     path = Path(path)
     data = descriptor.model_dump(mode="json", exclude_none=True)
     for key in _TEMPLATE_KEYS:
         if data.get(key):
-            data[key] = _portable_template(data[key], path.parent)
-    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", DESCRIPTOR_ENCODING, "replace")
+            data[key] = _portable_template(data[key], path.parent).replace("/", "\\")
+    body = ",\n".join(f'  "{key}": {_literal(value)}' for key, value in data.items())
+    return write_text_atomic(path, "{\n" + body + "\n}\n", DESCRIPTOR_ENCODING, "replace")
+
+
+def _literal(value: Any) -> str:
+    """A value as VAST reads it: numbers and booleans as in JSON, text quoted and taken literally."""
+    if isinstance(value, str):
+        return '"' + re.sub(r"[\x00-\x1f]", " ", value).replace('"', "'") + '"'
+    return json.dumps(value)
 
 
 def _portable_template(template: str, folder: Path) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +70,12 @@ def test_round_trip_through_vsvi_at_every_mip(tmp_path, isbi, shape, tile_size):
     np.testing.assert_array_equal(read.read(inner), volume[inner.slices()])
 
 
-def test_vsvi_is_strict_json_with_true_ranges(tmp_path):
+def test_vsvi_is_written_as_vast_writes_it_with_true_ranges(tmp_path):
     volume = np.random.default_rng(1).integers(0, 256, (3, 1100, 2100), dtype=np.uint8)
     gray = TileStore(tmp_path / "gray", volume.shape, (8, 8, 40), tile_size=1024, layer_name="membrane probability")
     gray.write_tile(0, 0, 0, 0, volume[0, :1024, :1024])
     gray.build_pyramid(range(0, 1))
-    text = gray.write_vsvi().read_text(encoding="cp1252")
-    data = json.loads(text)
+    data = vsvi.parse_vsvi(gray.write_vsvi()).model_dump()
     assert (data["SourceMinS"], data["SourceMaxS"]) == (0, 2)
     assert (data["SourceMinR"], data["SourceMaxR"]) == (0, 1)
     assert (data["SourceMinC"], data["SourceMaxC"]) == (0, 2)
@@ -85,14 +83,16 @@ def test_vsvi_is_strict_json_with_true_ranges(tmp_path):
     assert data["SourceBytesPerPixel"] == 1 and data["MissingImagePolicy"] == "black"
     assert (data["TargetDataSizeX"], data["TargetDataSizeY"], data["TargetDataSizeZ"]) == (2100, 1100, 3)
     assert (data["TargetVoxelSizeXnm"], data["TargetVoxelSizeZnm"]) == (8.0, 40.0)
-    assert data["SourceFileNameTemplate"] == "./mip0/Sect_%06d/sect_%06d_r%d_c%d.png"
-    assert data["MipMapFileNameTemplate"] == "./mip%d/Sect_%06d/sect_%06d_r%d_c%d.png"
+    # As VAST writes them: relative to the .vsvi, with bare back-slashes.
+    assert data["SourceFileNameTemplate"] == ".\\mip0\\Sect_%06d\\sect_%06d_r%d_c%d.png"
+    assert data["MipMapFileNameTemplate"] == ".\\mip%d\\Sect_%06d\\sect_%06d_r%d_c%d.png"
+    assert b'".\\mip0\\Sect_%06d' in gray.write_vsvi().read_bytes()  # literally, not JSON-escaped
     assert (data["SourceParamSequence"], data["MipMapParamSequence"]) == ("ssrc", "mssrc")
     assert data["TargetLayerName"] == "membrane probability" and data["ServerType"] == "imagetiles"
     assert set(data) >= set(vsvi.VsviDescriptor.model_fields) - {"SourceSectionOrder"}
 
     rgb = TileStore(tmp_path / "rgb", (1, 100, 100), channels=3, tile_size=64, layer_name="rgb")
-    data = json.loads(rgb.write_vsvi().read_text(encoding="cp1252"))
+    data = vsvi.parse_vsvi(rgb.write_vsvi()).model_dump()
     assert data["SourceBytesPerPixel"] == 3
     assert (data["SourceMinM"], data["SourceMaxM"]) == (0, 0)  # no pyramid written yet: 0/0, as public descriptors
 
@@ -119,7 +119,7 @@ def test_vsvi_written_elsewhere_points_back_at_the_tiles(tmp_path):
     volume = np.arange(2 * 70 * 90, dtype=np.uint32).reshape(2, 70, 90).astype(np.uint8)
     store = filled_store(tmp_path / "deep" / "store", volume, 32)
     path = store.write_vsvi(tmp_path / "layers" / "x.vsvi")
-    assert json.loads(path.read_text())["SourceFileNameTemplate"].startswith("../deep/store/mip0/")
+    assert vsvi.parse_vsvi(path).SourceFileNameTemplate.startswith("..\\deep\\store\\mip0\\")
     np.testing.assert_array_equal(open_volume(path).read(Box.from_shape(volume.shape)), volume)
 
 
@@ -184,10 +184,10 @@ def test_reads_vast_style_vsvi_with_wildcards_and_one_based_tiles(tmp_path, isbi
     np.testing.assert_array_equal(read.read(read.bounds(1)), pyramid(volume, 1))
     assert read.mtime(read.bounds(0)) is not None
 
-    # Rewritten strictly, it reads the same and is plain JSON with forward slashes.
+    # Rewritten by membraind (as VAST writes descriptors), it reads the same.
     strict = vsvi.write_vsvi(tmp_path / "strict.vsvi", descriptor)
-    data = json.loads(strict.read_text(encoding="ascii"))
-    assert data["SourceFileNameTemplate"] == "./tiles/%04d_Section */%04d_Section *_tr%d-tc%d.png"
+    data = vsvi.parse_vsvi(strict).model_dump()
+    assert data["SourceFileNameTemplate"] == ".\\tiles\\%04d_Section *\\%04d_Section *_tr%d-tc%d.png"
     np.testing.assert_array_equal(TileStoreVolume(strict).read(read.bounds(0)), volume)
 
 
