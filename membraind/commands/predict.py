@@ -12,6 +12,7 @@ from membraind.commands import Add, add_voxel_size_argument, run_spec, spec_from
 from membraind.config import Settings
 from membraind.errors import InputError, describe_validation_error
 from membraind.predict.request import VastSource
+from membraind.vast.paths import PathMap, parse_path_map
 from membraind.volumes.box import Box
 
 _IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -119,6 +120,23 @@ def require_vast(text: str, why: str) -> VastSource:
     return source
 
 
+def add_vast_path_argument(p: argparse.ArgumentParser) -> None:
+    """``--vast-path DAEMON=VAST`` (repeatable): where a VAST on another machine sees this machine's folders."""
+    p.add_argument(
+        "--vast-path", type=path_map_argument, action="append", metavar="DAEMON=VAST",
+        help="where VAST sees a folder of this machine, e.g. /data/lab=Z:\\lab (repeat for several; "
+        "default: [[service.vast]] paths of that VAST in the config)",
+    )  # fmt: skip
+
+
+def path_map_argument(text: str) -> PathMap:
+    """argparse type of a ``DAEMON=VAST`` path mapping."""
+    try:
+        return parse_path_map(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def layer_ref(text: str) -> int | str:
     """A VAST layer given on the command line: its number when all digits, else its name."""
     return int(text) if text.isdigit() else text
@@ -126,13 +144,18 @@ def layer_ref(text: str) -> int | str:
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.jobs.specs import PredictSpec
+    from membraind.service.paths import check_vast_paths
 
+    volume = vast_source(args.volume)
+    if args.vast_path and isinstance(volume, VastSource):
+        volume = volume.model_copy(update={"paths": args.vast_path})
     spec = spec_from_args(
-        PredictSpec, volume=vast_source(args.volume), bundles=args.bundle, out=args.out, target=_target(args),
+        PredictSpec, volume=volume, bundles=args.bundle, out=args.out, target=_target(args),
         mip=args.mip, voxel_size_nm=voxel_size_argument(args.voxel_size), engine=args.runtime, device=args.device,
         overwrite=args.overwrite, outputs=args.outputs.split(",") if args.outputs else None,
         show_in_vast=not args.no_vast_layer,
     )  # fmt: skip
+    check_vast_paths(spec, settings.service.vast_paths)  # before any work, as the daemon checks at submit
     run_spec(spec, settings)
     return 0
 
@@ -158,4 +181,5 @@ def register(add: Add) -> None:
     p.add_argument(
         "--no-vast-layer", action="store_true", help="VAST source: do not load the results into VAST as layers"
     )
+    add_vast_path_argument(p)
     p.add_argument("--overwrite", action="store_true", help="recompute tiles whose outputs are already up to date")

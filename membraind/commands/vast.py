@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from membraind.commands import Add, add_voxel_size_argument, voxel_size_argument
-from membraind.commands.predict import add_anchor_arguments
+from membraind.commands.predict import add_anchor_arguments, path_map_argument
 from membraind.config import Settings
 from membraind.errors import InputError, describe_validation_error
 from membraind.vast.emulator.commands import EM_NAME, SEGMENTATION_NAME
@@ -21,6 +21,7 @@ def cmd_vast_emulator(args: argparse.Namespace, settings: Settings) -> int:
     emulator = VastEmulator(
         args.volume, skeletons=args.skeletons, host=args.host, port=args.port,
         voxel_size=voxel_size_argument(args.voxel_size), em_name=args.em_name, segmentation_name=args.segmentation_name,
+        windows_paths=args.windows_path,
     )  # fmt: skip
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -110,6 +111,11 @@ def register(add: Add) -> None:
     p.add_argument(
         "--segmentation-name", default=SEGMENTATION_NAME,
         help=f"name of the (empty) segmentation layer (default {SEGMENTATION_NAME})",
+    )  # fmt: skip
+    p.add_argument(
+        "--windows-path", type=path_map_argument, action="append", metavar="FOLDER=WINDOWS",
+        help="act as VAST on Windows: LOADLAYER opens only Windows paths, WINDOWS (e.g. Z:\\lab) being FOLDER here "
+        "(repeat for several drives or shares)",
     )  # fmt: skip
 
     p = add(

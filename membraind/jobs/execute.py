@@ -17,9 +17,10 @@ from membraind_client.progress import EtaClock, Progress, ProgressReporter
 from membraind.config import Settings, with_overrides
 from membraind.jobs.specs import ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
 from membraind.nn.bundle_layout import METADATA_FILE
-from membraind.predict.request import VastSource
+from membraind.predict.request import VastSource, paths_for
 from membraind.predict.settings import PredictSettings
 from membraind.segment.settings import Segment2DSettings
+from membraind.vast.paths import PathMap
 
 if TYPE_CHECKING:  # torch is imported only when a training job runs
     from membraind.groundtruth.training_data import TrainingData
@@ -59,8 +60,12 @@ def predict_settings(spec: PredictSpec, predict: PredictSettings) -> PredictSett
     )  # fmt: skip
 
 
-def run_predict(spec: PredictSpec, predict: PredictSettings, progress: ProgressReporter, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
-    """Predict; results from a VAST source are shown in that VAST unless the spec says not to."""
+def run_predict(
+    spec: PredictSpec, predict: PredictSettings, progress: ProgressReporter, cancel: Cancel, cache: ModelCache | None = None,
+    vast_paths: Callable[[str, int], list[PathMap]] = lambda host, port: [],
+) -> JobResult:
+    """Predict; results from a VAST source are shown in that VAST unless the spec says not to,
+    handed over through its path mapping (the source's own, else ``vast_paths(host, port)``)."""
     from membraind.predict.run import run_prediction
 
     predict = predict_settings(spec, predict)
@@ -74,7 +79,8 @@ def run_predict(spec: PredictSpec, predict: PredictSettings, progress: ProgressR
         from membraind.vast.publish import show_prediction_in_vast
 
         region = spec.region()  # refreshed in mip-0 voxels, which is where the stores' layers lie
-        layers = show_prediction_in_vast(spec.volume.host, spec.volume.port, spec.out, report.outputs, region)
+        paths = paths_for(spec.volume, vast_paths)
+        layers = show_prediction_in_vast(spec.volume.host, spec.volume.port, spec.out, report.outputs, region, paths)
         summary += "; shown as VAST layer " + ", ".join(map(str, layers))
     return JobResult(outputs=[str(p) for p in report.outputs], summary=summary)
 
@@ -200,7 +206,7 @@ def run_job(spec: Any, settings: Settings, progress: ProgressReporter, cancel: C
     reports reach ``progress`` with the time left estimated."""
     progress = EtaClock(progress)  # the one place the estimate is made, for the CLI and the daemon alike
     if isinstance(spec, PredictSpec):
-        return run_predict(spec, settings.predict, progress, cancel, cache)
+        return run_predict(spec, settings.predict, progress, cancel, cache, vast_paths=settings.service.vast_paths)
     if isinstance(spec, TrainSpec):  # FinetuneSpec too; assembling a trainer takes most sections
         return run_train(spec, settings, progress, cancel)
     if isinstance(spec, Segment2DSpec):

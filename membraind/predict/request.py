@@ -9,11 +9,12 @@ image file (a tile that just arrived at the scope; the output mirrors its path).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Callable, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
 from membraind.strict import StrictModel
+from membraind.vast.paths import PathMap
 from membraind.vast.protocol import DEFAULT_PORT
 from membraind.volumes.box import Anchor, Box
 from membraind.volumes.voxel_size import VoxelSizeNm
@@ -71,6 +72,15 @@ class VastSource(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     layer: int | str = Field(0, description="EM layer: its number (0-based) or its name")
+    paths: list[PathMap] = Field(
+        default_factory=list,
+        description="where that VAST sees the daemon's folders (default: the [[service.vast]] of this host and port)",
+    )
+
+
+def paths_for(source: VastSource, configured: Callable[[str, int], list[PathMap]]) -> list[PathMap]:
+    """The path mapping that applies to ``source``: its own, else ``configured(host, port)``."""
+    return source.paths or configured(source.host, source.port)
 
 
 class PredictRequest(StrictModel):

@@ -16,7 +16,7 @@ from typing import Callable
 from membraind.nn.settings import TransferSettings
 from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import Journal
-from membraind.service.paths import check_parent_data, check_paths
+from membraind.service.paths import check_parent_data, check_paths, check_vast_paths
 from membraind.service.queues import JobQueues
 from membraind.service.settings import ServiceSettings
 from membraind.service.split_jobs import SplitJobs
@@ -62,6 +62,7 @@ class Dispatcher:
         """
         check_paths(job.spec, self.roots)
         check_parent_data(job.spec, self.transfer.mode, self.roots)
+        check_vast_paths(job.spec, self.service.vast_paths)
         parts = self.splits.plan(job) if self.splits is not None and job.parent is None else None
         record, created = self.journal.add(job)
         if created and parts:

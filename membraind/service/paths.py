@@ -1,17 +1,20 @@
-"""Requests may only read and write under the configured roots (docs/design-notes.md, "Paths and trust")."""
+"""Requests may only read and write under the configured roots (docs/design-notes.md, "Paths and trust"),
+and results shown in VAST must lie where that VAST can see them."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel
 
 from membraind.errors import InputError
-from membraind.jobs.specs import FinetuneSpec
+from membraind.jobs.specs import FinetuneSpec, PredictSpec
 from membraind.nn.bundle_layout import read_metadata_json
+from membraind.predict.request import VastSource, paths_for
+from membraind.vast.paths import PathMap, vast_path
 
-__all__ = ["check_paths", "check_parent_data", "paths_of"]
+__all__ = ["check_paths", "check_parent_data", "check_vast_paths", "paths_of"]
 
 
 def paths_of(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, Path]]:
@@ -23,6 +26,8 @@ def paths_of(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, Path]]:
 def _paths(value: Any, where: str) -> Iterator[tuple[str, Path]]:
     if isinstance(value, Path):
         yield where, value
+    elif isinstance(value, PathMap):
+        return  # names where VAST sees a folder; nothing is read or written there
     elif isinstance(value, BaseModel):
         yield from paths_of(value, where + ".")
     elif isinstance(value, (list, tuple)):
@@ -89,3 +94,14 @@ def _training_data(bundle: Path) -> list[tuple[str, Path]]:
         return [(key, Path(source[key])) for source in metadata["training"]["data"] for key in ("em", "labels")]
     except (OSError, ValueError, KeyError, TypeError):
         return []
+
+
+def check_vast_paths(spec: BaseModel, configured: Callable[[str, int], list[PathMap]]) -> None:
+    """Refuse a prediction whose results are to be shown in a VAST that cannot see its output
+    folder through its path mapping (see :mod:`membraind.vast.paths`): said now, not by VAST later."""
+    if isinstance(spec, PredictSpec) and isinstance(spec.volume, VastSource) and spec.show_in_vast:
+        try:
+            vast_path(spec.out, paths_for(spec.volume, configured))
+        except InputError as exc:
+            raise InputError(f"out: the results are to be shown in the VAST at {spec.volume.host}:{spec.volume.port}, "
+                             f"but {exc}") from None  # fmt: skip

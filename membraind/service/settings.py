@@ -10,6 +10,7 @@ from membraind_client.messages import MAX_MESSAGE_BYTES
 from pydantic import Field, field_validator, model_validator
 
 from membraind.strict import StrictModel, accept_older_name
+from membraind.vast.paths import PathMap
 from membraind.vast.protocol import DEFAULT_PORT
 
 __all__ = ["ServiceSettings", "ScopeWatch", "VastAnchorWatch", "ApiSettings", "QueueSettings"]
@@ -41,6 +42,11 @@ class VastAnchorWatch(StrictModel):
     cube_xy: int = Field(1024, ge=1, description="cube side around each node, mip-0 pixels")
     cube_z: int = Field(16, ge=1, description="cube depth, sections")
     poll_seconds: float = Field(5.0, gt=0, description="how often the layers are checked for new nodes")
+    paths: list[PathMap] = Field(
+        default_factory=list,
+        description="where this VAST sees the daemon's folders: [{daemon = \"/data/lab\", vast = 'Z:\\lab'}]; "
+        "none: VAST runs on this machine",
+    )
 
 
 class ApiSettings(StrictModel):
@@ -158,6 +164,10 @@ class ServiceSettings(StrictModel):
     def requests_path(self) -> Path:
         """The request folder."""
         return self.request_dir or self.home / "requests"
+
+    def vast_paths(self, host: str, port: int) -> list[PathMap]:
+        """The path mapping of the VAST at ``host:port`` (its ``[[service.vast]]``; none: VAST is local)."""
+        return next((watch.paths for watch in self.vast if (watch.host, watch.port) == (host, port)), [])
 
     def allowed_roots(self) -> list[Path]:
         """Every folder requests may use: ``home`` and ``roots``, resolved."""

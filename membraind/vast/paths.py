@@ -19,7 +19,7 @@ from pydantic import field_validator
 from membraind.errors import InputError
 from membraind.strict import StrictModel
 
-__all__ = ["PathMap", "vast_path", "parse_path_map", "is_windows_path", "describe_path_maps"]
+__all__ = ["PathMap", "vast_path", "local_path", "parse_path_map", "is_windows_path", "describe_path_maps"]
 
 _WINDOWS = re.compile(r"^([A-Za-z]:[\\/]|\\\\[^\\/]+[\\/][^\\/]+)")  # D:\ or \\server\share
 
@@ -91,6 +91,20 @@ def vast_path(path: Path | str, maps: list[PathMap]) -> str:
     if best.windows:
         return str(PureWindowsPath(best.vast, *rest))
     return str(PurePosixPath(best.vast, *rest))
+
+
+def local_path(text: str, maps: list[PathMap]) -> Path:
+    """The inverse of :func:`vast_path`: a path as VAST names it, on this machine (the
+    emulator standing in for VAST on Windows opens files through it). Windows paths are
+    matched without regard to case or separator, as Windows matches them."""
+    for m in sorted(maps, key=lambda m: len(m.vast), reverse=True):
+        if m.windows and is_windows_path(text):
+            prefix, path = PureWindowsPath(m.vast), PureWindowsPath(text)
+            if path == prefix or prefix in path.parents:  # PureWindowsPath compares case-insensitively
+                return Path(m.daemon, *path.relative_to(prefix).parts)
+        elif not m.windows and (text == m.vast or text.startswith(m.vast.rstrip("/") + "/")):
+            return Path(m.daemon, *PurePosixPath(text).relative_to(PurePosixPath(m.vast)).parts)
+    raise InputError(f"{text} lies in none of the mapped folders ({describe_path_maps(maps)})")
 
 
 def describe_path_maps(maps: list[PathMap]) -> str:

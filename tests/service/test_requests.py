@@ -836,3 +836,29 @@ def test_requests_wait_in_place_while_the_daemon_cannot_move_them_and_are_answer
     assert answer(service, "bad.json")[0] == "rejected"
     assert service.journal.get("good-1").state == "queued"
     assert caplog.text.count("request good.json cannot be moved") <= tries  # per rescan, not every half second
+
+
+def test_a_prediction_for_a_vast_that_cannot_see_its_output_is_refused_at_submit(tmp_path):
+    from membraind.service.job import job_from_request
+
+    home = tmp_path / "home"
+    (home / "shared").mkdir(parents=True)
+    watch = {"host": "10.0.0.5", "port": 22081, "anchor_layers": ["anchors"], "bundles": [str(home / "m")],
+             "out": str(home / "shared" / "anchors"), "paths": [{"daemon": str(home / "shared"), "vast": "Z:\\lab"}]}  # fmt: skip
+    settings = Settings.model_validate({"service": {"home": str(home), "vast": [watch]}})
+    journal = SqliteJournal(tmp_path / "journal.db")
+    dispatcher = Dispatcher(settings.service, settings.transfer, journal, JobQueues(open_hueys(settings.service)))
+    request = {"kind": "predict", "volume": {"host": "10.0.0.5", "port": 22081}, "bundles": [str(home / "m")],
+               "target": {"mode": "box", "box": {"x0": 0, "x1": 512, "y0": 0, "y1": 512, "z0": 0, "z1": 2}}}  # fmt: skip
+    try:
+        with pytest.raises(MembraindError, match=r"out: the results are to be shown in the VAST at 10.0.0.5:22081, but "
+                                                 r".*/home/private lies outside the folders VAST can see"):  # fmt: skip
+            dispatcher.submit(job_from_request(request | {"out": str(home / "private")}, source="zmq"))
+        record, created = dispatcher.submit(job_from_request(request | {"out": str(home / "shared" / "p")}, source="zmq"))
+        assert created and record.state == "queued"
+        # Not shown in VAST: no mapping needed.
+        assert dispatcher.submit(job_from_request(request | {"out": str(home / "private"), "show_in_vast": False},
+                                                  source="zmq"))[1]  # fmt: skip
+        assert journal.counts() == {"queued": 2}
+    finally:
+        journal.close()

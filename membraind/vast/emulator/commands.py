@@ -39,6 +39,9 @@ Emulation choices where VAST's behaviour is not documented:
   keeps them: a skeleton row without the "used" flag, which SETSELECTEDANNOOBJECTNR refuses (20).
 - GETLAYERINFO's type follows ADDNEWLAYER's numbering (1 annotation, 2 segmentation), image 0.
 - Text (names, paths) travels in cp1252, one byte per character, as VAST's own client sends it.
+- Windows mode (``windows_paths``): like VAST on a Windows workstation, LOADLAYER opens only
+  Windows paths (``Z:\\lab\\...``, ``\\\\server\\share\\...``), through the emulator's own
+  mapping of those drives and shares to local folders; a POSIX path is refused (32).
 
 Error codes (result 0, then one tagged uint32): 2 unknown command id; 3 wrong parameter
 count or types, undecodable tagged values; 4 the volume could not be read; 5 an internal
@@ -61,6 +64,7 @@ import numpy as np
 
 from membraind.errors import InputError, MembraindError
 from membraind.vast.emulator.sparse_labels import SparseLabels
+from membraind.vast.paths import PathMap, is_windows_path, local_path
 from membraind.vast.layouts import (
     AnnoObject,
     LayerInfo,
@@ -139,7 +143,9 @@ class EmulatedVast:
         cube_size: tuple[int, int, int] = (16, 16, 16),
         em_name: str = EM_NAME,
         segmentation_name: str = SEGMENTATION_NAME,
+        windows_paths: list[PathMap] | None = None,
     ) -> None:
+        self.windows_paths = windows_paths  # VAST on Windows: LOADLAYER takes only Windows paths, mapped to here
         self.volume = volume if isinstance(volume, Volume) else open_volume(Path(volume), voxel_size)
         vx, vy, vz = voxel_size or self.volume.voxel_size
         self.voxel_size = (float(vx), float(vy), float(vz))
@@ -352,13 +358,25 @@ class EmulatedVast:
             raise Refused(30, f"reference layer {reference} does not exist")
         self.calls.append(("LOADLAYER", filename))
         try:
-            volume = open_volume(Path(filename))
+            volume = open_volume(self._local_file(filename))
         except (MembraindError, OSError, ValueError) as exc:
             raise Refused(32, f"cannot load {filename}: {exc}") from None
         descriptor = getattr(volume, "descriptor", None)
         name = getattr(descriptor, "TargetLayerName", "") or Path(filename).stem
         self._loaded.append(_Layer("loaded", name, volume=volume, path=filename))
         return encode_values(len(self._layers()) - 1)
+
+    def _local_file(self, filename: str) -> Path:
+        """The file LOADLAYER names, on this machine: in Windows mode only a Windows path
+        (drive letter or share) can be opened, as on a real VAST workstation."""
+        if self.windows_paths is None:
+            return Path(filename)
+        if not is_windows_path(filename):
+            raise Refused(32, f"VAST on Windows cannot open {filename}: not a Windows path (drive letter or share)")
+        try:
+            return local_path(filename, self.windows_paths)
+        except InputError as exc:
+            raise Refused(32, f"cannot load {filename}: no such drive or share here ({exc})") from None
 
     def _refresh(self, values: TaggedValues) -> bytes:
         number, *coords = self._params(values, 7)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from membraind.vast.emulator.commands import EM_NAME, SEGMENTATION_NAME, EmulatedVast, Refused
 from membraind.vast.emulator.sparse_labels import SparseLabels
+from membraind.vast.paths import PathMap
 from membraind.vast.protocol import (
     HEADER,
     MAGIC,
@@ -69,10 +70,11 @@ class VastEmulator:
         max_connections: int = 64,
         em_name: str = EM_NAME,
         segmentation_name: str = SEGMENTATION_NAME,
+        windows_paths: list[PathMap] | None = None,
     ) -> None:
         self.vast = EmulatedVast(
             volume, skeletons=skeletons, voxel_size=voxel_size, cube_size=cube_size, em_name=em_name,
-            segmentation_name=segmentation_name,
+            segmentation_name=segmentation_name, windows_paths=windows_paths,
         )  # fmt: skip
         self.host, self.port = host, port
         self.idle_timeout, self.max_connections = idle_timeout, max_connections
