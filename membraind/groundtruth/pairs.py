@@ -40,6 +40,7 @@ class GroundTruthImage:
     em: np.ndarray
     labels: np.ndarray
     warning: str | None = None  #: set on import when the labels look wrong (:func:`membrane_share_warning`)
+    labels_from: str = ""  #: where the labels were read (a file, a page of a stack, a VAST box), for messages
 
     @property
     def membrane_fraction(self) -> float:
@@ -118,7 +119,8 @@ def load_ground_truth(em_path: Path, label_path: Path, mapping: LabelMapping) ->
                 f"size mismatch: EM {em_section.where} is {em.shape[1]}x{em.shape[0]} px but label "
                 f"{label_section.where} is {raw.shape[1]}x{raw.shape[0]} px; they must be the same size"
             )
-        image = GroundTruthImage(em_section.name, em, mapping.apply(raw, label_section.where))
+        image = GroundTruthImage(em_section.name, em, mapping.apply(raw, label_section.where),
+                                 labels_from=label_section.where)  # fmt: skip
         image.warning = membrane_share_warning(image, mapping, label_section.where)
         if image.warning:
             log.warning("%s", image.warning)

@@ -41,7 +41,10 @@ def split_validation(images: list[GroundTruthImage], fraction: float) -> tuple[l
     train_labels[cut:] = UNANNOTATED
     val_labels = np.full_like(only.labels, UNANNOTATED)
     val_labels[cut:] = only.labels[cut:]
-    return [GroundTruthImage(only.name, only.em, train_labels)], [GroundTruthImage(only.name, only.em, val_labels)]
+    return (
+        [GroundTruthImage(only.name, only.em, train_labels, labels_from=only.labels_from)],
+        [GroundTruthImage(only.name, only.em, val_labels, labels_from=only.labels_from)],
+    )
 
 
 def load_training_data(

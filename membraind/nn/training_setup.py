@@ -15,6 +15,7 @@ import torch
 from membraind.errors import InputError
 from membraind.groundtruth.batches import TrainingBatches
 from membraind.groundtruth.normalization import IntensityNormalization
+from membraind.groundtruth.classes import CLASS_NAMES
 from membraind.groundtruth.pairs import GroundTruthImage
 from membraind.groundtruth.sampler import AUTO_LARGEST, PatchSampler
 from membraind.groundtruth.settings import AugmentationSettings, SamplerSettings
@@ -68,6 +69,7 @@ def build_trainer(
         normalization = (normalization or IntensityNormalization()).fit([gt.em for gt in data.train])
         largest = AUTO_LARGEST
     _check_fit(architecture, sampler.patch_size, training)
+    _check_classes(architecture, [*data.train, *data.validation], parent)
     patches = PatchSampler(
         data.train, sampler.patch_size, normalization, augmentation, sampler.angle_step, training.seed,
         multiple=architecture.multiple, largest=largest,
@@ -108,6 +110,20 @@ def build_trainer(
     return Trainer(
         run_dir, model, loss, optimizer, schedule, batches, validation, bundle, training, device, plan
     )  # fmt: skip
+
+
+def _check_classes(architecture: UNetConfig, images: list[GroundTruthImage], parent: Bundle | None) -> None:
+    """Labels whose classes the network has, or an error naming the labels and the class."""
+    for gt in images:
+        top = int(gt.labels.max(initial=0))
+        if top > architecture.classes:
+            network = f"the parent bundle {parent.path}" if parent is not None else "the network"
+            names = ", ".join(CLASS_NAMES[c] for c in range(1, architecture.classes + 1))
+            raise InputError(
+                f"labels {gt.labels_from or gt.name} hold class {top} ({CLASS_NAMES.get(top, '?')}), but {network} has "
+                f"{architecture.classes} classes ({names}): map that gray value to 0 (not annotated) with --mapping, "
+                f"or train a {top}-class network ([unet] classes = {top})"
+            )
 
 
 def _check_fit(architecture: UNetConfig, patch_size: int | None, training: TrainingSettings) -> None:

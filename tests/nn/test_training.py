@@ -474,3 +474,20 @@ def test_a_train_job_ends_with_the_warnings_about_its_ground_truth(tmp_path, tin
     assert result.summary.startswith("finished: its one epoch done; kept epoch 1")
     warnings = result.summary.split("; warning: ")[1:]
     assert len(warnings) == 1 and "01.png" in warnings[0] and "membrane" in warnings[0], result.summary
+
+
+def test_labels_with_a_class_the_network_lacks_stop_before_training(tmp_path, isbi):
+    from tests.conftest import run_cli
+    from membraind.volumes.image_files import write_image
+
+    for name in ("00", "01"):
+        write_image(tmp_path / "em" / f"{name}.png", read_image(isbi / "train" / "image" / f"{name}.png")[:128, :128])
+        labels = np.where(read_image(isbi / "train" / "label" / f"{name}.png")[:128, :128] > 0, 1, 2).astype(np.uint8)
+        labels[:20, :20] = 3  # a third class painted into a 2-class project
+        write_image(tmp_path / "labels" / f"{name}.png", labels)
+    result = run_cli("train", "--em", str(tmp_path / "em"), "--labels", str(tmp_path / "labels"), "--mapping", "classes",
+                     "--out", str(tmp_path / "run"), "--epochs", "1", "--steps", "1")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert f"labels {tmp_path / 'labels' / '00.png'} hold class 3 (third), but the network has 2 classes " \
+           "(interior, membrane)" in result.stderr, result.stderr  # fmt: skip
