@@ -36,8 +36,9 @@ def ground_truth_from_vast(
     ``convention="classes"``: segment ids are classes (mEMbrain's way: paint interior as
     one segment, membrane as another), turned into classes by ``mapping`` (default: id =
     class, 0 = not annotated). ``"instances"``: every cell is its own segment; membranes
-    are drawn ``membrane_thickness`` pixels wide where segments meet, unpainted pixels
-    stay unannotated.
+    are drawn ``membrane_thickness`` pixels wide where two segments meet; unpainted
+    pixels, and a cell's edge towards them, stay unannotated (no false membrane around
+    a few cells painted in a sea of unpainted voxels).
     """
     volume = as_gray(VastVolume(client, em_layer))
     seg_layer = client.layer_number(segmentation_layer)
@@ -49,7 +50,7 @@ def ground_truth_from_vast(
     for z, (em_section, id_section) in enumerate(zip(em, ids), start=box.z0):
         name = f"vast-z{z}-x{box.x0}-y{box.y0}-mip{box.mip}"
         if convention == "instances":
-            labels = instances_to_membrane(id_section, membrane_thickness)
+            labels = instances_to_membrane(id_section, membrane_thickness, sparse=True)
         else:
             labels = _classes(mapping, id_section, f"VAST layer {seg_layer}, section {z}")
         images.append(GroundTruthImage(name=name, em=np.asarray(em_section), labels=labels))

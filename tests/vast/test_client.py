@@ -479,3 +479,25 @@ def test_vast_paint_puts_a_mip_2_layers_cells_where_they_belong(client, em_folde
     with client.api_layer(seg):
         painted = client.read_segmentation(cube)[0]
     assert set(np.unique(painted[40:52])) == {2} and not painted[:40].any() and not painted[52:].any()
+
+
+def test_sparse_cells_painted_in_vast_teach_no_membrane_around_them(isbi, emulator):
+    """Issue 18: brush strokes inside a few cells, the rest unpainted; the instances convention drew a
+    membrane band around every stroke, teaching membranes that are not there."""
+    from scipy import ndimage
+
+    box = Box(x0=0, x1=256, y0=0, y1=256, z0=1, z1=2, mip=0)
+    truth = read_image(isbi / "train" / "label" / "01.png")[:256, :256]
+    cells, count = ndimage.label(truth == 255)
+    strokes = np.where(ndimage.binary_erosion(cells > 0, iterations=8), cells + 1, 0)  # inside cells only
+    strokes[:, 128:] = 0  # and only in the left half
+    with VastClient("127.0.0.1", emulator.port, timeout=TIMEOUT) as client:
+        seg = client.find_layer("segmentation")
+        with client.api_layer(seg):
+            client.write_segmentation(box, strokes.astype(np.uint16)[None])
+        (image,) = ground_truth_from_vast(client, "EM", seg, box, convention="instances")
+    painted = strokes > 0
+    assert np.count_nonzero(painted) > 2000
+    assert not np.any(image.labels == 2), "membrane drawn where nobody painted one"
+    assert np.all(image.labels[~painted] == 0)  # unpainted stays unannotated
+    assert np.count_nonzero(image.labels == 1) > 0.5 * np.count_nonzero(painted)  # the strokes are interior
