@@ -32,6 +32,11 @@ def layer_name(out: Path, model: LoadedModel, kind: str, mip: int) -> str:
     return f"{Path(out).resolve().name}: {_store_label(model, kind, mip)}{trained}"
 
 
+def made_by(model: LoadedModel) -> str:
+    """What a tile records of the model that predicted it: its name and when it was trained."""
+    return f"{model.name} (trained {model.created})" if model.created else model.name
+
+
 def _store_label(model: LoadedModel, kind: str, mip: int) -> str:
     return f"{model.name} {kind}" + (f" mip{mip}" if mip else "")
 
@@ -62,17 +67,22 @@ class TileStoreSink:
             for model in models
             for kind in model.outputs
         }
+        self.made_by = {model.name: made_by(model) for model in models}
 
     def pending(self, key: TileKey, input_mtime: float | None) -> bool:
-        for store in self.stores.values():
+        """Whether the tile must be predicted: missing, older than its input, or made by another
+        model or version (a store predicted again after retraining shows the new model)."""
+        for name_kind, store in self.stores.items():
             mtime = store.tile_mtime(key.z, key.row, key.col, 0)
             if mtime is None or (input_mtime is not None and mtime < input_mtime):
+                return True
+            if store.tile_made_by(key.z, key.row, key.col, 0) != self.made_by[name_kind[0]]:
                 return True
         return False
 
     def write(self, key: TileKey, core: Box, images: dict[tuple[str, str], np.ndarray]) -> None:
         for name_kind, image in images.items():
-            self.stores[name_kind].write_tile(key.z, key.row, key.col, 0, image)
+            self.stores[name_kind].write_tile(key.z, key.row, key.col, 0, image, self.made_by[name_kind[0]])
 
     def finish(self, planned: list[TileKey], written: list[TileKey]) -> list[Path]:
         paths = []

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import tifffile
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from membraind.atomic import atomic_path
 from membraind.errors import InputError
@@ -79,13 +80,25 @@ def _palette_values(img: Image.Image) -> np.ndarray:
     return indices
 
 
-def write_image(path: Path, array: np.ndarray, palette: Sequence[tuple[int, int, int]] | None = None) -> Path:
+def write_image(
+    path: Path, array: np.ndarray, palette: Sequence[tuple[int, int, int]] | None = None, text: dict[str, str] | None = None
+) -> Path:
     """Write ``array`` as PNG or TIFF (by suffix) atomically: temporary file, then rename.
 
     With ``palette`` (RGB colours of the values 0, 1, ...), a uint8 ``array`` is written
     as a palette PNG: the pixel values stay ``array``'s, image viewers show the colours.
+    ``text`` goes into a PNG's text chunks (see :func:`png_text`).
     """
     path = Path(path)
+    if text:
+        if path.suffix.lower() != ".png" or palette is not None:
+            raise ValueError(f"text is kept in plain PNGs only, not in {path.name}")
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        with atomic_path(path) as tmp:
+            Image.fromarray(array).save(tmp, format="PNG", pnginfo=info)
+        return path
     with atomic_path(path) as tmp:
         if palette is not None:
             if path.suffix.lower() != ".png" or array.dtype != np.uint8 or array.ndim != 2:
@@ -98,3 +111,9 @@ def write_image(path: Path, array: np.ndarray, palette: Sequence[tuple[int, int,
         else:
             Image.fromarray(array).save(tmp, format="PNG")
     return path
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """The text chunks of a PNG (read from its header, without decoding the pixels); {} when none."""
+    with Image.open(path) as image:
+        return dict(getattr(image, "text", {}) or {})

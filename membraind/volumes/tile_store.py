@@ -24,7 +24,7 @@ import numpy as np
 from membraind.errors import InputError
 from membraind.volumes import vsvi
 from membraind.volumes.box import Box, size_at_mip
-from membraind.volumes.image_files import read_image, write_image
+from membraind.volumes.image_files import png_text, read_image, write_image
 from membraind.volumes.mips import downsample
 
 __all__ = ["TileStore", "ids_to_rgb", "rgb_to_ids", "MAX_RGB_ID", "TILE_TEMPLATE", "TILE_SEQUENCE"]
@@ -36,6 +36,7 @@ MIP0_TEMPLATE = TILE_TEMPLATE.replace("mip%d", "mip0", 1)
 MIP0_SEQUENCE = TILE_SEQUENCE[1:]
 
 MAX_RGB_ID = 2**24 - 1
+MADE_BY_KEY = "membraind-made-by"  # PNG text chunk: the model (and version) that predicted a tile
 
 StoreKind = Literal["image", "segmentation"]
 
@@ -168,13 +169,25 @@ class TileStore:
         except FileNotFoundError:
             return None
 
-    def write_tile(self, z: int, row: int, col: int, mip: int, array: np.ndarray) -> Path:
-        """Write one tile; ``array`` has the shape of :meth:`tile_box` (clipped at the edges)."""
+    def write_tile(self, z: int, row: int, col: int, mip: int, array: np.ndarray, made_by: str | None = None) -> Path:
+        """Write one tile; ``array`` has the shape of :meth:`tile_box` (clipped at the edges).
+
+        ``made_by`` (e.g. the model and version that predicted it) is kept in the PNG,
+        where :meth:`tile_made_by` reads it.
+        """
         box = self.tile_box(z, row, col, mip)
         array = self._checked(array, box.shape[1:], f"tile z {z}, row {row}, col {col} at mip {mip}")
         full = np.zeros((self.tile_size, self.tile_size) + self._trailing, self.dtype)
         full[: array.shape[0], : array.shape[1]] = array
-        return write_image(self.tile_path(z, row, col, mip), self._encode(full))
+        text = {MADE_BY_KEY: made_by} if made_by else None
+        return write_image(self.tile_path(z, row, col, mip), self._encode(full), text=text)
+
+    def tile_made_by(self, z: int, row: int, col: int, mip: int = 0) -> str | None:
+        """What made the tile (:meth:`write_tile`'s ``made_by``); None when unknown or missing."""
+        try:
+            return png_text(self.tile_path(z, row, col, mip)).get(MADE_BY_KEY)
+        except (FileNotFoundError, OSError):
+            return None
 
     def read_tile(self, z: int, row: int, col: int, mip: int = 0) -> np.ndarray | None:
         """The tile's pixels (shape of :meth:`tile_box`), None when it was never written."""

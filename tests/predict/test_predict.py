@@ -23,6 +23,7 @@ from membraind.predict.settings import PredictSettings
 from membraind.volumes.box import Box
 from membraind.volumes.image_files import read_image, write_image
 from membraind.volumes.open_volume import open_volume
+from membraind.volumes.vsvi import parse_vsvi
 
 from tests.conftest import REPO
 
@@ -76,7 +77,7 @@ def test_prediction_of_a_volume_whose_size_is_not_a_multiple_of_the_tile(isbi, b
     membrane = _membrane(tmp_path / "out", bundle)
     assert membrane.shape == (2, 700, 600)
     (vsvi,) = (tmp_path / "out" / bundle.metadata.name / "membrane").glob("*.vsvi")
-    descriptor = json.loads(vsvi.read_text())
+    descriptor = parse_vsvi(vsvi).model_dump()
     assert descriptor["TargetDataSizeX"] == 600 and descriptor["TargetDataSizeY"] == 700
     assert descriptor["TargetDataSizeZ"] == 2 and descriptor["SourceMaxS"] == 1
     assert descriptor["SourceBytesPerPixel"] == 1
@@ -182,3 +183,27 @@ def test_killed_prediction_resumes_without_recomputing_finished_tiles(stack, tra
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
     assert len(list(membrane.rglob("*.png"))) == 3 * 16
+
+
+def test_predicting_again_after_retraining_replaces_the_older_models_tiles(stack, trained_bundle, tmp_path):
+    import shutil
+
+    from membraind.volumes.image_files import png_text
+
+    settings = PredictSettings(tile_size=256, pyramid=False)
+    box = {"mode": "box", "box": Box(x0=0, x1=512, y0=0, y1=256, z0=0, z1=2, mip=0).model_dump()}
+    first = _predict(stack, load_bundle(trained_bundle), tmp_path / "out", settings, box)
+    assert first.written == 4
+    # The same model trained again: a bundle of the same name, written later (other weights, here the same).
+    retrained = tmp_path / "retrained"
+    shutil.copytree(trained_bundle, retrained)
+    metadata = json.loads((retrained / "model.json").read_text())
+    metadata["created"] = "2031-01-01T00:00:00+00:00"
+    (retrained / "model.json").write_text(json.dumps(metadata))
+    again = _predict(stack, load_bundle(retrained), tmp_path / "out", settings, box)
+    assert (again.written, again.skipped) == (4, 0), "tiles of the older model were kept"
+    tiles = sorted((tmp_path / "out").rglob("sect_*.png"))
+    assert len(tiles) == 4
+    assert {png_text(t)["membraind-made-by"] for t in tiles} == {f"{metadata['name']} (trained 2031-01-01T00:00:00+00:00)"}
+    resumed = _predict(stack, load_bundle(retrained), tmp_path / "out", settings, box)
+    assert (resumed.written, resumed.skipped) == (0, 4)  # the same version again: nothing to redo

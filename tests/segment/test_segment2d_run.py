@@ -66,9 +66,9 @@ def test_volume_becomes_vast_layer_and_label_tiff_with_unique_ids(membrane_folde
         alone = segment_section(read_image(folder / f"{z:03d}.png"))
         assert np.array_equal(section > 0, alone > 0)
         assert score_segmentation(section, truth).adapted_rand < 0.15
-    # The VAST layer: strict JSON .vsvi with RGB tiles that decode to the same ids.
+    # The VAST layer: a .vsvi as VAST writes them, with RGB tiles that decode to the same ids.
     vsvi_path, volume = _store_ids(tmp_path / "cells")
-    descriptor = json.loads(vsvi_path.read_text())
+    descriptor = parse_vsvi(vsvi_path).model_dump()
     assert descriptor["SourceBytesPerPixel"] == 3 and descriptor["SourceMaxS"] == 2
     assert descriptor["TargetLayerName"] == "cells" and parse_vsvi(vsvi_path).TargetDataSizeX == 512
     tile = read_image(tmp_path / "cells" / "segmentation" / "mip0" / "Sect_000001" / "sect_000001_r0_c0.png")
