@@ -27,7 +27,7 @@ import numpy as np
 from membraind import __version__
 from membraind.errors import MembraindError
 from membraind.strict import StrictModel
-from membraind.vast.client import MIN_API_VERSION, VastClient, vast_path
+from membraind.vast.client import MIN_API_VERSION, VastClient
 from membraind.vast.layouts import SKELETON, LayerInfo, LayerType, SelectedLayers, VolumeInfo
 from membraind.vast.protocol import Command, VastError, VastRefused
 from membraind.volumes.box import Box
@@ -304,7 +304,7 @@ def check_load_layer(s: _Session) -> list[CheckRow]:
     yy, xx = np.mgrid[box.y0 : box.y1, box.x0 : box.x1]
     pattern = ((3 * xx + 5 * yy) % 251).astype(np.uint8)[None]
     store.write_region(box, pattern)
-    path = vast_path(store.write_vsvi())
+    path = path_for_vast(store.write_vsvi())
     selected, count = c.selected_layers().layer, c.layer_count()
     above = f"{selected} {s.layers[selected].name!r}" if 0 <= selected < len(s.layers) else str(selected)
     try:
@@ -344,6 +344,13 @@ def check_load_layer(s: _Session) -> list[CheckRow]:
 def _why(exc: Exception) -> str:
     """An error as a report shows it: membraind's own errors say it all, others get their kind."""
     return str(exc) if isinstance(exc, MembraindError) else f"{type(exc).__name__}: {exc}"
+
+
+def path_for_vast(path: Path) -> str:
+    """The path VAST is handed for the test layer's ``.vsvi``: its absolute path, for a VAST
+    that sees this machine's files where membraind does. The mapping of membraind's folders
+    to VAST's (a Windows drive or share) plugs in here."""
+    return str(Path(path).resolve())
 
 
 def _compare(shown: np.ndarray, wanted: np.ndarray, old: np.ndarray | None = None) -> str:
@@ -409,7 +416,7 @@ def run_checks(
     """Run every check of :data:`CHECKS` against the VAST behind ``client``.
 
     ``scratch``: a folder for the tiny ``.vsvi`` and its tile (VAST must see it under the
-    path :func:`~membraind.vast.client.vast_path` gives). Raises
+    path :func:`path_for_vast` gives). Raises
     :class:`~membraind.vast.client.VastConnectionError` when VAST cannot be reached at all.
     """
     client.connect()

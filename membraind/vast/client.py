@@ -52,23 +52,13 @@ from membraind.vast.protocol import (
 )
 from membraind.volumes.box import Box
 
-__all__ = ["VastClient", "VastConnectionError", "DEFAULT_PORT", "MIN_API_VERSION", "vast_path"]
+__all__ = ["VastClient", "VastConnectionError", "DEFAULT_PORT", "MIN_API_VERSION"]
 
 RLE_OVERFLOW = 22  # VAST's error code: the RLE reply would be larger than raw
 # The remote-API version of VAST Lite 1.3 to 1.5, as VASTControlClass 5.x numbers it: the
 # API layers, annotation commands, LOADLAYER and the mip scale factors membraind uses came
 # with it (the class for VAST Lite 1.2, version 3, has none of them).
 MIN_API_VERSION = 5
-
-
-def vast_path(path: Path | str) -> str:
-    """The path to hand VAST for a file membraind wrote (a ``.vsvi``): its absolute path.
-
-    VAST opens the file itself, so it must see it under this path: VAST runs on this
-    machine, or mounts the folder at the same place. A mapping of membraind's paths to
-    VAST's (e.g. ``/data/lab`` -> ``Z:\\lab``) belongs here.
-    """
-    return str(Path(path).resolve())
 
 
 class VastConnectionError(VastError):
@@ -236,7 +226,7 @@ class VastClient:
         self.call(Command.SETVIEWCOORDINATES, x, y, z)
 
     def load_layer(self, path: Path | str, after: int = -1) -> int:
-        """LOADLAYER: open a layer file (a ``.vsvi``, a path as VAST sees it) in VAST as a new
+        """LOADLAYER: open a layer file (a ``.vsvi``, by the path VAST sees) in VAST as a new
         layer right after layer ``after`` (-1: after the layer selected in VAST); returns its
         number. Layers below it move down one number."""
         values = self._values(Command.LOADLAYER, (Tag.INT32, after), str(path), context=f"file {path}")

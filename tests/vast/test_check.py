@@ -13,7 +13,7 @@ import pytest
 from membraind.vast.check import CheckReport
 from membraind.vast.client import VastClient
 from membraind.vast.emulator import VastEmulator
-from membraind.vast.skeletons import AnnotationLayerData, SkeletonObject
+from membraind.vast.skeletons import AnnotationLayerData
 from membraind.volumes.image_files import read_image, write_image
 from tests.conftest import run_cli
 
