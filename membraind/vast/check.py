@@ -10,8 +10,8 @@ reported).
 Each check is a small function of a :class:`_Session` returning its result rows;
 :data:`CHECKS` lists them in order and :func:`run_checks` runs them into a
 :class:`CheckReport`. A check that VAST refuses or that breaks becomes a ``fail`` row and
-the others still run. What each check shows, and what only a real VAST can tell, is in
-docs/design-notes.md ("What vast-check asks a real VAST").
+the others still run. What each check shows, and what only a real VAST can tell:
+(docs/design-notes.md, "What vast-check asks a real VAST").
 """
 
 from __future__ import annotations
