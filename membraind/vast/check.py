@@ -163,7 +163,7 @@ def _type_name(number: int) -> str:
 
 def check_api_version(s: _Session) -> list[CheckRow]:
     version = s.client.api_version()
-    return [_row("API version (GETAPIVERSION)", f"{MIN_API_VERSION} or later (VAST Lite 1.3 to 1.5 answer 5)",
+    return [_row("API version (GETAPIVERSION)", f"{MIN_API_VERSION} or later (VASTControlClass 5.x: VAST Lite 1.3 to 1.5)",
                  str(version), version >= MIN_API_VERSION)]  # fmt: skip
 
 
@@ -189,10 +189,9 @@ def check_layers(s: _Session) -> list[CheckRow]:
     s.layers = layers
     unknown = [n for n, layer in enumerate(layers) if layer.type not in set(LayerType)]
     seen = f"{count} layers: {_layer_list(layers)}; {' or '.join(map(str, sorted(uints))) or 'no'} uints each"
-    rows = [_row("Layers (GETNROFLAYERS, GETLAYERINFO)", "every layer's info parses (8 ints, 3 doubles, 7 uints, or 5 "
+    return [_row("Layers (GETNROFLAYERS, GETLAYERINFO)", "every layer's info parses (8 ints, 3 doubles, 7 uints, or 5 "
                  "from VAST before 1.5, a name); types 0-4 (image, annotation, segmentation, tool, segmentation xyz)",
                  seen, bool(count) and not unknown, "warn" if count else "fail")]  # fmt: skip
-    return rows
 
 
 def check_em_layer(s: _Session) -> list[CheckRow]:
