@@ -57,11 +57,11 @@ def cmd_vast_check(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.vast.client import VastClient
 
     source = require_vast(args.vast, "vast-check checks a running VAST")
-    em_layer = layer_ref(args.em_layer) if args.em_layer is not None else None
+    em_layer, anno_layer = (layer_ref(text) if text is not None else None for text in (args.em_layer, args.anno_layer))
     with tempfile.TemporaryDirectory(prefix="membraind-vast-check-") as temporary:
         scratch = args.scratch or Path(temporary)
         with VastClient(source.host, source.port, timeout=args.timeout) as client:
-            report = run_checks(client, scratch, em_layer=em_layer, anno_layer=args.anno_layer)
+            report = run_checks(client, scratch, em_layer=em_layer, anno_layer=anno_layer)
     print(report.table())
     if args.report:
         write_text_atomic(args.report, report.model_dump_json(indent=2) + "\n")
@@ -142,7 +142,7 @@ def register(add: Add) -> None:
     )
     p.add_argument("vast", help="the VAST: vast://HOST:PORT")
     p.add_argument("--em-layer", help="EM layer name or number (default: the first image layer)")
-    p.add_argument("--anno-layer", help="annotation layer to read skeletons from (default: the first one)")
+    p.add_argument("--anno-layer", help="annotation layer name or number to read skeletons from (default: the first one)")
     p.add_argument(
         "--scratch", type=Path,
         help="folder for the tiny test layer (.vsvi and one tile); VAST must see it under the same path "

@@ -109,7 +109,7 @@ class _Session:
 
     client: VastClient
     em_layer: int | str | None
-    anno_layer: str | None
+    anno_layer: int | str | None
     scratch: Path
     start: _State | None = None
     info: VolumeInfo | None = None
@@ -410,7 +410,7 @@ CHECKS: list[tuple[str, Callable[[_Session], list[CheckRow]]]] = [
 
 
 def run_checks(
-    client: VastClient, scratch: Path, *, em_layer: int | str | None = None, anno_layer: str | None = None
+    client: VastClient, scratch: Path, *, em_layer: int | str | None = None, anno_layer: int | str | None = None
 ) -> CheckReport:
     """Run every check of :data:`CHECKS` against the VAST behind ``client``.
 

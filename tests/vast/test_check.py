@@ -44,7 +44,8 @@ def test_check_against_the_emulator_matches_everything_and_leaves_the_user_as_th
             client.select_anno_object(3)  # the user's selected skeleton; object 2 is a deleted slot
         client.select_layer(1)  # and the user's selected layer, the annotation layer (LOADLAYER inserts after it)
         before = (client.selected_layers(), client.view_position(), client.api_layers_enabled(), client.layers())
-        result = _check(emulator.port, "--report", str(tmp_path / "report.json"), "--scratch", str(tmp_path / "scratch"))
+        result = _check(emulator.port, "--report", str(tmp_path / "report.json"), "--scratch", str(tmp_path / "scratch"),
+                        "--em-layer", "EM", "--anno-layer", "1")  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         report = CheckReport.model_validate_json((tmp_path / "report.json").read_text(encoding="utf-8"))
         assert [(row.check, row.status) for row in report.rows if row.status != "ok"] == []
