@@ -214,9 +214,9 @@ def _touch_later(path):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
 
 
-def _store_vsvi(folder, name):
+def _store_vsvi(folder, name, value=200):
     store = TileStore(folder / name, (3, 300, 500), layer_name=name, tile_size=128)
-    store.write_tile(0, 0, 0, 0, np.full((128, 128), 200, np.uint8))
+    store.write_tile(0, 0, 0, 0, np.full((128, 128), value, np.uint8))
     return store.write_vsvi()
 
 
@@ -230,6 +230,15 @@ def test_load_layer_once_then_refresh(client, emulator, tmp_path):
     assert [call[:2] for call in emulator.calls] == [("LOADLAYER", str(membrane)), ("LOADLAYER", str(cells)),
                                                      ("REFRESHLAYERREGION", 2)]  # fmt: skip
     assert client.layer_info(2).name == "membrane"
+
+
+def test_a_vast_layer_read_by_name_is_followed_when_a_layer_is_loaded_above_it(client, tmp_path):
+    client.load_layer(_store_vsvi(tmp_path, "membrane", 200))
+    volume = VastVolume(client, "membrane")
+    box = Box(x0=0, x1=128, y0=0, y1=128, z0=0, z1=1)
+    assert volume.layer == 1 and (volume.read(box) == 200).all()
+    client.load_layer(_store_vsvi(tmp_path, "cells", 50))  # after the selected layer (EM): membrane moves down
+    assert (volume.read(box) == 200).all() and volume.layer == 2
 
 
 def test_names_and_paths_with_umlauts_reach_vast_and_come_back(client, tmp_path):
