@@ -1,4 +1,6 @@
-"""VAST subcommands: ``vast-emulator`` serves a volume over VAST's remote API, to try membraind without VAST."""
+"""VAST subcommands: ``vast-emulator`` serves a volume over VAST's remote API, to try membraind without VAST;
+``vast-check`` checks a running VAST against what membraind expects; ``vast-paint`` and
+``vast-ground-truth`` write predictions into VAST and read ground truth from it."""
 
 from __future__ import annotations
 
@@ -45,6 +47,27 @@ def cmd_vast_emulator(args: argparse.Namespace, settings: Settings) -> int:
             signal.signal(sig, handler)
     print("VAST emulator stopped", flush=True)
     return 0
+
+
+def cmd_vast_check(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+
+    from membraind.atomic import write_text_atomic
+    from membraind.commands.predict import layer_ref, require_vast
+    from membraind.vast.check import run_checks
+    from membraind.vast.client import VastClient
+
+    source = require_vast(args.vast, "vast-check checks a running VAST")
+    em_layer, anno_layer = (layer_ref(text) if text is not None else None for text in (args.em_layer, args.anno_layer))
+    with tempfile.TemporaryDirectory(prefix="membraind-vast-check-") as temporary:
+        scratch = args.scratch or Path(temporary)
+        with VastClient(source.host, source.port, timeout=args.timeout) as client:
+            report = run_checks(client, scratch, em_layer=em_layer, anno_layer=anno_layer)
+    print(report.table())
+    if args.report:
+        write_text_atomic(args.report, report.model_dump_json(indent=2) + "\n")
+        print(f"report written to {args.report}: send it along with your question")
+    return 1 if report.failed else 0
 
 
 def cmd_vast_paint(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,6 +140,22 @@ def register(add: Add) -> None:
         help="act as VAST on Windows: LOADLAYER opens only Windows paths, WINDOWS (e.g. Z:\\lab) being FOLDER here "
         "(repeat for several drives or shares)",
     )  # fmt: skip
+
+    p = add(
+        "vast-check",
+        cmd_vast_check,
+        "check that a running VAST behaves as membraind expects, with harmless calls only, and print a report to send back",
+    )
+    p.add_argument("vast", help="the VAST: vast://HOST:PORT")
+    p.add_argument("--em-layer", help="EM layer name or number (default: the first image layer)")
+    p.add_argument("--anno-layer", help="annotation layer name or number to read skeletons from (default: the first one)")
+    p.add_argument(
+        "--scratch", type=Path,
+        help="folder for the tiny test layer (.vsvi and one tile); VAST must see it under the same path "
+        "(default: a temporary folder, removed afterwards)",
+    )  # fmt: skip
+    p.add_argument("--report", type=Path, help="also write the report as JSON to this file")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer of VAST (default 30)")
 
     p = add(
         "vast-paint",

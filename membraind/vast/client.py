@@ -23,6 +23,7 @@ from membraind.vast.layouts import (
     SKELETON,
     AnnoObject,
     LayerInfo,
+    SelectedLayers,
     Skeleton,
     SkeletonNode,
     VolumeInfo,
@@ -51,9 +52,13 @@ from membraind.vast.protocol import (
 )
 from membraind.volumes.box import Box
 
-__all__ = ["VastClient", "VastConnectionError", "DEFAULT_PORT"]
+__all__ = ["VastClient", "VastConnectionError", "DEFAULT_PORT", "MIN_API_VERSION"]
 
 RLE_OVERFLOW = 22  # VAST's error code: the RLE reply would be larger than raw
+# The remote-API version of VAST Lite 1.3 to 1.5, as VASTControlClass 5.x numbers it: the
+# API layers, annotation commands, LOADLAYER and the mip scale factors membraind uses came
+# with it (the class for VAST Lite 1.2, version 3, has none of them).
+MIN_API_VERSION = 5
 
 
 class VastConnectionError(VastError):
@@ -221,9 +226,23 @@ class VastClient:
         self.call(Command.SETVIEWCOORDINATES, x, y, z)
 
     def load_layer(self, path: Path | str, after: int = -1) -> int:
-        """LOADLAYER: open a layer file (a ``.vsvi``) in VAST; returns the new layer's number."""
+        """LOADLAYER: open a layer file (a ``.vsvi``, by the path VAST sees) in VAST as a new
+        layer right after layer ``after`` (-1: after the layer selected in VAST); returns its
+        number. Layers below it move down one number."""
         values = self._values(Command.LOADLAYER, (Tag.INT32, after), str(path), context=f"file {path}")
         return values.expect("LOADLAYER", uints=1).uints[0]
+
+    def remove_layer(self, layer: int, force: bool = False) -> None:
+        """REMOVELAYER: close ``layer`` in VAST; without ``force`` VAST keeps a layer with unsaved changes."""
+        self.call(Command.REMOVELAYER, layer, int(force), context=f"layer {layer}")
+
+    def selected_layers(self) -> SelectedLayers:
+        """GETSELECTEDLAYERNR: the layers selected in VAST's layer list (the user's selection)."""
+        return SelectedLayers.from_values(self._values(Command.GETSELECTEDLAYERNR), "GETSELECTEDLAYERNR")
+
+    def select_layer(self, layer: int) -> None:
+        """SETSELECTEDLAYERNR: select ``layer`` in VAST's layer list (the user's selection: only to put it back)."""
+        self.call(Command.SETSELECTEDLAYERNR, (Tag.INT32, layer), context=f"layer {layer}")
 
     def refresh_layer_region(self, layer: int, box: Box) -> None:
         """REFRESHLAYERREGION: make VAST re-read ``layer`` inside ``box`` (mip-0 box; the part

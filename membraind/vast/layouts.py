@@ -16,7 +16,7 @@ from membraind.strict import StrictModel
 from membraind.vast.protocol import Tag, TaggedValues, VastProtocolError, decode_text, encode_text, encode_values
 
 __all__ = [
-    "VolumeInfo", "LayerInfo", "LayerType", "AnnoObject", "SkeletonNode", "Skeleton", "NO_LINK", "FOLDER", "SKELETON",
+    "VolumeInfo", "LayerInfo", "LayerType", "SelectedLayers", "AnnoObject", "SkeletonNode", "Skeleton", "NO_LINK", "FOLDER", "SKELETON",
     "encode_object_table", "decode_object_table", "encode_names", "decode_names",
     "encode_node_table", "decode_node_table", "encode_scale_factors", "decode_scale_factors",
     "encode_rle", "decode_rle", "raw_pixels",
@@ -89,6 +89,28 @@ class LayerInfo(_Frozen):
         values.expect("GETLAYERINFO", ints=8, uints=5, texts=1)  # VAST before 1.5 sends 5 uints; bytes per pixel is the 5th
         i = values.ints
         return cls(type=i[0], editable=i[1], visible=i[2], bytes_per_pixel=values.uints[4], name=values.texts[0])
+
+
+class SelectedLayers(_Frozen):
+    """GETSELECTEDLAYERNR (the user's selection) or GETSELECTEDAPILAYERNR (the API's): the
+    selected layer, and the selected layer of each kind; -1 where none is."""
+
+    layer: int
+    em: int = -1
+    anno: int = -1
+    seg: int = -1
+    tool: int = -1
+
+    def to_payload(self) -> bytes:
+        return encode_values(*((Tag.INT32, v) for v in (self.layer, self.em, self.anno, self.seg, self.tool)))
+
+    @classmethod
+    def from_values(cls, values: TaggedValues, what: str) -> "SelectedLayers":
+        """Five ints (VAST Lite 1.3 on), or three (layer, EM, segmentation) from older VASTs."""
+        i = values.expect(what, ints=3).ints
+        if len(i) >= 5:
+            return cls(layer=i[0], em=i[1], anno=i[2], seg=i[3], tool=i[4])
+        return cls(layer=i[0], em=i[1], seg=i[2])
 
 
 class AnnoObject(_Frozen):

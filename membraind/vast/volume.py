@@ -12,6 +12,7 @@ import numpy as np
 
 from membraind.errors import InputError
 from membraind.vast.client import VastClient
+from membraind.vast.protocol import VastRefused
 from membraind.volumes.box import Box
 from membraind.volumes.volume import Volume
 from membraind.volumes.voxel_size import UNKNOWN
@@ -23,7 +24,9 @@ class VastVolume(Volume):
     """EM layer ``layer`` (a number or a layer name) of the VAST that ``client`` talks to.
 
     Sizes per mip come from VAST's own scale factors (``floor(size / factor)``, as VAST
-    computes them), so boxes never reach past what VAST holds.
+    computes them), so boxes never reach past what VAST holds. The layer is followed by
+    its name: when VAST inserts a layer above it (LOADLAYER puts one after the selected
+    layer), its number moves and the next read finds it again.
     """
 
     def __init__(self, client: VastClient, layer: int | str = 0) -> None:
@@ -31,6 +34,7 @@ class VastVolume(Volume):
         self.layer = client.layer_number(layer)
         info = client.info()
         layer_info = client.layer_info(self.layer)
+        self.layer_name = layer_info.name
         if layer_info.bytes_per_pixel not in (1, 3):
             raise InputError(
                 f"VAST layer {self.layer} ({layer_info.name!r}) has {layer_info.bytes_per_pixel} bytes per pixel; "
@@ -54,7 +58,17 @@ class VastVolume(Volume):
         return (z // fz, y // fy, x // fx)
 
     def _read(self, box: Box) -> np.ndarray:
+        self._follow_layer()
         return self.client.read_em(self.layer, box)
+
+    def _follow_layer(self) -> None:
+        """Find the layer by its name again if another one now has its number (one small request per read)."""
+        try:
+            if self.client.layer_info(self.layer).name == self.layer_name:
+                return
+        except VastRefused:
+            pass  # fewer layers now: that number is gone
+        self.layer = self.client.find_layer(self.layer_name)
 
     def close(self) -> None:
         self.client.close()

@@ -106,3 +106,19 @@ def test_the_guides_ground_truth_command_runs_and_carries_the_voxel_size(guide_e
     assert result.returncode == 0, result.stderr
     assert "--mapping classes --voxel-size 4,4,50 --out RUN" in result.stdout
     assert len(list((tmp_path / "gt" / "em").glob("*.png"))) == 2
+
+
+def _verdicts(report: str) -> list[str]:
+    """A vast-check report's verdict per check and its summary line (times and paths left out)."""
+    return re.findall(r"^(?:ok|warn|fail) +[^:]+:", report, re.MULTILINE) + re.findall(
+        r"^\d+ ok, \d+ warn, \d+ fail", report, re.MULTILINE
+    )
+
+
+def test_the_guides_vast_check_report_is_what_the_emulator_answers(guide_emulator, tmp_path):
+    (command,) = [c for c in _commands() if c[0] == "vast-check"]
+    result = run_cli(*_on_port(command, guide_emulator), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (shown,) = [block for block in _blocks("text") if "checked the VAST at" in block]
+    assert _verdicts(result.stdout) == _verdicts(shown) and len(_verdicts(shown)) > 10
+    assert (tmp_path / "vast-check.json").is_file()

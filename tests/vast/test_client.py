@@ -214,16 +214,31 @@ def _touch_later(path):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
 
 
+def _store_vsvi(folder, name, value=200):
+    store = TileStore(folder / name, (3, 300, 500), layer_name=name, tile_size=128)
+    store.write_tile(0, 0, 0, 0, np.full((128, 128), value, np.uint8))
+    return store.write_vsvi()
+
+
 def test_load_layer_once_then_refresh(client, emulator, tmp_path):
-    store = TileStore(tmp_path / "store", (3, 300, 500), layer_name="membrane", tile_size=128)
-    store.write_tile(0, 0, 0, 0, np.full((128, 128), 200, np.uint8))
-    vsvi = store.write_vsvi()
+    membrane, cells = _store_vsvi(tmp_path, "membrane"), _store_vsvi(tmp_path, "cells")
     publisher = LayerPublisher(client, tmp_path / "vast-layers.json")
-    layer = publisher.publish(vsvi)
+    assert publisher.publish(membrane) == 1  # as VAST does: right after the selected layer (EM), not at the end
+    assert publisher.publish(cells) == 1  # above the first one, which moves down to 2
     region = Box(x0=0, x1=1024, y0=0, y1=1024, z0=0, z1=1, mip=0)
-    assert LayerPublisher(client, tmp_path / "vast-layers.json").publish(vsvi, region) == layer  # after a restart too
-    names = [call[0] for call in emulator.calls]
-    assert names.count("LOADLAYER") == 1 and names.count("REFRESHLAYERREGION") == 1
+    assert LayerPublisher(client, tmp_path / "vast-layers.json").publish(membrane, region) == 2  # found by name, after a restart too
+    assert [call[:2] for call in emulator.calls] == [("LOADLAYER", str(membrane)), ("LOADLAYER", str(cells)),
+                                                     ("REFRESHLAYERREGION", 2)]  # fmt: skip
+    assert client.layer_info(2).name == "membrane"
+
+
+def test_a_vast_layer_read_by_name_is_followed_when_a_layer_is_loaded_above_it(client, tmp_path):
+    client.load_layer(_store_vsvi(tmp_path, "membrane", 200))
+    volume = VastVolume(client, "membrane")
+    box = Box(x0=0, x1=128, y0=0, y1=128, z0=0, z1=1)
+    assert volume.layer == 1 and (volume.read(box) == 200).all()
+    client.load_layer(_store_vsvi(tmp_path, "cells", 50))  # after the selected layer (EM): membrane moves down
+    assert (volume.read(box) == 200).all() and volume.layer == 2
 
 
 def test_names_and_paths_with_umlauts_reach_vast_and_come_back(client, tmp_path):
@@ -308,9 +323,9 @@ def test_predictions_into_two_folders_become_two_layers_named_after_folder_model
         result = run_cli("predict", source, "--bundle", str(trained_bundle), "--out", str(tmp_path / out), *box)
         assert result.returncode == 0, result.stderr
     with VastClient("127.0.0.1", emulator.port, timeout=TIMEOUT) as client:
-        names = [layer.name for layer in client.layers()][-2:]
+        names = [layer.name for layer in client.layers()][1:3]  # each loaded right after the selected layer, EM
     created = load_bundle(trained_bundle).metadata.created[:10]
-    assert names == [f"first: isbi-small membrane (trained {created})", f"second: isbi-small membrane (trained {created})"]
+    assert names == [f"second: isbi-small membrane (trained {created})", f"first: isbi-small membrane (trained {created})"]
     assert [c[0] for c in emulator.calls] == ["LOADLAYER", "LOADLAYER", "REFRESHLAYERREGION"]
     # The store's file keeps its name, so a store predicted by an earlier membraind still holds one .vsvi.
     assert [p.name for p in (tmp_path / "first" / "isbi-small" / "membrane").glob("*.vsvi")] == ["isbi-small membrane.vsvi"]

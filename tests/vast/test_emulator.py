@@ -19,6 +19,7 @@ from membraind.errors import InputError
 from membraind.vast.emulator import FAULTS, VastEmulator
 from membraind.vast.layouts import (
     LayerInfo,
+    SelectedLayers,
     VolumeInfo,
     decode_names,
     decode_node_table,
@@ -399,19 +400,19 @@ def test_missing_or_binary_skeleton_file_is_an_input_error(tmp_path):
 
 def test_loadlayer_and_refresh_are_recorded(emulator, client, gray_dir, tmp_path):
     new = client.call(Command.LOADLAYER, (Tag.INT32, -1), str(gray_dir)).uints
-    assert new == [4]
+    assert new == [1]  # right after the selected layer, the EM layer
     assert client.call(Command.GETNROFLAYERS).uints == [5]
-    info = LayerInfo.from_values(client.call(Command.GETLAYERINFO, 4))
+    info = LayerInfo.from_values(client.call(Command.GETLAYERINFO, 1))
     assert (info.type, info.name, info.bytes_per_pixel) == (0, gray_dir.name, 1)
     box = Box(x0=10, x1=20, y0=10, y1=15, z0=0, z1=2, mip=1)
     np.testing.assert_array_equal(
-        raw_pixels(client.call(Command.GETEMIMAGERAW, 4, 1, *inclusive(box)), box.shape, "test"),
+        raw_pixels(client.call(Command.GETEMIMAGERAW, 1, 1, *inclusive(box)), box.shape, "test"),
         SectionStackVolume(gray_dir).read(box),
     )
-    client.call(Command.REFRESHLAYERREGION, 4, 0, 99, 0, 49, 0, 2)
-    client.call(Command.REFRESHLAYERREGION, 4, 0, 1023, 0, 1023, 0, 0)  # whole tiles past the edge: fine
+    client.call(Command.REFRESHLAYERREGION, 1, 0, 99, 0, 49, 0, 2)
+    client.call(Command.REFRESHLAYERREGION, 1, 0, 1023, 0, 1023, 0, 0)  # whole tiles past the edge: fine
     with pytest.raises(Refused) as err:
-        client.call(Command.REFRESHLAYERREGION, 4, 5, 4, 0, 1, 0, 0)
+        client.call(Command.REFRESHLAYERREGION, 1, 5, 4, 0, 1, 0, 0)
     assert err.value.code == 10
     (tmp_path / "broken.vsvi").write_text("{}")
     with pytest.raises(Refused) as err:
@@ -425,11 +426,66 @@ def test_loadlayer_and_refresh_are_recorded(emulator, client, gray_dir, tmp_path
     assert err.value.code == 30
     assert emulator.calls == [
         ("LOADLAYER", str(gray_dir)),
-        ("REFRESHLAYERREGION", 4, 0, 99, 0, 49, 0, 2),
-        ("REFRESHLAYERREGION", 4, 0, 1023, 0, 1023, 0, 0),
+        ("REFRESHLAYERREGION", 1, 0, 99, 0, 49, 0, 2),
+        ("REFRESHLAYERREGION", 1, 0, 1023, 0, 1023, 0, 0),
         ("LOADLAYER", str(tmp_path / "broken.vsvi")),
         ("LOADLAYER", str(tmp_path / "missing.vsvi")),
     ]
+
+
+def _names(c: RawClient) -> list[str]:
+    count = c.call(Command.GETNROFLAYERS).uints[0]
+    return [LayerInfo.from_values(c.call(Command.GETLAYERINFO, n)).name for n in range(count)]
+
+
+def _selected(c: RawClient) -> SelectedLayers:
+    return SelectedLayers.from_values(c.call(Command.GETSELECTEDLAYERNR), "GETSELECTEDLAYERNR")
+
+
+def _store(tmp_path: Path, name: str) -> str:
+    store = TileStore(tmp_path / name, (3, HEIGHT, WIDTH), layer_name=name, tile_size=128)
+    store.write_tile(0, 0, 0, 0, np.full((128, 128), 100, np.uint8))
+    return str(store.write_vsvi())
+
+
+def test_loadlayer_inserts_after_the_selected_or_the_reference_layer_as_vast_does(client, tmp_path):
+    assert _names(client) == ["EM", "traces", "empty", "segmentation"]
+    load = lambda name, after=-1: client.call(Command.LOADLAYER, (Tag.INT32, after), _store(tmp_path, name)).uints  # noqa: E731
+    assert load("a") == [1]  # after the selected layer: VAST starts on its top layer, EM
+    assert load("b") == [1]  # loading does not select the new layer: b goes above a
+    assert _names(client) == ["EM", "b", "a", "traces", "empty", "segmentation"]
+    assert _selected(client) == SelectedLayers(layer=0, em=0, anno=3, seg=5)
+    client.call(Command.SETSELECTEDLAYERNR, (Tag.INT32, 5))
+    assert load("c") == [6]
+    assert load("d", after=2) == [3]  # right after layer 2 (a), whatever is selected
+    assert _names(client) == ["EM", "b", "a", "d", "traces", "empty", "segmentation", "c"]
+    # The selection follows its layer down; the annotation and segmentation commands find theirs.
+    assert _selected(client) == SelectedLayers(layer=6, em=0, anno=4, seg=6)
+    client.call(Command.REMOVELAYER, 3, 0)
+    client.call(Command.SETSELECTEDLAYERNR, (Tag.INT32, 6))
+    client.call(Command.REMOVELAYER, 6, 0)  # the selected layer: the one above it is selected
+    assert _names(client) == ["EM", "b", "a", "traces", "empty", "segmentation"]
+    assert _selected(client).layer == 5
+    for number, code in ((0, 32), (3, 32), (6, 30)):  # the emulator's own layers stay; no layer 6
+        with pytest.raises(Refused) as err:
+            client.call(Command.REMOVELAYER, number, 1)
+        assert err.value.code == code
+    with pytest.raises(Refused) as err:
+        load("e", after=6)
+    assert err.value.code == 30
+
+
+def test_annotation_layers_keep_their_place_when_the_skeleton_file_changes(client, skeleton_json, tmp_path):
+    client.call(Command.LOADLAYER, (Tag.INT32, -1), _store(tmp_path, "a"))
+    client.call(Command.SETAPILAYERSENABLED, 1)
+    client.call(Command.SETSELECTEDAPILAYERNR, (Tag.INT32, 3))  # "empty"
+    layers = load_skeleton_file(skeleton_json)
+    save_skeleton_json(skeleton_json, [layers[0].model_copy(update={"name": "renamed"}), layers[1], AnnotationLayerData(name="more")])
+    assert _names(client) == ["EM", "a", "renamed", "empty", "more", "segmentation"]
+    assert client.call(Command.GETANNOLAYERNROFOBJECTS).uints == [0, 0]  # still "empty"
+    save_skeleton_json(skeleton_json, layers[:1])
+    assert _names(client) == ["EM", "a", "traces", "segmentation"]
+    assert client.call(Command.GETANNOLAYERNROFOBJECTS).uints == [3, 1]  # "empty" is gone: the first one
 
 
 def test_loaded_tile_store_shows_new_tiles_after_a_refresh(client, tmp_path):

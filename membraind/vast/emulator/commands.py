@@ -12,11 +12,24 @@ frames over TCP. It serves, as vast-protocol.md describes the commands:
 - layer A+1: an in-memory uint16 segmentation layer (:data:`SEGMENTATION_NAME`) of the
   mip-0 volume size, stored in blocks allocated on first write (all zero until written, see
   :class:`~membraind.vast.emulator.sparse_labels.SparseLabels`);
-- after it, every layer added by LOADLAYER (any volume :func:`open_volume` reads, usually
-  a ``.vsvi``), always appended at the end whatever reference layer is given.
+- every layer added by LOADLAYER (any volume :func:`open_volume` reads, usually a
+  ``.vsvi``), inserted as VAST's client class says VAST inserts it: right after the
+  reference layer, or after the selected layer when the reference is -1. The layers
+  below it move down one number; REMOVELAYER closes such a layer again.
 
 Emulation choices where VAST's behaviour is not documented:
 
+- The layer selected in the layer list (GETSELECTEDLAYERNR, the "selected layer" LOADLAYER
+  inserts after) is the top layer, the EM layer, until SETSELECTEDLAYERNR selects another,
+  as in a VAST that has just opened its volume. LOADLAYER does not select the new layer,
+  so two loads in a row put the second one above the first. A selection follows its layer
+  when layers are inserted above it; removing the selected layer selects the one above it.
+- REMOVELAYER closes only layers LOADLAYER added (the EM, annotation and segmentation
+  layers hold the emulator's own data); others are refused with 32. Its force flag is
+  accepted and ignored: a loaded image layer has nothing unsaved.
+- An annotation layer keeps its place in the layer list when the skeleton file is read
+  again; a layer the file gained is put below the last annotation layer, one it lost is
+  closed.
 - Sizes per mip follow VAST's rule ``floor(size / 2**mip)`` in x and y (z is never scaled);
   the mip count is the number of levels that keep at least one pixel, at most the
   volume's own mip count. GETMIPMAPSCALEFACTORS reports ``(2**m, 2**m, 1)`` for every layer.
@@ -38,6 +51,8 @@ Emulation choices where VAST's behaviour is not documented:
 - An object id below the largest that no skeleton has is a deleted object's slot, as VAST
   keeps them: a skeleton row without the "used" flag, which SETSELECTEDANNOOBJECTNR refuses (20).
 - GETLAYERINFO's type follows ADDNEWLAYER's numbering (1 annotation, 2 segmentation), image 0.
+- GETAPIVERSION answers :data:`API_VERSION` (VASTControlClass 5.x's own version number)
+  unless another ``api_version`` is given, to stand in for an older VAST.
 - Text (names, paths) travels in cp1252, one byte per character, as VAST's own client sends it.
 - Windows mode (``windows_paths``): like VAST on a Windows workstation, LOADLAYER opens only
   Windows paths (``Z:\\lab\\...``, ``\\\\server\\share\\...``), through the emulator's own
@@ -49,7 +64,8 @@ error of the emulator; 10 coordinates out of bounds (or min > max); 11 mip out o
 bounds; 12 reply larger than :data:`MAX_REPLY`; 13 written data does not match the box;
 20 annotation object number out of bounds or none selected; 21 no annotation or
 segmentation layer; 30 invalid layer number; 31 invalid layer type (EM read of a
-non-image layer); 32 LOADLAYER could not open the file.
+non-image layer); 32 LOADLAYER could not open the file, REMOVELAYER of a layer the
+emulator cannot close.
 """
 
 from __future__ import annotations
@@ -69,6 +85,7 @@ from membraind.vast.layouts import (
     AnnoObject,
     LayerInfo,
     LayerType,
+    SelectedLayers,
     VolumeInfo,
     decode_rle,
     encode_names,
@@ -88,7 +105,7 @@ __all__ = ["EmulatedVast", "Refused", "MAX_REPLY", "API_VERSION", "EM_NAME", "SE
 log = logging.getLogger(__name__)
 
 MAX_REPLY = 1 << 30  # larger image requests are refused with error 12, as VAST refuses huge ones
-API_VERSION = 5  # what GETAPIVERSION answers (VAST Lite 1.5 era; membraind does not depend on it)
+API_VERSION = 5  # what GETAPIVERSION answers: VASTControlClass 5.x's version, VAST Lite 1.3 to 1.5
 
 #: The emulator's layer names, used by the user guide's commands: the EM layer, and the segmentation layer.
 EM_NAME, SEGMENTATION_NAME = "EM", "segmentation"
@@ -104,7 +121,7 @@ class Refused(Exception):
         self.code = code
 
 
-@dataclass
+@dataclass(eq=False)  # a layer is itself wherever it moves: compared (and selected) by identity
 class _Layer:
     kind: str  # "em", "anno", "seg", "loaded"
     name: str
@@ -131,7 +148,8 @@ class EmulatedVast:
     changes (:func:`~membraind.vast.skeletons.save_skeleton_json` replaces it atomically).
 
     :meth:`answer` serves one request at a time, whatever thread calls it. ``calls`` records
-    LOADLAYER and REFRESHLAYERREGION requests, ``segmentation`` is the segmentation layer.
+    LOADLAYER, REFRESHLAYERREGION and REMOVELAYER requests, ``segmentation`` is the
+    segmentation layer. ``api_version`` is what GETAPIVERSION answers.
     """
 
     def __init__(
@@ -144,6 +162,7 @@ class EmulatedVast:
         em_name: str = EM_NAME,
         segmentation_name: str = SEGMENTATION_NAME,
         windows_paths: list[PathMap] | None = None,
+        api_version: int = API_VERSION,
     ) -> None:
         self.windows_paths = windows_paths  # VAST on Windows: LOADLAYER takes only Windows paths, mapped to here
         self.volume = volume if isinstance(volume, Volume) else open_volume(Path(volume), voxel_size)
@@ -160,9 +179,9 @@ class EmulatedVast:
         self.calls: list[tuple[str | int, ...]] = []
         self.object_selections: list[int] = []  # SETSELECTEDANNOOBJECTNR's ids, in order
 
+        self.api_version = api_version
         self._em = _Layer("em", em_name, volume=self.volume)
-        self._seg = _Layer("seg", segmentation_name)
-        self._loaded: list[_Layer] = []
+        self._order = [self._em, _Layer("seg", segmentation_name)]  # the layer list, top (layer 0) first
         self._skeleton_path: Path | None = None
         self._skeleton_stamp: tuple[int, int, int] | None = None
         if isinstance(skeletons, (str, Path)):
@@ -171,9 +190,11 @@ class EmulatedVast:
             self._anno = load_skeleton_file(self._skeleton_path)
         else:
             self._anno = list(skeletons or [])
+        self._place_annotation_layers()
         self._api_enabled = False
-        self._ui_selected = {"any": 0}  # family -> layer number; unset families fall back to the first layer
-        self._api_selected = {"any": 0}
+        # "any" (the selected layer) and family -> layer; an unset family falls back to its first layer.
+        self._ui_selected: dict[str, _Layer] = {"any": self._em}
+        self._api_selected: dict[str, _Layer] = {"any": self._em}
         self._selected_object: dict[str, int] = {}  # annotation layer name -> selected object id
 
         self._lock = threading.RLock()  # one request at a time touches the emulated VAST
@@ -183,11 +204,13 @@ class EmulatedVast:
             Command.SETVIEWCOORDINATES: self._setview,
             Command.GETNROFLAYERS: lambda v: self._no_params(v) or encode_values(len(self._layers())),
             Command.GETLAYERINFO: self._getlayerinfo,
-            Command.GETAPIVERSION: lambda v: self._no_params(v) or encode_values(API_VERSION),
+            Command.GETSELECTEDLAYERNR: lambda v: self._no_params(v) or self._selection(self._ui_selected),
+            Command.SETSELECTEDLAYERNR: lambda v: self._select(v, self._ui_selected),
+            Command.GETAPIVERSION: lambda v: self._no_params(v) or encode_values(self.api_version),
             Command.GETAPILAYERSENABLED: lambda v: self._no_params(v) or encode_values(int(self._api_enabled)),
             Command.SETAPILAYERSENABLED: self._setapienabled,
-            Command.GETSELECTEDAPILAYERNR: self._getselectedapi,
-            Command.SETSELECTEDAPILAYERNR: self._setselectedapi,
+            Command.GETSELECTEDAPILAYERNR: lambda v: self._no_params(v) or self._selection(self._api_selected),
+            Command.SETSELECTEDAPILAYERNR: lambda v: self._select(v, self._api_selected),
             Command.GETMIPMAPSCALEFACTORS: self._scalefactors,
             Command.GETEMIMAGERAW: self._getem,
             Command.GETSEGIMAGERAW: lambda v: self._getseg(v, rle=False),
@@ -201,6 +224,7 @@ class EmulatedVast:
             Command.GETSELECTEDANNOOBJECTNR: self._selectedobject,
             Command.GETAONODEDATA: self._nodedata,
             Command.LOADLAYER: self._loadlayer,
+            Command.REMOVELAYER: self._removelayer,
             Command.REFRESHLAYERREGION: self._refresh,
         }
 
@@ -220,8 +244,18 @@ class EmulatedVast:
     # ------------------------------------------------------------------ layers and state
 
     def _layers(self) -> list[_Layer]:
-        annos = [_Layer("anno", data.name, anno=data) for data in self._anno]
-        return [self._em, *annos, self._seg, *self._loaded]
+        return self._order
+
+    def _place_annotation_layers(self) -> None:
+        """Give each layer of ``_anno`` a place in the layer list, keeping the places they had."""
+        slots = [layer for layer in self._order if layer.kind == "anno"]
+        for slot, data in zip(slots, self._anno):
+            slot.anno, slot.name = data, data.name
+        for slot in slots[len(self._anno) :]:  # the file lost a layer: it is closed
+            self._order.remove(slot)
+        if len(self._anno) > len(slots):
+            at = self._order.index(slots[-1]) + 1 if slots else 1  # below the last one, else below the EM layer
+            self._order[at:at] = [_Layer("anno", data.name, anno=data) for data in self._anno[len(slots) :]]
 
     def layer_names(self) -> list[str]:
         """Every layer as ``"N kind 'name'"``, in VAST order."""
@@ -235,14 +269,14 @@ class EmulatedVast:
             raise Refused(30, f"layer {number} does not exist (0..{len(layers) - 1})")
         return layers[number]
 
-    def _layer_for(self, family: str, selection: dict[str, int] | None = None) -> tuple[int, _Layer]:
+    def _layer_for(self, family: str, selection: dict[str, _Layer] | None = None) -> tuple[int, _Layer]:
         """The layer annotation (``anno``) or segmentation (``seg``) commands act on now."""
         layers = self._layers()
         if selection is None:
             selection = self._api_selected if self._api_enabled else self._ui_selected
-        chosen = selection.get(family, -1)
-        if 0 <= chosen < len(layers) and layers[chosen].family == family:
-            return chosen, layers[chosen]
+        chosen = selection.get(family)
+        if chosen in layers:
+            return layers.index(chosen), chosen
         for number, layer in enumerate(layers):
             if layer.family == family:
                 return number, layer
@@ -264,6 +298,7 @@ class EmulatedVast:
         self._skeleton_stamp = stamp
         try:
             self._anno = load_skeleton_file(self._skeleton_path)
+            self._place_annotation_layers()
             log.info("VAST emulator: re-read %s", self._skeleton_path)
         except MembraindError as exc:  # keep serving what was last read, like VAST keeps its layer
             log.warning("VAST emulator: keeping the previous skeletons: %s", exc)
@@ -327,21 +362,22 @@ class EmulatedVast:
         self._api_enabled = bool(flag)
         return b""
 
-    def _getselectedapi(self, values: TaggedValues) -> bytes:
-        self._no_params(values)
-        layers, chosen = self._layers(), self._api_selected
-        slots = [chosen["any"] if chosen["any"] < len(layers) else 0]
+    def _selection(self, selection: dict[str, _Layer]) -> bytes:
+        """GETSELECTEDLAYERNR's or GETSELECTEDAPILAYERNR's reply for ``selection``."""
+        numbers = {}
         for family in ("em", "anno", "seg"):
             try:
-                slots.append(self._layer_for(family, chosen)[0])
+                numbers[family] = self._layer_for(family, selection)[0]
             except Refused:
-                slots.append(-1)
-        return encode_values(*((Tag.INT32, v) for v in (*slots, -1)))  # -1: no tool layer
+                numbers[family] = -1
+        layers = self._layers()
+        chosen = layers.index(selection["any"]) if selection["any"] in layers else 0
+        return SelectedLayers(layer=chosen, **numbers).to_payload()  # tool: -1, the emulator has none
 
-    def _setselectedapi(self, values: TaggedValues) -> bytes:
+    def _select(self, values: TaggedValues, selection: dict[str, _Layer]) -> bytes:
         (number,) = self._params(values, 1)
         layer = self._layer(number)
-        self._api_selected["any"] = self._api_selected[layer.family] = number
+        selection["any"] = selection[layer.family] = layer
         return b""
 
     def _scalefactors(self, values: TaggedValues) -> bytes:
@@ -354,7 +390,8 @@ class EmulatedVast:
         filename = values.texts[0]
         if not filename.strip():
             raise Refused(32, "LOADLAYER without a file name")
-        if reference != -1 and not 0 <= reference < len(self._layers()):
+        layers = self._layers()
+        if reference != -1 and not 0 <= reference < len(layers):
             raise Refused(30, f"reference layer {reference} does not exist")
         self.calls.append(("LOADLAYER", filename))
         try:
@@ -363,8 +400,26 @@ class EmulatedVast:
             raise Refused(32, f"cannot load {filename}: {exc}") from None
         descriptor = getattr(volume, "descriptor", None)
         name = getattr(descriptor, "TargetLayerName", "") or Path(filename).stem
-        self._loaded.append(_Layer("loaded", name, volume=volume, path=filename))
-        return encode_values(len(self._layers()) - 1)
+        selected = self._ui_selected["any"]
+        after = reference if reference != -1 else layers.index(selected) if selected in layers else len(layers) - 1
+        layers.insert(after + 1, _Layer("loaded", name, volume=volume, path=filename))
+        return encode_values(after + 1)
+
+    def _removelayer(self, values: TaggedValues) -> bytes:
+        number, _force = self._params(values, 2)
+        layer = self._layer(number)
+        if layer.kind != "loaded":
+            raise Refused(32, f"layer {number} ({layer.name}) holds the emulator's own data; only loaded layers close")
+        self.calls.append(("REMOVELAYER", number))
+        layers = self._layers()
+        above = layers[max(number - 1, 0)]
+        layers.remove(layer)
+        for selection in (self._ui_selected, self._api_selected):
+            if selection["any"] is layer:
+                selection["any"] = above
+            if selection.get("em") is layer:
+                del selection["em"]
+        return b""
 
     def _local_file(self, filename: str) -> Path:
         """The file LOADLAYER names, on this machine: in Windows mode only a Windows path

@@ -21,7 +21,7 @@ import socket
 import threading
 from pathlib import Path
 
-from membraind.vast.emulator.commands import EM_NAME, SEGMENTATION_NAME, EmulatedVast, Refused
+from membraind.vast.emulator.commands import API_VERSION, EM_NAME, SEGMENTATION_NAME, EmulatedVast, Refused
 from membraind.vast.emulator.sparse_labels import SparseLabels
 from membraind.vast.paths import PathMap
 from membraind.vast.protocol import (
@@ -46,14 +46,14 @@ REQUEST_LIMIT = 512 << 20  # a request announcing more is not the protocol: the 
 class VastEmulator:
     """An emulated VAST remote-API server (see :mod:`membraind.vast.emulator` for what it serves).
 
-    ``volume``, ``skeletons``, ``voxel_size``, ``cube_size``, ``em_name`` and
-    ``segmentation_name`` make the :class:`EmulatedVast` it serves (``vast``).
+    ``volume``, ``skeletons``, ``voxel_size``, ``cube_size``, ``em_name``,
+    ``segmentation_name`` and ``api_version`` make the :class:`EmulatedVast` it serves (``vast``).
     ``port=0`` picks a free port; :meth:`start` returns the bound one.
     ``idle_timeout`` (s) closes connections that send nothing for that long.
 
-    Attributes for tests: ``calls`` (LOADLAYER and REFRESHLAYERREGION requests, as
-    ``("LOADLAYER", filename)`` and ``("REFRESHLAYERREGION", layer, minx, maxx, miny, maxy,
-    minz, maxz)``), ``fault`` (see :data:`FAULTS`), ``segmentation`` (:class:`SparseLabels`),
+    Attributes for tests: ``calls`` (LOADLAYER, REFRESHLAYERREGION and REMOVELAYER requests,
+    as ``("LOADLAYER", filename)``, ``("REFRESHLAYERREGION", layer, minx, maxx, miny, maxy,
+    minz, maxz)`` and ``("REMOVELAYER", layer)``), ``fault`` (see :data:`FAULTS`), ``segmentation`` (:class:`SparseLabels`),
     ``connections`` (open connection count) and :meth:`wait_idle`.
     """
 
@@ -71,10 +71,11 @@ class VastEmulator:
         em_name: str = EM_NAME,
         segmentation_name: str = SEGMENTATION_NAME,
         windows_paths: list[PathMap] | None = None,
+        api_version: int = API_VERSION,
     ) -> None:
         self.vast = EmulatedVast(
             volume, skeletons=skeletons, voxel_size=voxel_size, cube_size=cube_size, em_name=em_name,
-            segmentation_name=segmentation_name, windows_paths=windows_paths,
+            segmentation_name=segmentation_name, windows_paths=windows_paths, api_version=api_version,
         )  # fmt: skip
         self.host, self.port = host, port
         self.idle_timeout, self.max_connections = idle_timeout, max_connections
@@ -97,7 +98,7 @@ class VastEmulator:
 
     @property
     def calls(self) -> list[tuple[str | int, ...]]:
-        """LOADLAYER and REFRESHLAYERREGION requests received, oldest first."""
+        """LOADLAYER, REFRESHLAYERREGION and REMOVELAYER requests received, oldest first."""
         return self.vast.calls
 
     def layer_names(self) -> list[str]:
