@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from membraind.commands import Add, add_voxel_size_argument, voxel_size_argument
-from membraind.commands.predict import add_anchor_arguments, path_map_argument
+from membraind.commands.predict import add_anchor_arguments, add_vast_path_argument, path_map_argument
 from membraind.config import Settings
 from membraind.errors import InputError, describe_validation_error
 from membraind.vast.emulator.commands import EM_NAME, SEGMENTATION_NAME
@@ -59,10 +59,13 @@ def cmd_vast_check(args: argparse.Namespace, settings: Settings) -> int:
 
     source = require_vast(args.vast, "vast-check checks a running VAST")
     em_layer, anno_layer = (layer_ref(text) if text is not None else None for text in (args.em_layer, args.anno_layer))
-    with tempfile.TemporaryDirectory(prefix="membraind-vast-check-") as temporary:
+    paths = args.vast_path or settings.service.vast_paths(source.host, source.port)
+    # The test layer's folder must be one VAST sees: with a mapping, inside its first folder.
+    where = None if args.scratch or not paths else paths[0].daemon
+    with tempfile.TemporaryDirectory(prefix=".membraind-vast-check-", dir=where) as temporary:
         scratch = args.scratch or Path(temporary)
         with VastClient(source.host, source.port, timeout=args.timeout) as client:
-            report = run_checks(client, scratch, em_layer=em_layer, anno_layer=anno_layer)
+            report = run_checks(client, scratch, em_layer=em_layer, anno_layer=anno_layer, paths=paths)
     print(report.table())
     if args.report:
         write_text_atomic(args.report, report.model_dump_json(indent=2) + "\n")
@@ -155,6 +158,7 @@ def register(add: Add) -> None:
         "(default: a temporary folder, removed afterwards)",
     )  # fmt: skip
     p.add_argument("--report", type=Path, help="also write the report as JSON to this file")
+    add_vast_path_argument(p)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer of VAST (default 30)")
 
     p = add(

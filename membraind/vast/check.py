@@ -25,10 +25,11 @@ from typing import Callable, Literal
 import numpy as np
 
 from membraind import __version__
-from membraind.errors import MembraindError
+from membraind.errors import InputError, MembraindError
 from membraind.strict import StrictModel
 from membraind.vast.client import MIN_API_VERSION, VastClient
 from membraind.vast.layouts import SKELETON, LayerInfo, LayerType, SelectedLayers, VolumeInfo
+from membraind.vast.paths import PathMap, describe_path_maps, vast_path
 from membraind.vast.protocol import Command, VastError, VastRefused
 from membraind.volumes.box import Box
 from membraind.volumes.mips import downsample
@@ -111,6 +112,7 @@ class _Session:
     em_layer: int | str | None
     anno_layer: int | str | None
     scratch: Path
+    paths: list[PathMap] = field(default_factory=list)
     start: _State | None = None
     info: VolumeInfo | None = None
     layers: list[LayerInfo] = field(default_factory=list)
@@ -303,15 +305,20 @@ def check_load_layer(s: _Session) -> list[CheckRow]:
     yy, xx = np.mgrid[box.y0 : box.y1, box.x0 : box.x1]
     pattern = ((3 * xx + 5 * yy) % 251).astype(np.uint8)[None]
     store.write_region(box, pattern)
-    path = path_for_vast(store.write_vsvi())
+    try:
+        path = vast_path(store.write_vsvi(), s.paths)
+    except InputError as exc:
+        return [_row("LOADLAYER of a generated .vsvi", "a path VAST can open", str(exc), False)]
     selected, count = c.selected_layers().layer, c.layer_count()
     above = f"{selected} {s.layers[selected].name!r}" if 0 <= selected < len(s.layers) else str(selected)
     try:
         number = c.load_layer(path)
     except VastRefused as exc:
-        return [_row("LOADLAYER of a generated .vsvi", "VAST opens the file membraind wrote", f"{path}: {exc}. VAST "
-                     "must see membraind's files under the same path (run VAST on this machine, or give --scratch a "
-                     "folder VAST reaches by the same path)", False)]  # fmt: skip
+        advice = (f"check that VAST sees {describe_path_maps(s.paths)}" if s.paths else
+                  "VAST must see membraind's files under the same path: run VAST on this machine, or say where VAST "
+                  "sees this machine's folders with --vast-path DAEMON=VAST ([[service.vast]] paths)")  # fmt: skip
+        return [_row("LOADLAYER of a generated .vsvi", "VAST opens the file membraind wrote", f"{path}: {exc}. {advice}",
+                     False)]  # fmt: skip
     rows: list[CheckRow] = []
     try:
         info = c.layer_info(number)
@@ -343,13 +350,6 @@ def check_load_layer(s: _Session) -> list[CheckRow]:
 def _why(exc: Exception) -> str:
     """An error as a report shows it: membraind's own errors say it all, others get their kind."""
     return str(exc) if isinstance(exc, MembraindError) else f"{type(exc).__name__}: {exc}"
-
-
-def path_for_vast(path: Path) -> str:
-    """The path VAST is handed for the test layer's ``.vsvi``: its absolute path, for a VAST
-    that sees this machine's files where membraind does. The mapping of membraind's folders
-    to VAST's (a Windows drive or share) plugs in here."""
-    return str(Path(path).resolve())
 
 
 def _compare(shown: np.ndarray, wanted: np.ndarray, old: np.ndarray | None = None) -> str:
@@ -410,16 +410,18 @@ CHECKS: list[tuple[str, Callable[[_Session], list[CheckRow]]]] = [
 
 
 def run_checks(
-    client: VastClient, scratch: Path, *, em_layer: int | str | None = None, anno_layer: int | str | None = None
+    client: VastClient, scratch: Path, *, em_layer: int | str | None = None, anno_layer: int | str | None = None,
+    paths: list[PathMap] | None = None,
 ) -> CheckReport:
     """Run every check of :data:`CHECKS` against the VAST behind ``client``.
 
-    ``scratch``: a folder for the tiny ``.vsvi`` and its tile (VAST must see it under the
-    path :func:`path_for_vast` gives). Raises
-    :class:`~membraind.vast.client.VastConnectionError` when VAST cannot be reached at all.
+    ``scratch``: a folder for the tiny ``.vsvi`` and its tile, handed to VAST through the
+    path mapping ``paths`` (:mod:`membraind.vast.paths`; none: VAST sees this machine's
+    files as they are). Raises :class:`~membraind.vast.client.VastConnectionError` when
+    VAST cannot be reached at all.
     """
     client.connect()
-    s = _Session(client, em_layer, anno_layer, Path(scratch))
+    s = _Session(client, em_layer, anno_layer, Path(scratch), list(paths or []))
     rows: list[CheckRow] = []
     try:
         s.start = s.state()

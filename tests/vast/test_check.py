@@ -85,3 +85,22 @@ def test_check_of_an_unreachable_vast_says_so_in_one_line_and_exits_2():
     assert result.returncode == 2 and result.stdout == ""
     (line,) = result.stderr.strip().splitlines()
     assert f"cannot connect to VAST at 127.0.0.1:{port}" in line and "Remote Control API Server > Enable" in line
+
+
+def test_check_against_vast_on_windows_goes_through_the_path_mapping(em_folder, tmp_path):
+    from membraind.vast.paths import PathMap
+
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    windows = [PathMap(daemon=lab, vast="Z:\\lab")]
+    with VastEmulator(em_folder, skeletons=[ANNOTATION], windows_paths=windows) as emulator:
+        unmapped = _check(emulator.port, "--report", str(tmp_path / "unmapped.json"))
+        assert unmapped.returncode == 1  # the daemon's own path: VAST on Windows cannot open it
+        report = CheckReport.model_validate_json((tmp_path / "unmapped.json").read_text(encoding="utf-8"))
+        (load,) = [row for row in report.rows if row.check == "LOADLAYER of a generated .vsvi"]
+        assert load.status == "fail" and "--vast-path DAEMON=VAST" in load.seen
+        mapped = _check(emulator.port, "--vast-path", f"{lab}=Z:\\lab", "--report", str(tmp_path / "mapped.json"))
+        assert mapped.returncode == 0, mapped.stdout + mapped.stderr
+        (load,) = [call for call in emulator.calls if call[0] == "LOADLAYER"][-1:]
+        assert load[1].startswith("Z:\\lab\\.membraind-vast-check-") and load[1].endswith("membraind-vast-check.vsvi")
+        assert list(lab.iterdir()) == []  # the test layer's files are gone again
