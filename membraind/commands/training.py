@@ -21,7 +21,7 @@ def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
     return spec_from_args(
         spec_type or TrainSpec,
         em=args.em, labels=args.labels, mapping=args.mapping and args.mapping.text(), val_em=args.val_em, val_labels=args.val_labels,
-        out=args.out, name=args.name, epochs=args.epochs, steps_per_epoch=args.steps, max_minutes=args.minutes,
+        out=args.out, model=args.model, name=args.name, epochs=args.epochs, steps_per_epoch=args.steps, max_minutes=args.minutes,
         patch_size=args.patch_size, voxel_size_nm=voxel_size_argument(args.voxel_size), device=args.device,
         seed=args.seed, restart=args.restart, **extra,
     )  # fmt: skip
@@ -29,11 +29,14 @@ def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
 
 def _train(spec, settings: Settings) -> int:
     from membraind.groundtruth.sampler import patch_size_note
-    from membraind.jobs.execute import make_trainer, training_data, training_outcome, training_result
+    from membraind.jobs.execute import claim_version, make_trainer, training_data, training_outcome, training_result
     from membraind.nn.history import format_minutes
     from membraind.nn.trainer import TrainingCancelled
 
     data = training_data(spec, settings)
+    if spec.out is None:  # a lab model's next version: claimed once the data are known to load
+        spec = claim_version(spec, settings.service.models_path())
+        print(f"lab model {spec.model}: training version {spec.version} into {spec.out}")
     trainer = make_trainer(spec, settings, data)
     t = trainer.settings
     limit = f"{t.epochs} epochs" + (f" or {format_minutes(t.max_minutes)}, whichever ends first" if t.max_minutes else "")
@@ -46,7 +49,8 @@ def _train(spec, settings: Settings) -> int:
         bundle = trainer.run(EtaClock(progress))  # as run_job does for every other job
     except (TrainingCancelled, KeyboardInterrupt):
         close_bar()
-        print(f"{training_outcome(spec.out / 'model')}. Run the same command again to resume ({spec.out}).")
+        again = f" with --out {spec.out}" if spec.model else ""
+        print(f"{training_outcome(spec.out / 'model')}. Run the same command again{again} to resume ({spec.out}).")
         return 130
     close_bar()
     print(training_result(spec.out, bundle).summary)
@@ -65,6 +69,40 @@ def cmd_finetune(args: argparse.Namespace, settings: Settings) -> int:
         episodic_ratio=args.episodic_ratio,
     )  # fmt: skip
     return _train(spec, settings)
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.nn.bundle import read_metadata
+    from membraind.nn.versions import lab_models
+
+    folder = args.models_dir or settings.service.models_path()
+    models = lab_models(folder)
+    if not models:
+        print(f"no lab models in {folder}: membraind train --model NAME ... makes the first version")
+        return 0
+    print(f"{'MODEL':20s} {'VERSION':>7s}  {'TRAINED':19s}  {'FROM':14s} {'MODE':10s} {'KEPT':>5s} {'VAL F1':>6s}  STATE")
+    for name, listed in models.items():
+        for v in listed:
+            if not v.ready:
+                print(f"{name:20s} {'v' + str(v.version):>7s}  {'':19s}  {'':14s} {'':10s} {'':>5s} {'':>6s}  training")
+                continue
+            meta = read_metadata(v.bundle)
+            parent = _version_name(meta.parent, folder) if meta.parent else "-"
+            mode = (meta.training.get("transfer") or {}).get("mode", "-") if meta.parent else "new"
+            kept = meta.outcome.kept_epoch if meta.outcome else None
+            f1 = f"{meta.outcome.kept_val_membrane_f1:.3f}" if meta.outcome and meta.outcome.kept_val_membrane_f1 is not None else "-"
+            state = meta.outcome.why if meta.outcome else "ready"
+            print(f"{name:20s} {'v' + str(v.version):>7s}  {meta.created[:19]:19s}  {parent:14s} {mode:10s} "
+                  f"{kept or '-':>5} {f1:>6s}  {state}")  # fmt: skip
+    return 0
+
+
+def _version_name(bundle: str, models: Path) -> str:
+    """``octopus-vl v2`` for a bundle that is a lab model version under ``models``, else its path."""
+    path = Path(bundle).resolve()
+    if path.name == "model" and path.parent.parent.parent == Path(models).resolve() and path.parent.name[:1] == "v":
+        return f"{path.parent.parent.name} {path.parent.name}"
+    return str(path)
 
 
 def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
@@ -96,8 +134,11 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     add_ground_truth_arguments(p)
     p.add_argument("--val-em", type=Path, help="validation EM (default: hold out part of the training data)")
     p.add_argument("--val-labels", type=Path, help="validation labels (with --val-em)")
-    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoint, history, learning curve, model/")
-    p.add_argument("--name", help="model name stored in the bundle (default: the run folder's name)")
+    p.add_argument("--out", type=Path, help="run folder: checkpoint, history, learning curve, model/ (or --model)")
+    p.add_argument(
+        "--model", help="a lab model: this run becomes its next version, in the models folder ([service] models_dir)"
+    )
+    p.add_argument("--name", help="model name stored in the bundle (default: --model, else the run folder's name)")
     p.add_argument("--epochs", type=int, help="number of epochs (default: config)")
     p.add_argument("--steps", type=int, help="batches per epoch (default: config)")
     p.add_argument("--minutes", type=float, help="stop after this many minutes of training")
@@ -117,10 +158,14 @@ def register(add: Add) -> None:
 
     p = add("finetune", cmd_finetune, "fine-tune a trained model bundle on new ground truth (transfer learning)")
     _add_training_arguments(p)
-    p.add_argument("--from", dest="parent", type=Path, required=True, help="the parent model bundle")
+    p.add_argument("--from", dest="parent", type=Path,
+                   help="the parent model bundle (default with --model: that lab model's latest version)")  # fmt: skip
     p.add_argument("--mode", choices=TransferMode.__args__, help="what learns (default: continue)")
     p.add_argument("--leaky-factor", type=float, help="leaky: encoder learning-rate factor (default 0.1)")
     p.add_argument("--episodic-ratio", type=float, help="episodic: share of each batch from the parent's data")
+
+    p = add("models", cmd_models, "list the lab models and their versions: when trained, from which, how well")
+    p.add_argument("--models-dir", type=Path, help="the models folder (default: [service] models_dir, <home>/models)")
 
     p = add("export-onnx", cmd_export_onnx, "export a model bundle to ONNX (metadata embedded)")
     p.add_argument("bundle", type=Path, help="model bundle folder")

@@ -15,10 +15,12 @@ from membraind_client.messages import JobResult  # one definition for the daemon
 from membraind_client.progress import EtaClock, Progress, ProgressReporter
 
 from membraind.config import Settings, with_overrides
+from membraind.errors import InputError
 from membraind.jobs.specs import ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
 from membraind.nn.bundle_layout import METADATA_FILE
 from membraind.predict.request import VastSource, paths_for
 from membraind.predict.settings import PredictSettings
+from membraind.nn.versions import ModelVersion, claim_next_version, latest_version
 from membraind.segment.settings import Segment2DSettings
 from membraind.vast.paths import PathMap
 
@@ -113,22 +115,41 @@ def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None 
     from membraind.nn.training_setup import build_trainer
 
     settings = training_settings(spec, settings)
+    if spec.out is None:
+        raise InputError(f"the run of lab model {spec.model} has no version folder: submit it to the daemon, or use "
+                         "membraind train --model, which claim one")  # fmt: skip
     if spec.restart:
         (spec.out / "checkpoint.pt").unlink(missing_ok=True)
     if data is None:
         data = training_data(spec, settings)
     parent = transfer = None
     if isinstance(spec, FinetuneSpec):
-        parent = load_bundle(spec.parent)
+        parent = load_bundle(spec.parent or previous_version(spec).bundle)
         transfer = with_overrides(
             settings.transfer, "the request", mode=spec.mode, leaky_factor=spec.leaky_factor,
             episodic_ratio=spec.episodic_ratio,
         )  # fmt: skip
-    return build_trainer(
+    trainer = build_trainer(
         spec.out, data, settings.training, unet=settings.unet, normalization=settings.normalization,
-        sampler=settings.sampler, augmentation=settings.augmentation, name=spec.name, parent=parent, transfer=transfer,
-        voxel_size=training_voxel_size(spec),
+        sampler=settings.sampler, augmentation=settings.augmentation, name=spec.name or spec.model, parent=parent,
+        transfer=transfer, voxel_size=training_voxel_size(spec),
     )  # fmt: skip
+    trainer.bundle = trainer.bundle.model_copy(update={"version": spec.version})
+    return trainer
+
+
+def previous_version(spec: TrainSpec) -> ModelVersion:
+    """The version of ``spec``'s lab model that this run fine-tunes: the latest one older than its own."""
+    assert spec.model is not None and spec.out is not None
+    return latest_version(spec.out.parent.parent, spec.model, below=spec.version)
+
+
+def claim_version(spec: TrainSpec, models: Path) -> TrainSpec:
+    """``spec`` with the folder of its lab model's next version as ``out`` (unchanged without a model,
+    or when it has its version already)."""
+    if spec.model is None or spec.out is not None:
+        return spec
+    return spec.model_copy(update={"out": claim_next_version(models, spec.model).run})
 
 
 def training_outcome(bundle: Path) -> str:

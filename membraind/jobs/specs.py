@@ -7,13 +7,16 @@ checks every path in it against its configured roots before it accepts the job
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import Field, TypeAdapter, field_validator, model_validator
 
+from membraind.errors import InputError
 from membraind.groundtruth.label_mapping import parse_mapping
 from membraind.nn.settings import TransferMode
+from membraind.nn.versions import check_model_name
 from membraind.predict.request import PredictRequest
 from membraind.predict.settings import OutputKind
 from membraind.strict import StrictModel
@@ -49,8 +52,13 @@ class TrainSpec(StrictModel):
     )
     val_em: Path | None = Field(None, description="validation EM (default: hold out part of the data)")
     val_labels: Path | None = None
-    out: Path = Field(description="run folder: checkpoint, history, learning curve, model/")
-    name: str | None = Field(None, description="model name (default: the run folder's name)")
+    out: Path | None = Field(
+        None, description="run folder: checkpoint, history, learning curve, model/ (not with model: given for you)"
+    )
+    model: str | None = Field(
+        None, description="a lab model: the run becomes its next version, <models folder>/<model>/v<N>"
+    )
+    name: str | None = Field(None, description="model name (default: the lab model's, else the run folder's name)")
     epochs: int | None = Field(None, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)
@@ -77,15 +85,43 @@ class TrainSpec(StrictModel):
             raise ValueError("give both val_em and val_labels, or neither (then part of the data is held out)")
         return self
 
+    @model_validator(mode="after")
+    def _out_or_model(self) -> "TrainSpec":
+        if self.model is not None:
+            try:
+                check_model_name(self.model)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+            # out is the version folder claimed for it: <models>/<model>/v<N>, nothing else
+            if self.out is not None and (self.out.parent.name != self.model or not re.fullmatch(r"v[1-9]\d*", self.out.name)):
+                raise ValueError(f"give out (a run folder) or model (the next version of a lab model), not both; "
+                                 f"{self.model}'s versions are written to the models folder")  # fmt: skip
+        elif self.out is None:
+            raise ValueError("give out (the run folder) or model (a lab model whose next version this run becomes)")
+        return self
+
+    @property
+    def version(self) -> int | None:
+        """The lab model version this run makes (``out`` is ``<models>/<model>/v<N>``), else None."""
+        return int(self.out.name[1:]) if self.model is not None and self.out is not None else None
+
 
 class FinetuneSpec(TrainSpec):
     """Fine-tune the bundle ``parent`` on new ground truth (transfer learning)."""
 
     kind: Literal["finetune"] = "finetune"  # type: ignore[assignment]
-    parent: Path = Field(description="the parent model bundle")
+    parent: Path | None = Field(
+        None, description="the parent model bundle (default with model: that lab model's latest version)"
+    )
     mode: TransferMode | None = Field(None, description="what learns (default: config, continue)")
     leaky_factor: float | None = Field(None, gt=0, le=1)
     episodic_ratio: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _parent_or_model(self) -> "FinetuneSpec":
+        if self.parent is None and self.model is None:
+            raise ValueError("give parent (the bundle to fine-tune) or model (to fine-tune that lab model's latest version)")
+        return self
 
 
 class Segment2DSpec(StrictModel):

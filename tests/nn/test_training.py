@@ -491,3 +491,27 @@ def test_labels_with_a_class_the_network_lacks_stop_before_training(tmp_path, is
     assert "Traceback" not in result.stderr and not (tmp_path / "run" / "checkpoint.pt").exists()
     assert f"labels {tmp_path / 'labels' / '00.png'} hold class 3 (third), but the network has 2 classes " \
            "(interior, membrane)" in result.stderr, result.stderr  # fmt: skip
+
+
+def test_a_lab_model_gets_versions_with_their_lineage(tmp_path, small_isbi_folders):
+    from tests.conftest import run_cli
+
+    em, labels = small_isbi_folders
+    env = TINY | {"MEMBRAIND_SERVICE__MODELS_DIR": str(tmp_path / "models")}
+    data = ["--em", str(em), "--labels", str(labels), "--mapping", "isbi", "--epochs", "1"]
+    first = run_cli("train", *data, "--model", "octopus-vl", env=env)
+    assert first.returncode == 0, first.stderr
+    assert f"lab model octopus-vl: training version 1 into {tmp_path / 'models' / 'octopus-vl' / 'v1'}" in first.stdout
+    second = run_cli("finetune", *data, "--model", "octopus-vl", "--mode", "leaky", env=env)  # from the latest: v1
+    assert second.returncode == 0, second.stderr
+    v1, v2 = (load_bundle(tmp_path / "models" / "octopus-vl" / v / "model").metadata for v in ("v1", "v2"))
+    assert (v1.name, v1.version, v1.parent) == ("octopus-vl", 1, None)
+    assert (v2.name, v2.version) == ("octopus-vl", 2)
+    assert v2.parent == str((tmp_path / "models" / "octopus-vl" / "v1" / "model").resolve())
+    listed = run_cli("models", env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert [(r[0], r[1]) for r in rows] == [("octopus-vl", "v1"), ("octopus-vl", "v2")]
+    assert rows[1][3:6] == ["octopus-vl", "v1", "leaky"]  # v2 came from v1, fine-tuned leakily
+    both = run_cli("train", *data, "--model", "octopus-vl", "--out", str(tmp_path / "elsewhere"), env=env)
+    assert both.returncode == 2 and "give out (a run folder) or model" in both.stderr

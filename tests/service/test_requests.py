@@ -862,3 +862,20 @@ def test_a_prediction_for_a_vast_that_cannot_see_its_output_is_refused_at_submit
         assert journal.counts() == {"queued": 2}
     finally:
         journal.close()
+
+
+def test_a_train_request_for_a_lab_model_claims_its_next_version_once(service):
+    from membraind.service.job import job_from_request
+
+    request = valid_request("train", service.data) | {"model": "octopus-vl", "id": "lab-1"}
+    del request["out"]
+    record, created = service.dispatcher.submit(job_from_request(request, source="zmq"))
+    models = service.home / "models" / "octopus-vl"
+    assert created and record.spec["out"] == str(models / "v1")
+    _, created = service.dispatcher.submit(job_from_request(request, source="zmq"))  # the same job again
+    assert not created and sorted(p.name for p in models.iterdir()) == ["v1"]
+    del request["id"]
+    record, _ = service.dispatcher.submit(job_from_request(request, source="zmq"))
+    assert record.spec["out"] == str(models / "v2") and record.job().spec.version == 2
+    with pytest.raises(MembraindError, match="model name 'no/slash'"):
+        job_from_request(request | {"model": "no/slash"}, source="zmq")

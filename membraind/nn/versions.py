@@ -1,0 +1,100 @@
+"""Lab models with versions: ``<models>/<name>/v1``, ``v2``, ... each a training run folder.
+
+A lab model (``octopus-vl``) is what a lab thinks of as "the membrane model"; its
+versions are the runs that trained it, each fine-tuned from the one before or trained
+afresh. A version's folder is its run folder (checkpoint, history, learning curve) and
+its bundle is ``model/`` inside, written when the first epoch finishes: a version without
+a bundle is still training (or failed before its first epoch) and is never "latest".
+
+A version number is claimed by creating its folder (``mkdir`` fails for a second
+claimant), so two jobs never make the same version; the daemon claims it when the job
+is submitted, so a job run again after a crash resumes its own version.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from membraind.errors import InputError
+from membraind.nn.bundle_layout import METADATA_FILE
+from membraind.strict import StrictModel
+
+__all__ = [
+    "ModelVersion", "versions", "latest_version", "claim_next_version", "check_model_name", "lab_models", "BUNDLE_DIR",
+]  # fmt: skip
+
+BUNDLE_DIR = "model"  # the bundle inside a run folder
+_VERSION = re.compile(r"^v([1-9][0-9]*)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ModelVersion(StrictModel):
+    """One version of a lab model."""
+
+    model: str
+    version: int
+    run: Path
+
+    @property
+    def bundle(self) -> Path:
+        """The version's model bundle."""
+        return self.run / BUNDLE_DIR
+
+    @property
+    def ready(self) -> bool:
+        """Whether its bundle exists (a first epoch finished)."""
+        return (self.bundle / METADATA_FILE).is_file()
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it can name a lab model (a folder name on every system), else an InputError."""
+    if not _NAME.match(name):
+        raise InputError(f"model name {name!r}: use letters, digits, '.', '_' and '-' (at most 64), e.g. octopus-vl")
+    return name
+
+
+def versions(models: Path, name: str) -> list[ModelVersion]:
+    """Every version of lab model ``name`` under ``models``, oldest first (ready or not)."""
+    folder = Path(models) / check_model_name(name)
+    found = []
+    for child in folder.iterdir() if folder.is_dir() else []:
+        match = _VERSION.match(child.name)
+        if match and child.is_dir():
+            found.append(ModelVersion(model=name, version=int(match.group(1)), run=child))
+    return sorted(found, key=lambda v: v.version)
+
+
+def latest_version(models: Path, name: str, below: int | None = None) -> ModelVersion:
+    """The newest version of ``name`` whose bundle exists (older than version ``below`` when
+    given); an InputError saying what there is otherwise."""
+    all_versions = [v for v in versions(models, name) if below is None or v.version < below]
+    ready = [v for v in all_versions if v.ready]
+    if not ready:
+        detail = f"{len(all_versions)} version(s) still without a finished epoch" if all_versions else "no versions"
+        raise InputError(f"lab model {name!r} in {models} has no usable version yet ({detail}); train it first "
+                         "(membraind train --model NAME ...)")  # fmt: skip
+    return ready[-1]
+
+
+def claim_next_version(models: Path, name: str) -> ModelVersion:
+    """Create the folder of ``name``'s next version and return it (never the same twice)."""
+    folder = Path(models) / check_model_name(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    number = max((v.version for v in versions(models, name)), default=0) + 1
+    while True:
+        try:
+            (folder / f"v{number}").mkdir()
+        except FileExistsError:  # another job claimed it meanwhile
+            number += 1
+            continue
+        return ModelVersion(model=name, version=number, run=folder / f"v{number}")
+
+
+def lab_models(models: Path) -> dict[str, list[ModelVersion]]:
+    """Every lab model under ``models`` (a folder holding ``v<N>`` folders) and its versions."""
+    found = {}
+    for child in sorted(Path(models).iterdir()) if Path(models).is_dir() else []:
+        if child.is_dir() and _NAME.match(child.name) and (listed := versions(models, child.name)):
+            found[child.name] = listed
+    return found
