@@ -150,7 +150,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     if args.vast_path and isinstance(volume, VastSource):
         volume = volume.model_copy(update={"paths": args.vast_path})
     spec = spec_from_args(
-        PredictSpec, volume=volume, bundles=args.bundle, out=args.out, target=_target(args),
+        PredictSpec, volume=volume, bundles=args.bundle, models=args.model, out=args.out, target=_target(args),
         mip=args.mip, voxel_size_nm=voxel_size_argument(args.voxel_size), engine=args.runtime, device=args.device,
         overwrite=args.overwrite, outputs=args.outputs.split(",") if args.outputs else None,
         show_in_vast=not args.no_vast_layer,
@@ -166,7 +166,9 @@ def register(add: Add) -> None:
     p.add_argument(
         "volume", help="folder of sections, TIFF stack, .vsvi, one image file, or vast://HOST:PORT/LAYER (a live VAST)"
     )
-    p.add_argument("--bundle", type=Path, action="append", required=True, help="model bundle (repeat for several)")
+    p.add_argument("--bundle", type=Path, action="append", default=[], help="model bundle (repeat for several)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME[@vN]",
+                   help="a lab model from the models folder: its latest version, or @vN (repeat for several)")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="output folder (<out>/<bundle>/<kind>/)")
     p.add_argument("--mip", type=int, help="mip level to predict at (default: the bundle's)")
     add_voxel_size_argument(p, "written into the outputs' .vsvi (default: the source's own, else the bundle's)")

@@ -64,12 +64,17 @@ def predict_settings(spec: PredictSpec, predict: PredictSettings) -> PredictSett
 
 def run_predict(
     spec: PredictSpec, predict: PredictSettings, progress: ProgressReporter, cancel: Cancel, cache: ModelCache | None = None,
-    vast_paths: Callable[[str, int], list[PathMap]] = lambda host, port: [],
+    vast_paths: Callable[[str, int], list[PathMap]] = lambda host, port: [], models_dir: Path | None = None,
 ) -> JobResult:
     """Predict; results from a VAST source are shown in that VAST unless the spec says not to,
-    handed over through its path mapping (the source's own, else ``vast_paths(host, port)``)."""
+    handed over through its path mapping (the source's own, else ``vast_paths(host, port)``).
+    Lab models named by the spec are their versions in ``models_dir`` now (latest resolved)."""
     from membraind.predict.run import run_prediction
 
+    if spec.models:
+        if models_dir is None:
+            raise InputError("this prediction names lab models, but no models folder was given")
+        spec = spec.with_models_resolved(models_dir)
     predict = predict_settings(spec, predict)
     loaded = [cache.get(path, predict) for path in spec.bundles] if cache else None
     report = run_prediction(
@@ -227,7 +232,8 @@ def run_job(spec: Any, settings: Settings, progress: ProgressReporter, cancel: C
     reports reach ``progress`` with the time left estimated."""
     progress = EtaClock(progress)  # the one place the estimate is made, for the CLI and the daemon alike
     if isinstance(spec, PredictSpec):
-        return run_predict(spec, settings.predict, progress, cancel, cache, vast_paths=settings.service.vast_paths)
+        return run_predict(spec, settings.predict, progress, cancel, cache, vast_paths=settings.service.vast_paths,
+                           models_dir=settings.service.models_path())  # fmt: skip
     if isinstance(spec, TrainSpec):  # FinetuneSpec too; assembling a trainer takes most sections
         return run_train(spec, settings, progress, cancel)
     if isinstance(spec, Segment2DSpec):

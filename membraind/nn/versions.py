@@ -22,6 +22,7 @@ from membraind.strict import StrictModel
 
 __all__ = [
     "ModelVersion", "versions", "latest_version", "claim_next_version", "check_model_name", "lab_models", "BUNDLE_DIR",
+    "resolve_model", "check_model_reference",
 ]  # fmt: skip
 
 BUNDLE_DIR = "model"  # the bundle inside a run folder
@@ -98,3 +99,27 @@ def lab_models(models: Path) -> dict[str, list[ModelVersion]]:
         if child.is_dir() and _NAME.match(child.name) and (listed := versions(models, child.name)):
             found[child.name] = listed
     return found
+
+
+def resolve_model(models: Path, reference: str) -> ModelVersion:
+    """The version a reference names: ``NAME`` (its latest version, now) or ``NAME@vN``."""
+    name, _, version = reference.partition("@")
+    if not version or version == "latest":
+        return latest_version(models, name)
+    match = _VERSION.match(version)
+    listed = {v.version: v for v in versions(models, name)} if match else {}
+    found = listed.get(int(match.group(1))) if match else None
+    if found is None or not found.ready:
+        have = ", ".join(f"v{n}" for n, v in listed.items() if v.ready) or "none ready"
+        raise InputError(f"lab model reference {reference!r}: no such ready version in {models} ({name}: {have}); "
+                         "write NAME for the latest version or NAME@vN")  # fmt: skip
+    return found
+
+
+def check_model_reference(reference: str) -> str:
+    """``reference`` if it is ``NAME``, ``NAME@latest`` or ``NAME@vN``; else an InputError."""
+    name, at, version = reference.partition("@")
+    check_model_name(name)
+    if at and version != "latest" and not _VERSION.match(version):
+        raise InputError(f"lab model reference {reference!r}: write NAME (the latest version), NAME@latest or NAME@v3")
+    return reference

@@ -13,6 +13,8 @@ from typing import Annotated, Callable, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from membraind.errors import InputError
+from membraind.nn.versions import check_model_reference, resolve_model
 from membraind.strict import StrictModel
 from membraind.vast.paths import PathMap
 from membraind.vast.protocol import DEFAULT_PORT
@@ -89,7 +91,11 @@ class PredictRequest(StrictModel):
     volume: Path | VastSource = Field(
         description="folder of sections, multi-page TIFF, .vsvi, (mode image) one image file, or a VAST layer"
     )
-    bundles: list[Path] = Field(min_length=1, description="model bundles applied in one pass over the data")
+    bundles: list[Path] = Field(default_factory=list, description="model bundles applied in one pass over the data")
+    models: list[str] = Field(
+        default_factory=list,
+        description="lab models: NAME (its latest version when the job runs) or NAME@vN; applied with the bundles",
+    )
     out: Path = Field(description="output folder; each bundle writes <out>/<bundle name>/<kind>/")
     target: Target = Field(default_factory=WholeVolume)
     mip: int | None = Field(None, ge=0, description="mip level to predict at (default: the first bundle's)")
@@ -108,6 +114,29 @@ class PredictRequest(StrictModel):
                 '"volume": {"host": "HOST", "port": PORT, "layer": "LAYER"} (JSON)'
             )
         return value
+
+    @field_validator("models")
+    @classmethod
+    def _model_references(cls, value: list[str]) -> list[str]:
+        for reference in value:
+            try:
+                check_model_reference(reference)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _some_model(self) -> "PredictRequest":
+        if not self.bundles and not self.models:
+            raise ValueError("give bundles (model bundle folders) or models (lab models by name), at least one")
+        return self
+
+    def with_models_resolved(self, models_dir: Path) -> "PredictRequest":
+        """The request with its lab models as the bundles of their versions now (latest resolved)."""
+        if not self.models:
+            return self
+        found = [resolve_model(models_dir, reference).bundle for reference in self.models]
+        return self.model_copy(update={"bundles": [*self.bundles, *found], "models": []})
 
     @model_validator(mode="after")
     def _target_fits_source(self) -> "PredictRequest":

@@ -515,3 +515,26 @@ def test_a_lab_model_gets_versions_with_their_lineage(tmp_path, small_isbi_folde
     assert rows[1][3:6] == ["octopus-vl", "v1", "leaky"]  # v2 came from v1, fine-tuned leakily
     both = run_cli("train", *data, "--model", "octopus-vl", "--out", str(tmp_path / "elsewhere"), env=env)
     assert both.returncode == 2 and "give out (a run folder) or model" in both.stderr
+
+
+def test_predicting_with_a_lab_model_takes_its_latest_version_when_the_job_runs(tmp_path, small_isbi_folders):
+    from tests.conftest import run_cli
+    from membraind.volumes.image_files import png_text
+
+    em, labels = small_isbi_folders
+    env = TINY | {"MEMBRAIND_SERVICE__MODELS_DIR": str(tmp_path / "models")}
+    data = ["--em", str(em), "--labels", str(labels), "--mapping", "isbi", "--epochs", "1"]
+    predict = ["predict", str(em), "--model", "octopus-vl", "--out", str(tmp_path / "pred"), "--box", "0,192,0,192,0,1"]
+    missing = run_cli(*predict, env=env)
+    assert missing.returncode == 2 and "lab model 'octopus-vl'" in missing.stderr and "train it first" in missing.stderr
+    assert run_cli("train", *data, "--model", "octopus-vl", env=env).returncode == 0
+    first = run_cli(*predict, env=env)
+    assert first.returncode == 0 and "1 tiles predicted" in first.stdout, first.stderr
+    assert run_cli("finetune", *data, "--model", "octopus-vl", env=env).returncode == 0  # v2
+    again = run_cli(*predict, env=env)
+    assert again.returncode == 0 and "1 tiles predicted, 0 already up to date" in again.stdout, again.stderr
+    (tile,) = (tmp_path / "pred" / "octopus-vl" / "membrane" / "mip0").rglob("*.png")
+    v2 = load_bundle(tmp_path / "models" / "octopus-vl" / "v2" / "model").metadata
+    assert png_text(tile)["membraind-made-by"] == f"octopus-vl (trained {v2.created})"
+    pinned = run_cli(*predict[:2], "--model", "octopus-vl@v7", *predict[4:], env=env)
+    assert pinned.returncode == 2 and "octopus-vl: v1, v2" in pinned.stderr
