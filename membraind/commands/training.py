@@ -99,10 +99,10 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 def _version_name(bundle: str, models: Path) -> str:
     """``octopus-vl v2`` for a bundle that is a lab model version under ``models``, else its path."""
-    path = Path(bundle).resolve()
-    if path.name == "model" and path.parent.parent.parent == Path(models).resolve() and path.parent.name[:1] == "v":
-        return f"{path.parent.parent.name} {path.parent.name}"
-    return str(path)
+    from membraind.nn.versions import version_of
+
+    version = version_of(bundle, models)
+    return f"{version.model} v{version.version}" if version else bundle
 
 
 def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:

@@ -121,8 +121,8 @@ def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None 
 
     settings = training_settings(spec, settings)
     if spec.out is None:
-        raise InputError(f"the run of lab model {spec.model} has no version folder: submit it to the daemon, or use "
-                         "membraind train --model, which claim one")  # fmt: skip
+        raise InputError(f"the run of lab model {spec.model} has no version folder: submit it to the daemon or "
+                         "run membraind train --model, either of which claims one")  # fmt: skip
     if spec.restart:
         (spec.out / "checkpoint.pt").unlink(missing_ok=True)
     if data is None:

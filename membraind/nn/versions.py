@@ -22,7 +22,7 @@ from membraind.strict import StrictModel
 
 __all__ = [
     "ModelVersion", "versions", "latest_version", "claim_next_version", "check_model_name", "lab_models", "BUNDLE_DIR",
-    "resolve_model", "check_model_reference",
+    "resolve_model", "check_model_reference", "version_of",
 ]  # fmt: skip
 
 BUNDLE_DIR = "model"  # the bundle inside a run folder
@@ -123,3 +123,12 @@ def check_model_reference(reference: str) -> str:
     if at and version != "latest" and not _VERSION.match(version):
         raise InputError(f"lab model reference {reference!r}: write NAME (the latest version), NAME@latest or NAME@v3")
     return reference
+
+
+def version_of(bundle: Path | str, models: Path) -> ModelVersion | None:
+    """The lab model version whose bundle ``bundle`` is (under ``models``), else None."""
+    path, models = Path(bundle).resolve(), Path(models).resolve()
+    match = _VERSION.match(path.parent.name)
+    if path.name != BUNDLE_DIR or not match or path.parent.parent.parent != models:
+        return None
+    return ModelVersion(model=path.parent.parent.name, version=int(match.group(1)), run=path.parent)
