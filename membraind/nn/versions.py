@@ -3,8 +3,10 @@
 A lab model (``octopus-vl``) is what a lab thinks of as "the membrane model"; its
 versions are the runs that trained it, each fine-tuned from the one before or trained
 afresh. A version's folder is its run folder (checkpoint, history, learning curve) and
-its bundle is ``model/`` inside, written when the first epoch finishes: a version without
-a bundle is still training (or failed before its first epoch) and is never "latest".
+its bundle is ``model/`` inside, written when the first epoch finishes and updated while
+training goes on. A version is *ready* (used as "latest") once its training has stopped:
+a version still training, or one that failed before its first epoch, is never "latest",
+so nothing is predicted with weights that are about to change.
 
 A version number is claimed by creating its folder (``mkdir`` fails for a second
 claimant), so two jobs never make the same version; the daemon claims it when the job
@@ -13,8 +15,10 @@ is submitted, so a job run again after a crash resumes its own version.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 from membraind.errors import InputError
 from membraind.nn.bundle_layout import METADATA_FILE
@@ -42,10 +46,24 @@ class ModelVersion(StrictModel):
         """The version's model bundle."""
         return self.run / BUNDLE_DIR
 
+    def record(self) -> dict[str, Any]:
+        """Its bundle's ``model.json`` as written ({} when there is none yet, or it is unreadable);
+        read without loading the network, for listings and the daemon's polls."""
+        try:
+            data = json.loads((self.bundle / METADATA_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     @property
     def ready(self) -> bool:
-        """Whether its bundle exists (a first epoch finished)."""
-        return (self.bundle / METADATA_FILE).is_file()
+        """Whether it can be used: its bundle exists and its training has stopped (a bundle
+        recording no training outcome, e.g. an imported network, is ready as it is)."""
+        record = self.record()
+        if not record:
+            return False
+        outcome = record.get("outcome")
+        return not isinstance(outcome, dict) or outcome.get("stopped") is not None
 
 
 def check_model_name(name: str) -> str:
@@ -72,7 +90,7 @@ def latest_version(models: Path, name: str, below: int | None = None) -> ModelVe
     all_versions = [v for v in versions(models, name) if below is None or v.version < below]
     ready = [v for v in all_versions if v.ready]
     if not ready:
-        detail = f"{len(all_versions)} version(s) still without a finished epoch" if all_versions else "no versions"
+        detail = f"{len(all_versions)} version(s) still training or failed" if all_versions else "no versions"
         raise InputError(f"lab model {name!r} in {models} has no usable version yet ({detail}); train it first "
                          "(membraind train --model NAME ...)")  # fmt: skip
     return ready[-1]

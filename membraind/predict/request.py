@@ -138,6 +138,12 @@ class PredictRequest(StrictModel):
         found = [resolve_model(models_dir, reference).bundle for reference in self.models]
         return self.model_copy(update={"bundles": [*self.bundles, *found], "models": []})
 
+    def with_models_pinned(self, models_dir: Path) -> "PredictRequest":
+        """The request with each lab model named by its version now (``NAME`` -> ``NAME@v3``),
+        so that jobs run later, or in parts, all use that version."""
+        pinned = [f"{v.model}@v{v.version}" for v in (resolve_model(models_dir, r) for r in self.models)]
+        return self.model_copy(update={"models": pinned}) if self.models else self
+
     @model_validator(mode="after")
     def _target_fits_source(self) -> "PredictRequest":
         if isinstance(self.volume, VastSource) and isinstance(self.target, SingleImage):

@@ -32,7 +32,7 @@ from membraind.service.queues import QUEUE_FILE, JobQueues, open_hueys
 from membraind.service.runner import worker_name
 from membraind.service.watchers.requests import RequestFolder
 from membraind.service.watchers.scope import ScopeWatcher
-from membraind.service.watchers.vast_anchors import VastAnchorWatcher
+from membraind.service.watchers.vast import VastWatcher
 from membraind.service.worker import JobWorker
 from membraind.service.zmq_server import ApiServer
 
@@ -111,7 +111,8 @@ class Daemon(ServiceProcess):
         self.requests.recover()  # before jobs run: its status files are then written afresh
         self.watchers = [self.requests.folder]
         self.watchers += [ScopeWatcher(w, self.submit, self.service.rescan_seconds).folder for w in self.service.scope]
-        self.watchers += [VastAnchorWatcher(w, self.submit) for w in self.service.vast]
+        models = self.service.models_path()
+        self.watchers += [VastWatcher(w, self.submit, self.dispatcher.jobs_starting_with, models) for w in self.service.vast]
 
         if self.follower is not None:
             self.follower.start()

@@ -69,6 +69,10 @@ class Dispatcher:
             # The version is claimed now, so that a run retried after a crash resumes it.
             job = job.model_copy(update={"spec": claim_version(job.spec, self.service.models_path())})
         parts = self.splits.plan(job) if self.splits is not None and job.parent is None else None
+        if parts and job.spec.models and self.journal.get(job.id) is None:
+            # Every part must predict with one version: "latest" is settled now, not by each part.
+            job = job.model_copy(update={"spec": job.spec.with_models_pinned(self.service.models_path())})
+            parts = self.splits.plan(job)
         record, created = self.journal.add(job)
         if created and parts:
             self.splits.start(record, parts)
@@ -94,6 +98,11 @@ class Dispatcher:
             if self.splits is not None and self.splits.is_parent(record):
                 self.splits.settle(job_id)  # its queued parts are cancelled now, running ones at their safe point
         return record
+
+    def jobs_starting_with(self, prefix: str, limit: int = 1000) -> list[JobRecord]:
+        """The journal's records of the jobs whose id starts with ``prefix`` (at most ``limit``)."""
+        records = (self.journal.get(job_id) for job_id in self.journal.ids_starting_with(prefix, limit))
+        return [record for record in records if record is not None]
 
     # -- listeners ----------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:

@@ -9,11 +9,15 @@ from typing import Any, Literal
 from membraind_client.messages import MAX_MESSAGE_BYTES
 from pydantic import Field, field_validator, model_validator
 
+from membraind.errors import InputError
+from membraind.nn.settings import TransferMode
+from membraind.nn.versions import check_model_name
 from membraind.strict import StrictModel, accept_older_name
+from membraind.vast.painted import DEFAULT_CLASS_SEGMENTS, VastGroundTruth
 from membraind.vast.paths import PathMap
 from membraind.vast.protocol import DEFAULT_PORT
 
-__all__ = ["ServiceSettings", "ScopeWatch", "VastAnchorWatch", "ApiSettings", "QueueSettings"]
+__all__ = ["ServiceSettings", "ScopeWatch", "VastWatch", "ApiSettings", "QueueSettings"]
 
 
 class ScopeWatch(StrictModel):
@@ -30,23 +34,65 @@ class ScopeWatch(StrictModel):
     stable_seconds: float = Field(1.0, ge=0, description="a tile is complete once its size and mtime held this long")
 
 
-class VastAnchorWatch(StrictModel):
-    """A VAST whose annotation layers' skeleton nodes are anchors to predict around."""
+class VastWatch(StrictModel):
+    """A VAST the daemon works with: skeleton nodes in its annotation layers are anchors to
+    predict around, shown in VAST as layers; with ``learn``, what users paint in its
+    segmentation layer becomes the next version of ``model`` (the mEMbrain loop)."""
 
     host: str = "127.0.0.1"
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     em_layer: int | str = Field(0, description="EM layer to predict (number or name)")
     anchor_layers: list[str] = Field(min_length=1, description="annotation layers whose nodes are anchors")
-    bundles: list[Path] = Field(min_length=1)
+    model: str | None = Field(
+        None, description="lab model (in the models folder) whose latest version predicts; a new version "
+        "re-predicts the cubes already shown",
+    )  # fmt: skip
+    bundles: list[Path] = Field(default_factory=list, description="model bundles that predict (besides model)")
     out: Path = Field(description="output folder of the predicted layers")
     cube_xy: int = Field(1024, ge=1, description="cube side around each node, mip-0 pixels")
     cube_z: int = Field(16, ge=1, description="cube depth, sections")
-    poll_seconds: float = Field(5.0, gt=0, description="how often the layers are checked for new nodes")
+    poll_seconds: float = Field(5.0, gt=0, description="how often the layers are checked for new nodes and painting")
     paths: list[PathMap] = Field(
         default_factory=list,
         description="where this VAST sees the daemon's folders: [{daemon = \"/data/lab\", vast = 'Z:\\lab'}]; "
         "none: VAST runs on this machine",
     )
+    learn: bool = Field(False, description="learn the next version of model from what is painted in ground_truth_layer")
+    ground_truth_layer: str = Field("segmentation", description="segmentation layer where ground truth is painted")
+    ground_truth_mip: int = Field(0, ge=0, description="mip the painting is read and learned at")
+    convention: Literal["names", "instances"] = Field(
+        "names", description="names: segments named as classes (membrane, interior); instances: one segment per cell"
+    )
+    classes: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_CLASS_SEGMENTS.items()},
+        description="class -> the segment names that paint it (a folder's children too)",
+    )
+    learn_voxels: int = Field(
+        2000, ge=1, description="learn again once this many more voxels (mip 0) are painted than the latest version saw"
+    )
+    quiet_seconds: float = Field(30.0, ge=0, description="and nobody has painted for this long")
+    learn_mode: TransferMode | None = Field(None, description="how a new version is fine-tuned (default: [transfer] mode)")
+    learn_minutes: float = Field(5.0, gt=0, description="training budget of each new version, minutes")
+
+    @model_validator(mode="after")
+    def _something_predicts(self) -> "VastWatch":
+        if self.model is None and not self.bundles:
+            raise ValueError("give model (a lab model whose latest version predicts) or bundles")
+        if self.learn and self.model is None:
+            raise ValueError("learn = true needs model: the lab model whose next versions are learned")
+        if self.model is not None:
+            try:
+                check_model_name(self.model)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    def ground_truth(self) -> VastGroundTruth:
+        """The painted ground truth this VAST's loop learns from."""
+        return VastGroundTruth(
+            host=self.host, port=self.port, em_layer=self.em_layer, segmentation_layer=self.ground_truth_layer,
+            mip=self.ground_truth_mip, convention=self.convention, classes=self.classes, paths=self.paths,
+        )  # fmt: skip
 
 
 class ApiSettings(StrictModel):
@@ -142,7 +188,7 @@ class ServiceSettings(StrictModel):
     request_dir: Path | None = Field(None, description="folder watched for request files (default: <home>/requests)")
     request_polling: bool = Field(False, description="poll the request folder (network shares)")
     scope: list[ScopeWatch] = Field(default_factory=list, description="microscope folders to predict as tiles arrive")
-    vast: list[VastAnchorWatch] = Field(default_factory=list, description="VAST anchor layers to predict around")
+    vast: list[VastWatch] = Field(default_factory=list, description="VASTs: anchors to predict around, painting to learn from")
     rescan_seconds: float = Field(120.0, gt=0, description="full rescan of watched folders (events are only hints)")
     queue_poll_seconds: float = Field(0.1, gt=0, le=10, description="longest wait of an idle queue worker before it looks again")
     max_attempts: int = Field(3, ge=1, description="runs of a failing job (engine crash, hang) before it is failed")

@@ -538,3 +538,24 @@ def test_predicting_with_a_lab_model_takes_its_latest_version_when_the_job_runs(
     assert png_text(tile)["membraind-made-by"] == f"octopus-vl (trained {v2.created})"
     pinned = run_cli(*predict[:2], "--model", "octopus-vl@v7", *predict[4:], env=env)
     assert pinned.returncode == 2 and "octopus-vl: v1, v2" in pinned.stderr
+
+
+def test_a_version_still_training_is_not_the_latest(tmp_path):
+    """Its bundle is rewritten after every better epoch: until its training stops (the outcome
+    says why), "latest" is the version before it."""
+    import json
+
+    from membraind.nn.versions import latest_version
+
+    def version(number: int, outcome: dict | None) -> None:
+        bundle = tmp_path / "m" / f"v{number}" / "model"
+        bundle.mkdir(parents=True)
+        (bundle / "model.json").write_text(json.dumps({"name": "m"} | ({"outcome": outcome} if outcome else {})))
+
+    kept = {"kept_epoch": 1, "kept_val_membrane_f1": 0.5, "last_epoch": 1, "epochs": 3}
+    version(1, None)  # imported: no outcome
+    version(2, kept | {"stopped": "all-epochs"})
+    version(3, kept)  # training (or killed while training): stopped is unset
+    assert latest_version(tmp_path, "m").version == 2
+    (tmp_path / "m" / "v4").mkdir()  # claimed, no epoch yet
+    assert latest_version(tmp_path, "m").version == 2

@@ -141,3 +141,23 @@ def test_a_restart_in_the_middle_of_splitting_adds_the_missing_parts(dispatcher,
     assert [r.id for r in journal.children("vol")] == [p.id for p in parts]
     assert dispatcher.queues.job_ids() == {p.id for p in parts}
     assert journal.get("vol").state == "running", "the split job itself is never queued or released"
+
+
+def test_a_split_job_predicts_every_part_with_the_version_latest_at_submit(dispatcher, volume):
+    """NAME is settled when a split job is submitted: parts run later (on several workers)
+    must not each take whatever version is latest when they start."""
+    models = dispatcher.service.models_path()
+
+    def make_version(number: int) -> None:
+        (models / "octopus" / f"v{number}" / "model").mkdir(parents=True)
+        (models / "octopus" / f"v{number}" / "model" / "model.json").write_text('{"name": "octopus"}')
+
+    make_version(1)
+    make_version(2)
+    spec = predict(volume, models=["octopus"], bundles=[])
+    parent, created = dispatcher.submit(Job(id="vol", spec=spec))
+    assert created and parent.job().spec.models == ["octopus@v2"]
+    make_version(3)  # lands while the parts wait
+    assert [r.job().spec.models for r in dispatcher.journal.children("vol")] == [["octopus@v2"]] * 3
+    single = dispatcher.submit(Job(id="one", spec=predict(volume, box(0, 2), models=["octopus"], bundles=[])))[0]
+    assert single.job().spec.models == ["octopus"], "a job run whole resolves NAME when it runs"

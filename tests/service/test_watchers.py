@@ -471,8 +471,8 @@ def test_vast_anchors_refused_by_submit_are_offered_again(tmp_path, caplog):
     from membraind.service.dispatcher import Dispatcher
     from membraind.service.journal import SqliteJournal
     from membraind.service.queues import JobQueues, open_hueys
-    from membraind.service.settings import VastAnchorWatch
-    from membraind.service.watchers.vast_anchors import VastAnchorWatcher
+    from membraind.service.settings import VastWatch
+    from membraind.service.watchers.vast import VastWatcher
     from membraind.vast.emulator import VastEmulator
     from membraind.vast.layouts import SkeletonNode
     from membraind.vast.skeletons import AnnotationLayerData, SkeletonObject, save_skeleton_json
@@ -495,27 +495,26 @@ def test_vast_anchors_refused_by_submit_are_offered_again(tmp_path, caplog):
     narrow, wide = dispatcher([]), dispatcher([tmp_path / "out"], journal_timeout=0.2)
     submit_to = [narrow]  # which real dispatcher the watcher submits to
     with VastEmulator(tmp_path / "em", skeletons=skeletons, port=0) as emulator:
-        watch = VastAnchorWatch(port=emulator.port, anchor_layers=["anchors"], bundles=[home / "model"], out=tmp_path / "out")
-        watcher = VastAnchorWatcher(watch, lambda job: submit_to[0].submit(job))
+        watch = VastWatch(port=emulator.port, anchor_layers=["anchors"], bundles=[home / "model"], out=tmp_path / "out")
+        watcher = VastWatcher(watch, lambda job: submit_to[0].submit(job), submit_to[0].jobs_starting_with, home / "models")
         try:
             with caplog.at_level(logging.WARNING, logger="membraind.service.watchers.vast_anchors"):
-                assert watcher.poll_once() is None  # out is outside narrow's roots: InputError
-                assert watcher.poll_once() is None
+                assert watcher.poll_once() == []  # out is outside narrow's roots: InputError
+                assert watcher.poll_once() == []
                 submit_to[0] = wide
                 lock = sqlite3.connect(home / "journal.db", isolation_level=None)
                 lock.execute("BEGIN IMMEDIATE")  # the journal is locked by another process's long write
-                assert watcher.poll_once() is None
-                assert watcher.poll_once() is None
+                assert watcher.poll_once() == []
+                assert watcher.poll_once() == []
                 lock.execute("ROLLBACK")
                 lock.close()
-                job = watcher.poll_once()
+                [job] = watcher.poll_once()
             refusals = [r.getMessage() for r in caplog.records if "was refused" in r.getMessage()]
             assert len(refusals) == 2, refusals  # once per reason, not once per poll
             assert "outside the folders" in refusals[0] and "database is locked" in refusals[1]
-            assert job is not None, "the refused anchors were lost"
             assert {(p.x, p.y, p.z) for p in job.spec.target.points} == {(10, 10, 0), (100, 40, 1), (200, 220, 2)}
             assert [r.id for r in wide.journal.list()] == [job.id]
-            assert watcher.poll_once() is None  # accepted: not offered again
+            assert watcher.poll_once() == []  # accepted: not offered again
         finally:
             watcher.stop()
             narrow.journal.close()
