@@ -39,3 +39,15 @@ def keep_strokes(
     out = labels.copy()
     out[~painted] = UNANNOTATED
     return out
+
+
+def brush_discs(shape: tuple[int, int], coverage: float, seed: int = 0, radius: tuple[int, int] = (10, 22)) -> np.ndarray:
+    """Where a user dabbed the brush: seeded discs (radii in ``radius``, pixels) until about
+    ``coverage`` of a ``shape`` section is covered; a boolean mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    painted = np.zeros(shape, bool)
+    while painted.mean() < coverage:
+        y, x, r = rng.integers(0, shape[0]), rng.integers(0, shape[1]), rng.integers(radius[0], radius[1] + 1)
+        painted |= (yy - y) ** 2 + (xx - x) ** 2 <= r * r
+    return painted
