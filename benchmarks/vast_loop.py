@@ -51,7 +51,7 @@ def phases(lab, stopped: float, number: int) -> dict[str, float]:
     learn = next(r for r in lab.jobs(lambda r: r.id.startswith(f"vast-learn-{MODEL}-")) if r.result
                  and str(version.run) in r.result.summary)  # fmt: skip
     predict = [r for r in lab.jobs(lambda r: r.kind == "predict" and f"{MODEL}@v{number}" in r.job().spec.models)]
-    training = sum(epoch["seconds"] for epoch in version.record()["history"])
+    training = version.record()["history"][-1]["seconds"]  # cumulative: the last epoch's is the run's
     computed = sum(float(re.search(r"Mpx in ([\d.]+) s", r.result.summary).group(1)) for r in predict)
     first, last = min(r.created for r in predict), max(r.finished for r in predict)
     return {

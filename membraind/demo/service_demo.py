@@ -6,7 +6,11 @@
 8.   a request file asks for a training job on the partial annotation;
 9.   tiles "arrive from the microscope" in the scope folder and are predicted as they land;
 10.  a request file asks for a box prediction;
-11.  the jobs are listed with their output paths, and the daemon stops.
+11.  the jobs are listed with their output paths, and the daemon stops;
+12-16. the mEMbrain loop in VAST: the emulator stands in for VAST on a Windows
+     workstation (it sees the demo folder as ``Z:\\lab``); a user paints a little, the
+     daemon learns version 1 by itself, shows its predictions around two skeleton nodes,
+     learns version 2 from more painting and shows it where the user was looking.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 from membraind_client.table import job_lines
 
 from membraind.config import Settings
@@ -26,8 +31,11 @@ from membraind.demo.pipeline import run_demo
 SCOPE_TILES = 4
 
 
+STEPS = 16
+
+
 def _step(number: int, text: str) -> None:
-    print(f"[{number}/11] {text}", flush=True)
+    print(f"[{number}/{STEPS}] {text}", flush=True)
 
 
 def api_table(out: Path) -> dict[str, str]:
@@ -143,5 +151,56 @@ def run_service_demo(out: Path, settings: Settings, minutes: float = 1.0, seed: 
             print(f"  {line}")  # as `membraind status --outputs` shows them
         journal.close()
         daemon.stop()
-    print(f"\nrequest files and their status: {requests / 'accepted'}; `membraind --config {config} status` lists the jobs")
+    print(f"      request files and their status: {requests / 'accepted'}; "
+          f"`membraind --config {config} status` lists the jobs")  # fmt: skip
+    loop = run_loop_demo(out, Path(gt["EM"]), Path(gt["membrane labels"]), minutes)
+    return records + loop
+
+
+def run_loop_demo(out: Path, em: Path, labels: Path, minutes: float) -> list:
+    """Steps 12-16: the loop, with the emulator as VAST on Windows; returns its jobs' records."""
+    from membraind.demo.vast_loop import MODEL, WINDOWS_DRIVE, LoopLab
+    from membraind.volumes.image_files import read_image
+
+    truth = np.stack([read_image(path) for path in sorted(labels.glob("*.png"))])
+    config = {"training": {"epochs": 8, "steps_per_epoch": 25}, "sampler": {"patch_size": 128}}  # as step 8's
+    lab = LoopLab(out / "lab", em, truth, config=config, learn_minutes=max(minutes / 4, 0.1), quiet_seconds=2.0)
+    _step(12, f"the loop in VAST: \"VAST on Windows\" (the emulator, seeing {lab.root} as {WINDOWS_DRIVE}) and a daemon "
+              f"with learn = true for lab model {MODEL!r} ({lab.root / 'membraind.toml'})")  # fmt: skip
+    lab.start_vast()
+    try:
+        painted = lab.paint([0, 1, 2], seed=0)
+        lab.start_daemon()
+        _step(13, f"the user paints {painted} voxels of membrane and interior in sections 0-2 and stops; "
+                  f"after {lab.quiet_seconds:g} s of quiet the daemon learns version 1 by itself")  # fmt: skip
+        v1 = lab.wait_version(1)
+        print(f"      {MODEL} v1 ready: {_outcome(v1)}")
+        lab.place_nodes([(256, 256, 1), (256, 256, 4)])
+        _step(14, "the user places two skeleton nodes; the daemon predicts a cube around each with v1 and loads it into VAST")
+        lab.wait_shown(1)
+        loaded = [call[1] for call in lab.emulator.calls if call[0] == "LOADLAYER"]
+        print(f"      VAST opened {loaded[0]}: {len(lab.shown_tiles())} tiles")
+        painted = lab.paint([3, 4], seed=1)
+        _step(15, f"the user paints {painted} more voxels in sections 3-4; the daemon learns v2 from v1 and "
+                  "predicts the cubes shown again with it")  # fmt: skip
+        v2 = lab.wait_version(2)
+        print(f"      {MODEL} v2 ready: {_outcome(v2)}")
+        lab.wait_shown(2)
+        refreshed = sum(call[0] == "REFRESHLAYERREGION" for call in lab.emulator.calls)
+        print(f"      the layer in VAST was refreshed ({refreshed} refreshes, loaded once): the user sees v2 where they looked")
+        _step(16, f"the versions, as `membraind --config {lab.root / 'membraind.toml'} models` lists them")
+        for version in lab.versions():
+            record = version.record()
+            painted = (record.get("ground_truth") or {}).get("painted_voxels", 0)
+            print(f"      v{version.version}: learned from {painted} painted voxels, {_outcome(version)}")
+        records = lab.jobs()
+        lab.daemon.stop()
+    finally:
+        lab.close()
+    print(f"\nthe loop's files: {lab.root} (predictions in {lab.out}, versions in {lab.models})")
     return records
+
+
+def _outcome(version) -> str:
+    outcome = version.record().get("outcome") or {}
+    return f"validation membrane F1 {outcome.get('kept_val_membrane_f1', 0):.2f}"
