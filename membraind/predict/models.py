@@ -26,6 +26,7 @@ class LoadedModel:
     membrane_channel: int
     outputs: list[OutputKind]
     created: str = ""  # when the bundle was written (ISO 8601): the model's version in layer names
+    version: int | None = None  # the lab model version it is (None: a bundle of its own)
 
 
 def prepare_models(
@@ -47,6 +48,7 @@ def prepare_models(
             membrane_channel=bundle.metadata.membrane_channel,
             outputs=check_outputs(settings.outputs, bundle.metadata.architecture.classes, name),
             created=bundle.metadata.created,
+            version=bundle.metadata.version,
         )
         for name, bundle, runtime in zip(unique, bundles, runtimes)
     ]

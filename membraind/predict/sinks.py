@@ -26,15 +26,21 @@ def layer_name(out: Path, model: LoadedModel, kind: str, mip: int) -> str:
     """The name a store's layer gets in VAST: output folder, model, output kind, mip and the
     day the model was trained, e.g. ``predictions: isbi-v1 membrane (trained 2026-03-14)``.
 
-    The output folder keeps two predictions with one model apart in VAST's layer list.
+    The output folder keeps two predictions with one model apart in VAST's layer list. A
+    lab model's layer shows each new version in turn, and VAST keeps the name a layer was
+    loaded with, so it says ``(lab model)`` instead of a date that would go stale.
     """
+    if model.version is not None:
+        return f"{Path(out).resolve().name}: {_store_label(model, kind, mip)} (lab model)"
     trained = f" (trained {model.created[:10]})" if model.created else ""
     return f"{Path(out).resolve().name}: {_store_label(model, kind, mip)}{trained}"
 
 
 def made_by(model: LoadedModel) -> str:
-    """What a tile records of the model that predicted it: its name and when it was trained."""
-    return f"{model.name} (trained {model.created})" if model.created else model.name
+    """What a tile records of the model that predicted it: its name, lab model version and
+    when it was trained (``octopus-vl v2 (trained 2026-12-02T10:04:11+00:00)``)."""
+    name = model.name if model.version is None else f"{model.name} v{model.version}"
+    return f"{name} (trained {model.created})" if model.created else name
 
 
 def _store_label(model: LoadedModel, kind: str, mip: int) -> str:

@@ -535,7 +535,7 @@ def test_predicting_with_a_lab_model_takes_its_latest_version_when_the_job_runs(
     assert again.returncode == 0 and "1 tiles predicted, 0 already up to date" in again.stdout, again.stderr
     (tile,) = (tmp_path / "pred" / "octopus-vl" / "membrane" / "mip0").rglob("*.png")
     v2 = load_bundle(tmp_path / "models" / "octopus-vl" / "v2" / "model").metadata
-    assert png_text(tile)["membraind-made-by"] == f"octopus-vl (trained {v2.created})"
+    assert png_text(tile)["membraind-made-by"] == f"octopus-vl v2 (trained {v2.created})"
     pinned = run_cli(*predict[:2], "--model", "octopus-vl@v7", *predict[4:], env=env)
     assert pinned.returncode == 2 and "octopus-vl: v1, v2" in pinned.stderr
 

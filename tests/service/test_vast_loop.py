@@ -50,7 +50,7 @@ def predicted_tiles(records) -> int:
 
 def trained(version) -> str:
     """What a tile made by ``version`` records."""
-    return f"{MODEL} (trained {version.record()['created']})"
+    return f"{MODEL} v{version.version} (trained {version.record()['created']})"
 
 
 def test_the_daemon_learns_versions_from_painting_and_shows_them_where_the_user_looks(tmp_path, isbi):
@@ -73,6 +73,7 @@ def test_the_daemon_learns_versions_from_painting_and_shows_them_where_the_user_
         shown_v1 = lab.wait_shown(1)
         loads = [c for c in lab.emulator.calls if c[0] == "LOADLAYER"]
         assert len(loads) == 1 and loads[0][1].startswith(WINDOWS_DRIVE + "\\predictions\\"), loads
+        assert "predictions: loop membrane (lab model)" in lab.emulator.layer_names()  # no date to go stale
         tiles = lab.shown_tiles()
         assert len(tiles) == len(lab.anchor_sections()) == 4
         assert {made_by(t) for t in tiles} == {trained(v1)}
