@@ -8,7 +8,7 @@ from pathlib import Path
 from membraind_client.progress import EtaClock, no_progress
 
 from membraind.commands import (
-    Add, add_ground_truth_arguments, add_mapping_argument, add_voxel_size_argument, mapping_from, progress_bar,
+    Add, add_ground_truth_arguments, add_mapping_argument, add_voxel_size_argument, progress_bar,
     spec_from_args, voxel_size_argument,
 )  # fmt: skip
 from membraind.config import Settings
@@ -20,11 +20,45 @@ def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
 
     return spec_from_args(
         spec_type or TrainSpec,
-        em=args.em, labels=args.labels, mapping=args.mapping and args.mapping.text(), val_em=args.val_em, val_labels=args.val_labels,
+        em=args.em, labels=args.labels, vast=painted_source(args), mapping=args.mapping and args.mapping.text(), val_em=args.val_em, val_labels=args.val_labels,
         out=args.out, model=args.model, name=args.name, epochs=args.epochs, steps_per_epoch=args.steps, max_minutes=args.minutes,
         patch_size=args.patch_size, voxel_size_nm=voxel_size_argument(args.voxel_size), device=args.device,
         seed=args.seed, restart=args.restart, **extra,
     )  # fmt: skip
+
+
+def add_painted_arguments(p: argparse.ArgumentParser) -> None:
+    """``--vast vast://HOST:PORT`` and how to read what is painted there (instead of --em/--labels)."""
+    from membraind.commands.predict import layer_ref
+
+    p.add_argument("--vast", metavar="vast://HOST:PORT",
+                   help="ground truth painted in this VAST's segmentation layer, found there (instead of --em/--labels)")
+    p.add_argument("--em-layer", type=layer_ref, help="--vast: the EM layer, number or name (default: the address's /LAYER, else 0)")
+    p.add_argument("--segmentation-layer", type=layer_ref,
+                   help="--vast: the painted segmentation layer, number or name (default: 'segmentation')")
+    p.add_argument("--gt-mip", type=int, help="--vast: mip to read the painting and EM at (default 0; evaluate: the model's)")
+    p.add_argument("--convention", choices=("names", "instances"),
+                   help="--vast: names (segments named membrane / interior, or inside folders so named; default) "
+                   "or instances (each segment a cell)")  # fmt: skip
+
+
+def painted_source(args: argparse.Namespace):
+    """The :class:`~membraind.vast.painted.VastGroundTruth` of ``--vast`` and its options (None without ``--vast``)."""
+    from membraind.commands.predict import require_vast
+    from membraind.errors import InputError
+    from membraind.vast.painted import VastGroundTruth
+
+    options = {"em_layer": args.em_layer, "segmentation_layer": args.segmentation_layer, "mip": args.gt_mip,
+               "convention": args.convention}  # fmt: skip
+    if args.vast is None:
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given).replace('--mip', '--gt-mip')} read(s) ground truth from VAST: add --vast vast://HOST:PORT")
+        return None
+    vast = require_vast(args.vast, "--vast names the VAST where the ground truth is painted")
+    if options["em_layer"] is None and "/" in args.vast[len("vast://"):]:
+        options["em_layer"] = vast.layer
+    return spec_from_args(VastGroundTruth, host=vast.host, port=vast.port, **options)
 
 
 def _train(spec, settings: Settings) -> int:
@@ -115,23 +149,21 @@ def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from membraind.nn.evaluate import evaluate_bundle
+    from membraind.jobs.execute import evaluate
+    from membraind.jobs.specs import EvaluateSpec
 
-    result = evaluate_bundle(
-        args.bundle,
-        args.em,
-        args.labels,
-        mapping_from(args, settings.groundtruth) if args.labels else None,
-        args.out,
-        args.runtime,
-        settings.segment2d,
-    )
+    spec = spec_from_args(
+        EvaluateSpec, bundle=args.bundle, model=args.model, em=args.em, labels=args.labels,
+        mapping=args.mapping and args.mapping.text(), vast=painted_source(args), out=args.out, runtime=args.runtime,
+    )  # fmt: skip
+    result = evaluate(spec, settings, args.models_dir or settings.service.models_path())
     print(result.table())
     return 0
 
 
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:
-    add_ground_truth_arguments(p)
+    add_ground_truth_arguments(p, required=False)
+    add_painted_arguments(p)
     p.add_argument("--val-em", type=Path, help="validation EM (default: hold out part of the training data)")
     p.add_argument("--val-labels", type=Path, help="validation labels (with --val-em)")
     p.add_argument("--out", type=Path, help="run folder: checkpoint, history, learning curve, model/ (or --model)")
@@ -172,10 +204,14 @@ def register(add: Add) -> None:
     p.add_argument("--out", type=Path, help="ONNX file (default: BUNDLE/model.onnx)")
 
     p = add("evaluate", cmd_evaluate, "predict sample images, write overlays, and score them against labels")
-    p.add_argument("bundle", type=Path, help="model bundle folder")
-    p.add_argument("--em", type=Path, required=True, help="folder of EM images or a TIFF stack")
+    p.add_argument("bundle", type=Path, nargs="?", help="model bundle folder (or --model)")
+    p.add_argument("--model", help="a lab model instead of a bundle: NAME (its latest version) or NAME@vN")
+    p.add_argument("--models-dir", type=Path, help="the models folder (default: [service] models_dir, <home>/models)")
+    p.add_argument("--em", type=Path, help="folder of EM images or a TIFF stack (or --vast)")
     p.add_argument("--labels", type=Path, help="matching labels: also print membrane F1 and pixel error")
     add_mapping_argument(p)
-    p.add_argument("--out", type=Path, default=Path("evaluation"), help="folder for overlay PNGs (default: evaluation)")
+    add_painted_arguments(p)
+    p.add_argument("--out", type=Path, default=Path("evaluation"),
+                   help="folder for overlay PNGs and scores.json (default: evaluation)")  # fmt: skip
     p.add_argument("--runtime", "--engine", dest="runtime", choices=("torch", "onnx"), default="torch",
                    help="inference runtime (default: torch; --engine is its old name)")  # fmt: skip

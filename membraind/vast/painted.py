@@ -31,12 +31,13 @@ from membraind.volumes.box import Box
 
 if TYPE_CHECKING:
     from membraind.groundtruth.pairs import GroundTruthImage
+    from membraind.groundtruth.training_data import TrainingData
     from membraind.vast.client import VastClient
     from membraind.vast.layouts import Segment
 
 __all__ = [
     "VastGroundTruth", "PaintedSurvey", "GroundTruthRecord", "DEFAULT_CLASS_SEGMENTS", "survey_painted", "read_painted",
-    "merge_boxes", "class_of_segment", "SURVEY_VOXELS",
+    "merge_boxes", "class_of_segment", "SURVEY_VOXELS", "painted_training_data", "read_painted_from",
 ]  # fmt: skip
 
 #: Which segment names mean which class, by default (a segment also counts as the class of
@@ -157,6 +158,27 @@ def read_painted(client: "VastClient", source: VastGroundTruth) -> tuple[list["G
         painted_voxels=survey.voxels, voxels_per_class=dict(sorted(per_class.items())), boxes=survey.boxes,
     )  # fmt: skip
     return images, record
+
+
+def read_painted_from(source: VastGroundTruth) -> tuple[list["GroundTruthImage"], GroundTruthRecord, tuple[float, float, float]]:
+    """:func:`read_painted` over a connection of its own to the VAST ``source`` names; also
+    the voxel size (nm) at ``source.mip`` (VAST's mip-0 voxel size, x and y times 2**mip)."""
+    from membraind.vast.client import VastClient
+
+    with VastClient(source.host, source.port) as client:
+        images, record = read_painted(client, source)
+        x, y, z = client.info().voxel_size
+    return images, record, (x * 2**source.mip, y * 2**source.mip, z)
+
+
+def painted_training_data(source: VastGroundTruth, validation_fraction: float) -> "TrainingData":
+    """Training data from the painting in ``source``: images, a validation part held out, the
+    mip and voxel size they were read at, and the record of what was painted."""
+    from membraind.groundtruth.training_data import TrainingData, split_validation
+
+    images, record, voxel_size = read_painted_from(source)
+    train, validation = split_validation(images, validation_fraction)
+    return TrainingData(train, validation, mip=source.mip, voxel_size=voxel_size, ground_truth=record)
 
 
 #: A survey reads the painted boxes at mip 0 while they hold at most this many voxels.
