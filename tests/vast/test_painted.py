@@ -11,22 +11,14 @@ from membraind.vast.client import VastClient
 from membraind.vast.emulator import VastEmulator
 from membraind.vast.painted import VastGroundTruth, read_painted, survey_painted
 from membraind.volumes.box import Box
-from membraind.volumes.image_files import read_image, write_image
+from membraind.volumes.image_files import read_image
 
 TIMEOUT = 10.0
 
 
-@pytest.fixture(scope="module")
-def em_folder(isbi, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("painted-em")
-    for z in range(4):
-        write_image(folder / f"{z:02d}.png", read_image(isbi / "train" / "image" / f"{z:02d}.png")[:256, :320])
-    return folder
-
-
 @pytest.fixture
-def vast(em_folder):
-    with VastEmulator(em_folder, voxel_size=(4.0, 4.0, 50.0)) as emulator, VastClient(
+def vast(painting_em):
+    with VastEmulator(painting_em, voxel_size=(4.0, 4.0, 50.0)) as emulator, VastClient(
         "127.0.0.1", emulator.port, timeout=TIMEOUT
     ) as client:
         yield emulator, client
@@ -88,7 +80,7 @@ def test_survey_counts_exactly_the_painted_voxels_and_its_fingerprint_follows_th
     assert second.voxels > first.voxels and second.fingerprint != first.fingerprint
 
 
-def test_painted_regions_become_training_images_unpainted_is_unannotated(vast, em_folder):
+def test_painted_regions_become_training_images_unpainted_is_unannotated(vast, painting_em):
     _, client = vast
     seg = client.find_layer("segmentation")
     membrane, interior = named_segments(client, seg)
@@ -103,7 +95,7 @@ def test_painted_regions_become_training_images_unpainted_is_unannotated(vast, e
     painted = a[y0 : y0 + h, x0 : x0 + w]
     assert np.array_equal(first.labels == MEMBRANE, painted == membrane)
     assert np.array_equal(first.labels == INTERIOR, painted == interior)
-    assert np.array_equal(first.em, read_image(em_folder / "00.png")[y0 : y0 + h, x0 : x0 + w])
+    assert np.array_equal(first.em, read_image(painting_em / "00.png")[y0 : y0 + h, x0 : x0 + w])
     assert (by_z[3].labels != UNANNOTATED).sum() == np.count_nonzero(b)
     assert record.painted_voxels == np.count_nonzero(a) + np.count_nonzero(b)
     assert record.voxels_per_class == {"interior": int((a == interior).sum() + (b == interior).sum()),

@@ -17,7 +17,7 @@ from membraind.vast.client import VastClient
 from membraind.vast.emulator import VastEmulator
 from membraind.vast.painted import VastGroundTruth, survey_painted
 from membraind.volumes.box import Box
-from tests.vast.test_painted import em_folder, paint  # noqa: F401 (em_folder is a fixture)
+from tests.vast.test_painted import paint
 
 TINY = {
     "MEMBRAIND_UNET__DEPTH": "2",
@@ -40,9 +40,9 @@ def settings(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def painted(em_folder):  # noqa: F811
+def painted(painting_em):
     """An emulated VAST (4 x 4 x 50 nm voxels) with membrane and interior painted in sections 0 and 2."""
-    with VastEmulator(em_folder, voxel_size=(4.0, 4.0, 50.0)) as emulator, VastClient("127.0.0.1", emulator.port) as client:
+    with VastEmulator(painting_em, voxel_size=(4.0, 4.0, 50.0)) as emulator, VastClient("127.0.0.1", emulator.port) as client:
         seg = client.find_layer("segmentation")
         membrane, interior = client.add_segment(seg, "membrane"), client.add_segment(seg, "interior")
         for z in (0, 2):
@@ -107,8 +107,28 @@ def test_ground_truth_is_label_files_or_vast_and_says_so():
         VastGroundTruth(classes={"cytoplasm": ["cyto"]})
 
 
-def test_nothing_painted_fails_the_job_with_what_to_paint(em_folder, settings, tmp_path):  # noqa: F811
-    with VastEmulator(em_folder) as emulator:
+def test_nothing_painted_fails_the_job_with_what_to_paint(painting_em, settings, tmp_path):
+    with VastEmulator(painting_em) as emulator:
         spec = TrainSpec(vast=VastGroundTruth(port=emulator.port), out=tmp_path / "run")
         with pytest.raises(InputError, match="nothing is painted"):
             run_job(spec, settings, no_progress, lambda: False)
+
+
+def test_the_command_line_learns_from_vast_and_lists_the_lineage(painted, tmp_path):
+    from tests.conftest import run_cli
+
+    _, client = painted
+    env = {**TINY, "MEMBRAIND_SERVICE__MODELS_DIR": str(tmp_path / "models")}
+    vast = ["--vast", f"vast://127.0.0.1:{client.port}/EM"]
+    trained = run_cli("train", *vast, "--segmentation-layer", "segmentation", "--model", "octopus", env=env)
+    assert trained.returncode == 0, trained.stderr
+    listed = run_cli("models", env=env)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split()[-2:] == ["GROUND", "TRUTH"]
+    assert row.split()[:2] == ["octopus", "v1"] and ", mip 0: interior " in row and "membrane" in row and "voxels" in row
+    scored = run_cli("evaluate", "--model", "octopus", *vast, "--out", str(tmp_path / "eval"), env=env)
+    assert scored.returncode == 0, scored.stderr
+    assert "membrane F1" in scored.stdout and (tmp_path / "eval" / "scores.json").is_file()
+    lost = run_cli("train", "--gt-mip", "1", "--out", str(tmp_path / "run"), env=env)
+    assert lost.returncode == 2 and "--gt-mip read(s) ground truth from VAST: add --vast" in lost.stderr
