@@ -22,10 +22,11 @@ Command = Callable[[argparse.Namespace, Settings], int]
 Add = Callable[[str, Command, str], argparse.ArgumentParser]
 
 
-def add_ground_truth_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--em``, ``--labels`` and ``--mapping``: a ground-truth data set."""
-    parser.add_argument("--em", type=Path, required=True, help="folder of EM images or a TIFF stack")
-    parser.add_argument("--labels", type=Path, required=True, help="folder of label images or a TIFF stack")
+def add_ground_truth_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--em``, ``--labels`` and ``--mapping``: a ground-truth data set (``required=False``:
+    another source may stand in, e.g. ``--vast``)."""
+    parser.add_argument("--em", type=Path, required=required, help="folder of EM images or a TIFF stack")
+    parser.add_argument("--labels", type=Path, required=required, help="folder of label images or a TIFF stack")
     add_mapping_argument(parser)
 
 

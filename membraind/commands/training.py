@@ -8,7 +8,7 @@ from pathlib import Path
 from membraind_client.progress import EtaClock, no_progress
 
 from membraind.commands import (
-    Add, add_ground_truth_arguments, add_mapping_argument, add_voxel_size_argument, mapping_from, progress_bar,
+    Add, add_ground_truth_arguments, add_mapping_argument, add_voxel_size_argument, progress_bar,
     spec_from_args, voxel_size_argument,
 )  # fmt: skip
 from membraind.config import Settings
@@ -20,11 +20,45 @@ def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
 
     return spec_from_args(
         spec_type or TrainSpec,
-        em=args.em, labels=args.labels, mapping=args.mapping and args.mapping.text(), val_em=args.val_em, val_labels=args.val_labels,
+        em=args.em, labels=args.labels, vast=painted_source(args), mapping=args.mapping and args.mapping.text(), val_em=args.val_em, val_labels=args.val_labels,
         out=args.out, model=args.model, name=args.name, epochs=args.epochs, steps_per_epoch=args.steps, max_minutes=args.minutes,
         patch_size=args.patch_size, voxel_size_nm=voxel_size_argument(args.voxel_size), device=args.device,
         seed=args.seed, restart=args.restart, **extra,
     )  # fmt: skip
+
+
+def add_painted_arguments(p: argparse.ArgumentParser) -> None:
+    """``--vast vast://HOST:PORT`` and how to read what is painted there (instead of --em/--labels)."""
+    from membraind.commands.predict import layer_ref
+
+    p.add_argument("--vast", metavar="vast://HOST:PORT",
+                   help="ground truth painted in this VAST's segmentation layer, found there (instead of --em/--labels)")
+    p.add_argument("--em-layer", type=layer_ref, help="--vast: the EM layer, number or name (default: the address's /LAYER, else 0)")
+    p.add_argument("--segmentation-layer", type=layer_ref,
+                   help="--vast: the painted segmentation layer, number or name (default: 'segmentation')")
+    p.add_argument("--gt-mip", type=int, help="--vast: mip to read the painting and EM at (default 0; evaluate: the model's)")
+    p.add_argument("--convention", choices=("names", "instances"),
+                   help="--vast: names (segments named membrane / interior, or inside folders so named; default) "
+                   "or instances (each segment a cell)")  # fmt: skip
+
+
+def painted_source(args: argparse.Namespace):
+    """The :class:`~membraind.vast.painted.VastGroundTruth` of ``--vast`` and its options (None without ``--vast``)."""
+    from membraind.commands.predict import require_vast
+    from membraind.errors import InputError
+    from membraind.vast.painted import VastGroundTruth
+
+    options = {"em_layer": args.em_layer, "segmentation_layer": args.segmentation_layer, "mip": args.gt_mip,
+               "convention": args.convention}  # fmt: skip
+    if args.vast is None:
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given).replace('--mip', '--gt-mip')} read(s) ground truth from VAST: add --vast vast://HOST:PORT")
+        return None
+    vast = require_vast(args.vast, "--vast names the VAST where the ground truth is painted")
+    if options["em_layer"] is None and "/" in args.vast[len("vast://"):]:
+        options["em_layer"] = vast.layer
+    return spec_from_args(VastGroundTruth, host=vast.host, port=vast.port, **options)
 
 
 def _train(spec, settings: Settings) -> int:
@@ -80,7 +114,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     if not models:
         print(f"no lab models in {folder}: membraind train --model NAME ... makes the first version")
         return 0
-    print(f"{'MODEL':20s} {'VERSION':>7s}  {'TRAINED':19s}  {'FROM':14s} {'MODE':10s} {'KEPT':>5s} {'VAL F1':>6s}  STATE")
+    print(f"{'MODEL':20s} {'VERSION':>7s}  {'TRAINED':19s}  {'FROM':14s} {'MODE':10s} {'KEPT':>5s} {'VAL F1':>6s}  "
+          f"{'STATE':12s}  GROUND TRUTH")  # fmt: skip
     for name, listed in models.items():
         for v in listed:
             if not v.ready:
@@ -93,8 +128,27 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
             f1 = f"{meta.outcome.kept_val_membrane_f1:.3f}" if meta.outcome and meta.outcome.kept_val_membrane_f1 is not None else "-"
             state = meta.outcome.why if meta.outcome else "ready"
             print(f"{name:20s} {'v' + str(v.version):>7s}  {meta.created[:19]:19s}  {parent:14s} {mode:10s} "
-                  f"{kept or '-':>5} {f1:>6s}  {state}")  # fmt: skip
+                  f"{kept or '-':>5} {f1:>6s}  {state:12s}  {_ground_truth(meta)}")  # fmt: skip
     return 0
+
+
+def _ground_truth(meta) -> str:
+    """What a version learned from: ``painted 2024-05-02 14:10, mip 0: membrane 1.2k, interior 40k voxels``
+    for ground truth painted in VAST, else the label files' folder."""
+    record = meta.ground_truth
+    if record is None:
+        data = meta.training.get("data") or []
+        return f"files {Path(data[0]['labels']).name}/" if data else "-"
+    counts = ", ".join(f"{name} {_count(n)}" for name, n in record.voxels_per_class.items())
+    return f"painted {record.read_at[:16].replace('T', ' ')}, mip {meta.mip}: {counts} voxels"
+
+
+def _count(n: int) -> str:
+    """``950``, ``12.3k``, ``4.1M``: a voxel count at a glance."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.3g}{suffix}"
+    return str(n)
 
 
 def _version_name(bundle: str, models: Path) -> str:
@@ -115,23 +169,21 @@ def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from membraind.nn.evaluate import evaluate_bundle
+    from membraind.jobs.execute import evaluate
+    from membraind.jobs.specs import EvaluateSpec
 
-    result = evaluate_bundle(
-        args.bundle,
-        args.em,
-        args.labels,
-        mapping_from(args, settings.groundtruth) if args.labels else None,
-        args.out,
-        args.runtime,
-        settings.segment2d,
-    )
+    spec = spec_from_args(
+        EvaluateSpec, bundle=args.bundle, model=args.model, em=args.em, labels=args.labels,
+        mapping=args.mapping and args.mapping.text(), vast=painted_source(args), out=args.out, runtime=args.runtime,
+    )  # fmt: skip
+    result = evaluate(spec, settings, args.models_dir or settings.service.models_path())
     print(result.table())
     return 0
 
 
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:
-    add_ground_truth_arguments(p)
+    add_ground_truth_arguments(p, required=False)
+    add_painted_arguments(p)
     p.add_argument("--val-em", type=Path, help="validation EM (default: hold out part of the training data)")
     p.add_argument("--val-labels", type=Path, help="validation labels (with --val-em)")
     p.add_argument("--out", type=Path, help="run folder: checkpoint, history, learning curve, model/ (or --model)")
@@ -172,10 +224,14 @@ def register(add: Add) -> None:
     p.add_argument("--out", type=Path, help="ONNX file (default: BUNDLE/model.onnx)")
 
     p = add("evaluate", cmd_evaluate, "predict sample images, write overlays, and score them against labels")
-    p.add_argument("bundle", type=Path, help="model bundle folder")
-    p.add_argument("--em", type=Path, required=True, help="folder of EM images or a TIFF stack")
+    p.add_argument("bundle", type=Path, nargs="?", help="model bundle folder (or --model)")
+    p.add_argument("--model", help="a lab model instead of a bundle: NAME (its latest version) or NAME@vN")
+    p.add_argument("--models-dir", type=Path, help="the models folder (default: [service] models_dir, <home>/models)")
+    p.add_argument("--em", type=Path, help="folder of EM images or a TIFF stack (or --vast)")
     p.add_argument("--labels", type=Path, help="matching labels: also print membrane F1 and pixel error")
     add_mapping_argument(p)
-    p.add_argument("--out", type=Path, default=Path("evaluation"), help="folder for overlay PNGs (default: evaluation)")
+    add_painted_arguments(p)
+    p.add_argument("--out", type=Path, default=Path("evaluation"),
+                   help="folder for overlay PNGs and scores.json (default: evaluation)")  # fmt: skip
     p.add_argument("--runtime", "--engine", dest="runtime", choices=("torch", "onnx"), default="torch",
                    help="inference runtime (default: torch; --engine is its old name)")  # fmt: skip

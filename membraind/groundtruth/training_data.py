@@ -8,22 +8,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from membraind.errors import InputError
 from membraind.groundtruth.classes import UNANNOTATED
 from membraind.groundtruth.label_mapping import LabelMapping
+from membraind.groundtruth.label_mapping import PRESETS
 from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth
+
+if TYPE_CHECKING:
+    from membraind.vast.painted import GroundTruthRecord
 
 
 @dataclass
 class TrainingData:
-    """Training and validation images, and where they came from (stored in the bundle)."""
+    """Training and validation images, and where they came from (stored in the bundle).
+
+    Ground truth read from VAST also says at which ``mip`` and voxel size (nm, at that
+    mip) it was read, and what was painted (``ground_truth``, the bundle's lineage).
+    """
 
     train: list[GroundTruthImage]
     validation: list[GroundTruthImage]
     sources: list[dict] = field(default_factory=list)
+    mip: int = 0
+    voxel_size: tuple[float, float, float] | None = None
+    ground_truth: GroundTruthRecord | None = None
 
 
 def split_validation(images: list[GroundTruthImage], fraction: float) -> tuple[list, list]:
@@ -65,6 +77,20 @@ def load_training_data(
     else:
         train, validation = split_validation(train, validation_fraction)
     return TrainingData(train, validation, sources)
+
+
+def save_sources(data: TrainingData, folder: Path) -> list[dict]:
+    """Write ``data``'s images as label folders under ``folder`` (``train/em``, ``train/labels``,
+    ``validation/...``) and return them as sources, so that they can be loaded again
+    (episodic fine-tuning of a child replays them) after the painting they came from changed."""
+    from membraind.vast.groundtruth import export_ground_truth
+
+    sources = []
+    for part, images in (("train", data.train), ("validation", data.validation)):
+        if images:
+            em, labels = export_ground_truth(images, Path(folder) / part)
+            sources.append({"em": str(em.resolve()), "labels": str(labels.resolve()), "mapping": dict(PRESETS["classes"])})
+    return sources
 
 
 def load_sources(sources: list[dict]) -> list[GroundTruthImage]:

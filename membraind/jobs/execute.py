@@ -16,7 +16,7 @@ from membraind_client.progress import EtaClock, Progress, ProgressReporter
 
 from membraind.config import Settings, with_overrides
 from membraind.errors import InputError
-from membraind.jobs.specs import ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
+from membraind.jobs.specs import EvaluateSpec, ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
 from membraind.nn.bundle_layout import METADATA_FILE
 from membraind.predict.request import VastSource, paths_for
 from membraind.predict.settings import PredictSettings
@@ -26,9 +26,10 @@ from membraind.vast.paths import PathMap
 
 if TYPE_CHECKING:  # torch is imported only when a training job runs
     from membraind.groundtruth.training_data import TrainingData
+    from membraind.nn.evaluate import EvaluationResult
     from membraind.nn.trainer import Trainer
 
-__all__ = ["JobResult", "ModelCache", "run_job", "predict_settings", "training_settings"]
+__all__ = ["JobResult", "ModelCache", "run_job", "predict_settings", "training_settings", "evaluate"]
 
 Cancel = Callable[[], bool]
 
@@ -103,10 +104,15 @@ def training_settings(spec: TrainSpec, settings: Settings) -> Settings:
 
 
 def training_data(spec: TrainSpec, settings: Settings) -> TrainingData:
-    """The :class:`~membraind.groundtruth.training_data.TrainingData` a train or finetune spec names."""
+    """The :class:`~membraind.groundtruth.training_data.TrainingData` a train or finetune spec names:
+    label files, or what is painted in VAST now."""
     from membraind.groundtruth.label_mapping import parse_mapping
     from membraind.groundtruth.training_data import load_training_data
 
+    if spec.vast is not None:
+        from membraind.vast.painted import painted_training_data
+
+        return painted_training_data(spec.vast, settings.training.validation_fraction)
     mapping = parse_mapping(spec.mapping) if spec.mapping else settings.groundtruth.mapping()
     return load_training_data(
         spec.em, spec.labels, mapping, settings.training.validation_fraction, spec.val_em, spec.val_labels
@@ -127,6 +133,10 @@ def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None 
         (spec.out / "checkpoint.pt").unlink(missing_ok=True)
     if data is None:
         data = training_data(spec, settings)
+    if data.ground_truth is not None and not data.sources:  # painted in VAST: kept, for a child to replay
+        from membraind.groundtruth.training_data import save_sources
+
+        data.sources = save_sources(data, spec.out / "ground_truth")
     parent = transfer = None
     if isinstance(spec, FinetuneSpec):
         parent = load_bundle(spec.parent or previous_version(spec).bundle)
@@ -137,7 +147,7 @@ def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None 
     trainer = build_trainer(
         spec.out, data, settings.training, unet=settings.unet, normalization=settings.normalization,
         sampler=settings.sampler, augmentation=settings.augmentation, name=spec.name or spec.model, parent=parent,
-        transfer=transfer, voxel_size=training_voxel_size(spec),
+        transfer=transfer, voxel_size=training_voxel_size(spec, data),
     )  # fmt: skip
     trainer.bundle = trainer.bundle.model_copy(update={"version": spec.version})
     return trainer
@@ -165,12 +175,15 @@ def training_outcome(bundle: Path) -> str:
     return outcome.describe() if outcome is not None else "no epoch finished: no model yet"
 
 
-def training_voxel_size(spec: TrainSpec) -> tuple[float, float, float] | None:
-    """The voxel size of a run's EM: the spec's, else what the EM's TIFF tags record (None: unknown)."""
+def training_voxel_size(spec: TrainSpec, data: TrainingData) -> tuple[float, float, float] | None:
+    """The voxel size of a run's EM: the spec's, else VAST's (at the mip read) or what the EM's
+    TIFF tags record (None: unknown)."""
     from membraind.volumes.voxel_size import recorded_voxel_size
 
     if spec.voxel_size_nm is not None:
         return spec.voxel_size_nm
+    if spec.em is None:
+        return data.voxel_size
     recorded = recorded_voxel_size(spec.em)
     return recorded[0] if recorded else None
 
@@ -227,6 +240,45 @@ def run_export_onnx(spec: ExportOnnxSpec, progress: ProgressReporter, cancel: Ca
     return JobResult(outputs=[str(out)], summary=f"ONNX model {out}")
 
 
+def evaluate(spec: EvaluateSpec, settings: Settings, models_dir: Path | None = None) -> EvaluationResult:
+    """Score ``spec``'s model against its ground truth (label files, or painted in VAST, read at
+    the model's mip unless the spec gives one); overlays and ``scores.json`` go to ``spec.out``.
+    The one evaluation of both the ``evaluate`` command and the evaluate job."""
+    from membraind.groundtruth.label_mapping import parse_mapping
+    from membraind.nn.bundle import read_metadata
+    from membraind.nn.evaluate import evaluate_bundle, evaluate_images
+    from membraind.nn.versions import resolve_model
+
+    if spec.model is not None:
+        if models_dir is None:
+            raise InputError(f"model {spec.model}: no models folder was given to find this lab model in")
+        bundle = resolve_model(models_dir, spec.model).bundle
+    else:
+        bundle = spec.bundle
+    if spec.vast is not None:
+        from membraind.vast.painted import read_painted_from
+
+        source = spec.vast
+        if "mip" not in source.model_fields_set:  # learned at another mip: scored where it predicts
+            source = source.model_copy(update={"mip": read_metadata(bundle).mip})
+        images, _, _ = read_painted_from(source)
+        result = evaluate_images(bundle, [(gt.name, gt.em, gt.labels) for gt in images], spec.out, spec.runtime,
+                                 settings.segment2d)  # fmt: skip
+    else:
+        mapping = parse_mapping(spec.mapping) if spec.mapping else settings.groundtruth.mapping()
+        result = evaluate_bundle(bundle, spec.em, spec.labels, mapping if spec.labels else None, spec.out,
+                                 spec.runtime, settings.segment2d)  # fmt: skip
+    result.save(spec.out / "scores.json")
+    return result
+
+
+def run_evaluate(spec: EvaluateSpec, settings: Settings, progress: ProgressReporter, models_dir: Path | None) -> JobResult:
+    """Evaluate as a job: the summary states the scores."""
+    result = evaluate(spec, settings, models_dir)
+    progress(Progress(phase="evaluating", fraction=1.0, message=result.summary(), milestone=True))
+    return JobResult(outputs=[str(spec.out / "scores.json"), *map(str, result.written)], summary=result.summary())
+
+
 def run_job(spec: Any, settings: Settings, progress: ProgressReporter, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
     """Carry out any job spec, handing its kind the settings sections it uses; its progress
     reports reach ``progress`` with the time left estimated."""
@@ -240,4 +292,6 @@ def run_job(spec: Any, settings: Settings, progress: ProgressReporter, cancel: C
         return run_segment2d(spec, settings.segment2d, progress, cancel)
     if isinstance(spec, ExportOnnxSpec):
         return run_export_onnx(spec, progress, cancel)
+    if isinstance(spec, EvaluateSpec):
+        return run_evaluate(spec, settings, progress, settings.service.models_path())
     raise TypeError(f"unknown job spec {type(spec).__name__}")

@@ -16,14 +16,15 @@ from pydantic import Field, TypeAdapter, field_validator, model_validator
 from membraind.errors import InputError
 from membraind.groundtruth.label_mapping import parse_mapping
 from membraind.nn.settings import TransferMode
-from membraind.nn.versions import check_model_name
+from membraind.nn.versions import check_model_name, check_model_reference
 from membraind.predict.request import PredictRequest
 from membraind.predict.settings import OutputKind
 from membraind.strict import StrictModel
+from membraind.vast.painted import VastGroundTruth
 from membraind.volumes.voxel_size import VoxelSizeNm
 
 __all__ = [
-    "PredictSpec", "TrainSpec", "FinetuneSpec", "Segment2DSpec", "ExportOnnxSpec", "JobSpec", "SPEC_TYPES",
+    "PredictSpec", "TrainSpec", "FinetuneSpec", "Segment2DSpec", "ExportOnnxSpec", "EvaluateSpec", "JobSpec", "SPEC_TYPES",
     "parse_spec",
 ]  # fmt: skip
 
@@ -42,11 +43,18 @@ class PredictSpec(PredictRequest):
 
 
 class TrainSpec(StrictModel):
-    """Train a network on (partially) annotated ground truth into the run folder ``out``."""
+    """Train a network on (partially) annotated ground truth into the run folder ``out``.
+
+    The ground truth is label files (``em`` and ``labels``) or what is painted in a VAST
+    segmentation layer (``vast``), found there by membraind.
+    """
 
     kind: Literal["train"] = "train"
-    em: Path = Field(description="folder of EM images or a TIFF stack")
-    labels: Path = Field(description="folder of label images or a TIFF stack")
+    em: Path | None = Field(None, description="folder of EM images or a TIFF stack (with labels; or give vast)")
+    labels: Path | None = Field(None, description="folder of label images or a TIFF stack")
+    vast: VastGroundTruth | None = Field(
+        None, description="ground truth painted in a VAST segmentation layer (instead of em and labels)"
+    )
     mapping: str | None = Field(
         None, description="label mapping: a preset or GRAY=CLASS pairs, e.g. 0=2,255=1,128=0 (default: config)"
     )
@@ -80,6 +88,11 @@ class TrainSpec(StrictModel):
         return value
 
     @model_validator(mode="after")
+    def _files_or_vast(self) -> "TrainSpec":
+        check_ground_truth(self.em, self.labels, self.vast)
+        return self
+
+    @model_validator(mode="after")
     def _validation_pair(self) -> "TrainSpec":
         if (self.val_em is None) != (self.val_labels is None):
             raise ValueError("give both val_em and val_labels, or neither (then part of the data is held out)")
@@ -104,6 +117,16 @@ class TrainSpec(StrictModel):
     def version(self) -> int | None:
         """The lab model version this run makes (``out`` is ``<models>/<model>/v<N>``), else None."""
         return int(self.out.name[1:]) if self.model is not None and self.out is not None else None
+
+
+def check_ground_truth(em: Path | None, labels: Path | None, vast: VastGroundTruth | None) -> None:
+    """Exactly one ground truth: ``em`` and ``labels`` (files), or ``vast`` (painted there); else a ValueError."""
+    if vast is not None and (em is not None or labels is not None):
+        raise ValueError("give either em and labels (label files) or vast (painted in VAST), not both")
+    if vast is None and (em is None or labels is None):
+        missing = " and ".join(name for name, value in (("em", em), ("labels", labels)) if value is None)
+        raise ValueError(f"ground truth: give em and labels (label files; {missing} missing), or vast "
+                         "(a VAST segmentation layer where membrane and interior are painted)")  # fmt: skip
 
 
 class FinetuneSpec(TrainSpec):
@@ -156,7 +179,47 @@ class ExportOnnxSpec(StrictModel):
     out: Path | None = Field(None, description="ONNX file (default: <bundle>/model.onnx)")
 
 
-SPEC_TYPES = (PredictSpec, TrainSpec, FinetuneSpec, Segment2DSpec, ExportOnnxSpec)
+class EvaluateSpec(StrictModel):
+    """Score a model against ground truth (label files or painted in VAST); overlays and scores to ``out``."""
+
+    kind: Literal["evaluate"] = "evaluate"
+    bundle: Path | None = Field(None, description="the model bundle to evaluate (or model)")
+    model: str | None = Field(None, description="a lab model: NAME (its latest version when the job runs) or NAME@vN")
+    em: Path | None = Field(None, description="EM images or TIFF stack (or give vast)")
+    labels: Path | None = Field(None, description="labels matching em: scores besides the overlays")
+    mapping: str | None = Field(None, description="label mapping of labels (default: config)")
+    vast: VastGroundTruth | None = Field(
+        None, description="ground truth painted in VAST (its mip, when not given: the model's)"
+    )
+    out: Path = Field(description="folder for the overlays, membrane probabilities and scores.json")
+    runtime: Literal["torch", "onnx"] = "torch"
+
+    @field_validator("mapping")
+    @classmethod
+    def _readable_mapping(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_mapping(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_model_and_ground_truth(self) -> "EvaluateSpec":
+        if (self.bundle is None) == (self.model is None):
+            raise ValueError("give bundle (a model bundle folder) or model (a lab model: NAME or NAME@vN), one of them")
+        if self.model is not None:
+            try:
+                check_model_reference(self.model)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        if self.vast is not None and (self.em is not None or self.labels is not None):
+            raise ValueError("give either em (and labels) or vast (painted in VAST), not both")
+        if self.vast is None and self.em is None:
+            raise ValueError("give em (EM images; with labels to score them) or vast (ground truth painted in VAST)")
+        if self.labels is not None and self.em is None:
+            raise ValueError("labels need their em")
+        return self
+
+
+SPEC_TYPES = (PredictSpec, TrainSpec, FinetuneSpec, Segment2DSpec, ExportOnnxSpec, EvaluateSpec)
 JobSpec = Annotated[Union[SPEC_TYPES], Field(discriminator="kind")]
 _JOB_SPEC = TypeAdapter(JobSpec)
 

@@ -35,6 +35,7 @@ from membraind.nn.bundle_layout import METADATA_FILE, ONNX_FILE, WEIGHTS_FILE
 from membraind.nn.settings import UNetConfig
 from membraind.nn.unet import UNet
 from membraind.strict import StrictModel
+from membraind.vast.painted import GroundTruthRecord
 from membraind.volumes.voxel_size import VoxelSizeNm
 
 CURRENT_FORMAT = 2
@@ -76,6 +77,9 @@ class ModelMetadata(StrictModel):
     parent: str | None = Field(None, description="bundle this one was fine-tuned from")
     version: int | None = Field(None, ge=1, description="the version of lab model `name` this bundle is (None: not one)")
     parent_data: list[dict[str, Any]] = Field(default_factory=list, description="data the parent was trained on")
+    ground_truth: GroundTruthRecord | None = Field(
+        None, description="the painting in VAST this bundle learned from: where, when, voxels per class (lineage)"
+    )
     source: Literal["membraind", "onnx-import", "state-dict-import"] = "membraind"
     onnx_outputs: Literal["probabilities", "logits"] = Field(
         "probabilities", description="what an imported ONNX network outputs (membraind's own export: probabilities)"

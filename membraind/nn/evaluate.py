@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -60,6 +61,22 @@ class EvaluationResult:
             lines.append("(VI and adapted Rand error need completely annotated labels; images with unannotated pixels show -)")
         return "\n".join(lines)
 
+
+    def summary(self) -> str:
+        """One line: the scores over all images, or what was written when nothing was scored."""
+        if not self.rows:
+            return self.table()
+        return (f"membrane F1 {self.total.membrane_f1:.4f}, pixel error {1 - self.total.accuracy:.4f} "
+                f"over {len(self.rows)} image(s); {len(self.written)} overlay/probability images written")  # fmt: skip
+
+    def save(self, path: Path) -> Path:
+        """Write the scores as JSON (per image and over all) to ``path``."""
+        rows = [{"image": r.name, "membrane_f1": r.membrane_f1, "pixel_error": r.pixel_error,
+                 "instances": asdict(r.instances) if r.instances else None} for r in self.rows]  # fmt: skip
+        total = {"membrane_f1": self.total.membrane_f1, "pixel_error": 1 - self.total.accuracy} if self.rows else None
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps({"images": rows, "all": total}, indent=2), encoding="utf-8")
+        return Path(path)
 
     def mean_instances(self) -> SegmentationScores | None:
         """Instance scores averaged over the images that have them (ISBI 2012 averages per section)."""
@@ -153,15 +170,27 @@ def evaluate_bundle(
     segment2d: Segment2DSettings | None = None,
 ) -> EvaluationResult:
     """Predict every section of ``em``; write overlays and probabilities; score against ``labels``."""
-    bundle = load_bundle(bundle_path)
-    predict = make_runtime(bundle, runtime)
-    norm, channel = bundle.metadata.normalization, bundle.metadata.membrane_channel
     if labels is not None:
         if mapping is None:
             raise InputError("scoring needs a label mapping (--mapping)")
         pairs = [(gt.name, gt.em, gt.labels) for gt in load_ground_truth(em, labels, mapping)]
     else:
         pairs = [(s.name, read_em(s), None) for s in list_sections(em, "EM")]
+    return evaluate_images(bundle_path, pairs, out, runtime, segment2d)
+
+
+def evaluate_images(
+    bundle_path: Path,
+    pairs: list[tuple[str, np.ndarray, np.ndarray | None]],
+    out: Path,
+    runtime: str = "torch",
+    segment2d: Segment2DSettings | None = None,
+) -> EvaluationResult:
+    """Predict each ``(name, EM, classes or None)``; write overlays and probabilities to ``out``;
+    score the images that have classes."""
+    bundle = load_bundle(bundle_path)
+    predict = make_runtime(bundle, runtime)
+    norm, channel = bundle.metadata.normalization, bundle.metadata.membrane_channel
     result = EvaluationResult()
     for name, pixels, truth in pairs:
         image = norm.normalize_section(pixels)

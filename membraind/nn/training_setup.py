@@ -53,7 +53,9 @@ def build_trainer(
     Sections not given are their defaults. A patch size not given is chosen from the
     painted regions: the largest that fits, up to 128 px (up to the parent's patch size
     when fine-tuning), recorded in the bundle. ``voxel_size`` (nm) is the training EM's,
-    stored in the bundle; a fine-tuned bundle keeps its parent's when it is not given.
+    stored in the bundle, else the data's own (read from VAST); a fine-tuned bundle keeps
+    its parent's when neither is known. The bundle records the mip the data were read at
+    and, for ground truth painted in VAST, what was painted (``data.ground_truth``).
     """
     sampler = sampler or SamplerSettings()
     augmentation = augmentation or AugmentationSettings()
@@ -102,11 +104,12 @@ def build_trainer(
         "transfer": transfer.model_dump() if transfer else None,
         "data": data.sources,
     }
+    voxel_size = voxel_size or data.voxel_size
     if voxel_size is None and parent is not None:
         voxel_size = parent.metadata.voxel_size_nm
     bundle = _bundle_metadata(
         name or Path(run_dir).name, architecture, normalization, patches, recorded, parent, voxel_size
-    )
+    ).model_copy(update={"mip": data.mip, "ground_truth": data.ground_truth})
     return Trainer(
         run_dir, model, loss, optimizer, schedule, batches, validation, bundle, training, device, plan
     )  # fmt: skip

@@ -23,6 +23,7 @@ from membraind.vast.layouts import (
     SKELETON,
     AnnoObject,
     LayerInfo,
+    Segment,
     SelectedLayers,
     Skeleton,
     SkeletonNode,
@@ -32,6 +33,7 @@ from membraind.vast.layouts import (
     decode_object_table,
     decode_rle,
     decode_scale_factors,
+    decode_segment_table,
     encode_rle,
     raw_pixels,
 )
@@ -308,6 +310,29 @@ class VastClient:
             return "rle"
         self.call(Command.SETSEGIMAGERAW, box.mip, *_inclusive(box), raw, context=_where(box))
         return "raw"
+
+    # ------------------------------------------------------------------ segment table
+
+    def segments(self, layer: int) -> dict[int, Segment]:
+        """The segment table of segmentation ``layer``: id -> :class:`Segment` (name, tree
+        links, mip-0 box of its painted voxels), background (id 0) left out."""
+        with self.api_layer(layer):
+            rows = decode_segment_table(self._bulk(Command.GETALLSEGMENTDATA, context=f"layer {layer}"))
+            names = decode_names(self._bulk(Command.GETALLSEGMENTNAMES, context=f"layer {layer}"))
+        return {row.id: row.model_copy(update={"name": names[row.id] if row.id < len(names) else ""})
+                for row in rows if row.id}  # fmt: skip
+
+    def add_segment(self, layer: int, name: str, parent: int = 0) -> int:
+        """ADDSEGMENT: a new segment called ``name`` in segmentation ``layer``, the last child of
+        segment ``parent`` (0: at the top level of the tree); returns its id."""
+        with self.api_layer(layer):
+            values = self._values(Command.ADDSEGMENT, parent, 1, name, context=f"layer {layer}, segment {name!r}")
+        return values.expect("ADDSEGMENT", uints=1).uints[0]
+
+    def set_segment_name(self, layer: int, segment: int, name: str) -> None:
+        """SETSEGMENTNAME: rename segment ``segment`` of segmentation ``layer``."""
+        with self.api_layer(layer):
+            self.call(Command.SETSEGMENTNAME, segment, name, context=f"layer {layer}, segment {segment}")
 
     # ------------------------------------------------------------------ annotation (skeletons)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from membraind.volumes.box import Box
 from membraind.volumes.gray import as_gray
 from membraind.volumes.image_files import write_image
 
-__all__ = ["ground_truth_from_vast", "export_ground_truth"]
+__all__ = ["ground_truth_from_vast", "export_ground_truth", "read_sections", "section_name"]
 
 
 def ground_truth_from_vast(
@@ -40,21 +40,32 @@ def ground_truth_from_vast(
     pixels, and a cell's edge towards them, stay unannotated (no false membrane around
     a few cells painted in a sea of unpainted voxels).
     """
-    volume = as_gray(VastVolume(client, em_layer))
-    seg_layer = client.layer_number(segmentation_layer)
-    em = volume.read(box)
-    with client.api_layer(seg_layer):
-        ids = client.read_segmentation(box)
     mapping = mapping or LabelMapping()
     images = []
-    for z, (em_section, id_section) in enumerate(zip(em, ids), start=box.z0):
-        name = f"vast-z{z}-x{box.x0}-y{box.y0}-mip{box.mip}"
+    for z, em_section, id_section in read_sections(client, em_layer, segmentation_layer, box):
         if convention == "instances":
             labels = instances_to_membrane(id_section, membrane_thickness, sparse=True)
         else:
-            labels = _classes(mapping, id_section, f"VAST layer {seg_layer}, section {z}")
-        images.append(GroundTruthImage(name=name, em=np.asarray(em_section), labels=labels))
+            labels = _classes(mapping, id_section, f"VAST layer {segmentation_layer}, section {z}")
+        images.append(GroundTruthImage(name=section_name(z, box), em=em_section, labels=labels))
     return images
+
+
+def read_sections(
+    client: VastClient, em_layer: int | str, segmentation_layer: int | str, box: Box
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(z, EM, segment ids)`` of each section of ``box`` (at ``box.mip``): 8-bit gray EM from
+    ``em_layer`` and the uint16 ids of ``segmentation_layer``."""
+    em = as_gray(VastVolume(client, em_layer)).read(box)
+    with client.api_layer(client.layer_number(segmentation_layer)):
+        ids = client.read_segmentation(box)
+    for z, (em_section, id_section) in enumerate(zip(em, ids), start=box.z0):
+        yield z, np.asarray(em_section), id_section
+
+
+def section_name(z: int, box: Box) -> str:
+    """The name of section ``z`` of ``box`` as a training image: where it lies in VAST."""
+    return f"vast-z{z}-x{box.x0}-y{box.y0}-mip{box.mip}"
 
 
 def _classes(mapping: LabelMapping, ids: np.ndarray, where: str) -> np.ndarray:

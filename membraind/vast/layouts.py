@@ -13,13 +13,14 @@ import numpy as np
 from pydantic import ConfigDict
 
 from membraind.strict import StrictModel
+from membraind.volumes.box import Box
 from membraind.vast.protocol import Tag, TaggedValues, VastProtocolError, decode_text, encode_text, encode_values
 
 __all__ = [
     "VolumeInfo", "LayerInfo", "LayerType", "SelectedLayers", "AnnoObject", "SkeletonNode", "Skeleton", "NO_LINK", "FOLDER", "SKELETON",
     "encode_object_table", "decode_object_table", "encode_names", "decode_names",
     "encode_node_table", "decode_node_table", "encode_scale_factors", "decode_scale_factors",
-    "encode_rle", "decode_rle", "raw_pixels",
+    "encode_rle", "decode_rle", "raw_pixels", "Segment", "encode_segment_table", "decode_segment_table",
 ]  # fmt: skip
 
 NO_LINK = 0xFFFFFFFF
@@ -27,6 +28,8 @@ _COUNT = struct.Struct("<I")
 _OBJECT_WORDS = 21
 FOLDER, SKELETON = 0, 1  # annotation object types (low 16 bits of an object row's word 0)
 _USED_BIT = 16  # word 0: type in the low 16 bits, flags above; flag bit 0 is "used"
+_SEGMENT_WORDS = 17  # flags, col1, col2, anchor xyz, parent, child, prev, next, collapsednr, bbox x1 y1 z1 x2 y2 z2
+_NO_BOX = (-1, -1, -1, -1, -1, -1)  # the bounding box of a segment with no painted voxel (emulation choice)
 _NODE = struct.Struct("<I3I3IId2I")  # 48 bytes: flags, x, y, z, parent, child, child2, pad, radius, 2 unknown
 
 
@@ -144,6 +147,61 @@ class Skeleton(_Frozen):
     row: AnnoObject
     name: str
     nodes: list[SkeletonNode]
+
+
+class Segment(_Frozen):
+    """One row of a segmentation layer's segment table (GETALLSEGMENTDATA, with its name).
+
+    Ids are the row numbers; row 0 is the background. ``parent``, ``child``, ``previous``
+    and ``next`` link the segment tree VAST shows (0: none); a "folder" is a segment with
+    children. ``bbox`` is the mip-0 box around its painted voxels, VAST's inclusive
+    ``(x1, y1, z1, x2, y2, z2)``, or None when nothing is painted with it.
+    """
+
+    id: int
+    name: str = ""
+    flags: int = 0
+    colors: tuple[int, int] = (0, 0)
+    anchor: tuple[int, int, int] = (0, 0, 0)
+    parent: int = 0
+    child: int = 0
+    previous: int = 0
+    next: int = 0
+    collapsed: int = 0
+    bbox: tuple[int, int, int, int, int, int] | None = None
+
+    def box(self) -> Box | None:
+        """The painted voxels' mip-0 box, half-open (None: nothing painted)."""
+        if self.bbox is None:
+            return None
+        x1, y1, z1, x2, y2, z2 = self.bbox
+        return Box(x0=x1, x1=x2 + 1, y0=y1, y1=y2 + 1, z0=z1, z1=z2 + 1, mip=0)
+
+
+def encode_segment_table(segments: list[Segment]) -> bytes:
+    """GETALLSEGMENTDATA's reply: uint32 N, then 17 words per row (row i is segment id i, row 0 the background)."""
+    words = np.zeros((len(segments), _SEGMENT_WORDS), "<i8")
+    for row, seg in zip(words, segments):
+        row[:] = (seg.flags, *seg.colors, *seg.anchor, seg.parent, seg.child, seg.previous, seg.next, seg.collapsed,
+                  *(seg.bbox or _NO_BOX))  # fmt: skip
+    return _COUNT.pack(len(segments)) + (words & 0xFFFFFFFF).astype("<u4").tobytes()
+
+
+def decode_segment_table(raw: bytes) -> list[Segment]:
+    """The rows of a GETALLSEGMENTDATA reply, names empty (GETALLSEGMENTNAMES holds them)."""
+    n = _count(raw, "segment table", 4 * _SEGMENT_WORDS)
+    words = np.frombuffer(raw, "<u4", n * _SEGMENT_WORDS, 4).reshape(n, _SEGMENT_WORDS).astype(np.int64)
+    signed = np.where(words >= 1 << 31, words - (1 << 32), words)  # anchor and box are signed: -1 is "none"
+    segments = []
+    for i, (w, s) in enumerate(zip(words, signed)):
+        box = tuple(int(v) for v in s[11:17])
+        empty = any(v < 0 for v in box) or box[0] > box[3] or box[1] > box[4] or box[2] > box[5]
+        segments.append(Segment(
+            id=i, flags=int(w[0]), colors=(int(w[1]), int(w[2])), anchor=tuple(int(v) for v in s[3:6]),
+            parent=int(w[6]), child=int(w[7]), previous=int(w[8]), next=int(w[9]), collapsed=int(w[10]),
+            bbox=None if empty else box,
+        ))  # fmt: skip
+    return segments
 
 
 def _count(raw: bytes, what: str, record: int) -> int:

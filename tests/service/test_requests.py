@@ -381,7 +381,7 @@ EXPECTED = {  # what the error of each case says (one of)
     bad_not_object: ["must hold one object"], bad_kind: ["kind must be one of"],
     bad_missing: ["Field required", "kind must be one of", "give both val_em and val_labels", "discriminator 'mode'",
                   "give out (the run folder) or model", "give parent (the bundle to fine-tune) or model",
-                  "give bundles (model bundle folders) or models"],
+                  "give bundles (model bundle folders) or models", "ground truth: give em and labels"],
     bad_type: ["invalid request: "], bad_range: ["invalid request: "], bad_extra: ["Extra inputs are not permitted"],
     bad_nested: ["not valid JSON", "not valid TOML"], bad_too_big: [f"requests are at most {MAX_REQUEST_BYTES} bytes"],
     bad_empty: ["not valid JSON", "not valid TOML", "kind must be one of"],

@@ -9,6 +9,7 @@ from membraind.vast.layouts import (
     AnnoObject,
     LayerInfo,
     LayerType,
+    Segment,
     SkeletonNode,
     VolumeInfo,
     decode_names,
@@ -16,11 +17,13 @@ from membraind.vast.layouts import (
     decode_object_table,
     decode_rle,
     decode_scale_factors,
+    decode_segment_table,
     encode_names,
     encode_node_table,
     encode_object_table,
     encode_rle,
     encode_scale_factors,
+    encode_segment_table,
     raw_pixels,
 )
 from membraind.vast.protocol import Tag, VastProtocolError, decode_values, encode_values
@@ -76,6 +79,18 @@ def test_tables_round_trip():
     assert decode_scale_factors(encode_scale_factors([(1, 1, 1), (2, 2, 1), (4, 4, 1)]))[2] == (4, 4, 1)
     with pytest.raises(VastProtocolError, match="announces 3 records"):
         decode_node_table(raw[:-1])
+
+
+def test_segment_table_round_trips_and_an_unpainted_segment_has_no_box():
+    rows = [Segment(id=0), Segment(id=1, flags=3, colors=(0xFF000000, 7), anchor=(5, 6, 7), child=2, next=3,
+                                   bbox=(1, 2, 3, 40, 50, 6)),
+            Segment(id=2, parent=1), Segment(id=3, previous=1, collapsed=1)]  # fmt: skip
+    raw = encode_segment_table(rows)
+    assert len(raw) == 4 + 17 * 4 * 4 and raw[-24:] == b"\xff" * 24  # no painted voxel: box words all -1
+    assert decode_segment_table(raw) == rows
+    assert rows[1].box().shape == (4, 49, 40) and rows[2].box() is None
+    with pytest.raises(VastProtocolError, match="announces 4 records"):
+        decode_segment_table(raw[:-1])
 
 
 def test_rle_splits_long_runs_and_round_trips():

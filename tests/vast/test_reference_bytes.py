@@ -133,3 +133,27 @@ def test_replies_hold_what_vast_control_class_reads(recorded):
     client.select_anno_object(1)
     nodes = client.call(Command.GETAONODEDATA)
     assert len(nodes) == 4 + 48 and struct.unpack_from("<3I", nodes, 4 + 4) == (1, 2, 0)  # x, y, z in words 1-3
+
+
+def test_segment_table_requests_and_replies_are_those_of_vast_control_class(recorded):
+    client, requests = recorded
+    seg = client.find_layer("segmentation")
+    assert client.add_segment(seg, "membrane") == 1
+    client.set_segment_name(seg, 1, "Membran")
+    client.write_segmentation(Box(x0=2, x1=5, y0=1, y1=3, z0=1, z1=2), np.ones((1, 2, 3), np.uint16))  # the only segmentation layer
+    table = client.segments(seg)
+    sent = [encode_frame(command, params) for command, params in requests if command in (6, 14, 15, 63)]
+    assert sent == [
+        message(63, uint32(0, 1) + text("membrane")),  # addsegment(0, 1, 'membrane'): a child of the top level
+        message(6, uint32(1) + text("Membran")),  # setsegmentname(1, 'Membran')
+        message(14),  # getallsegmentdata
+        message(15),  # getallsegmentnames
+    ]
+    raw = client.call(Command.GETALLSEGMENTDATA)
+    (n,) = struct.unpack_from("<I", raw)
+    assert n == 2 and len(raw) == 4 + 17 * 4 * n  # row 0 is the background
+    words = struct.unpack_from("<17I", raw, 4 + 17 * 4)  # segment 1: bounding box in words 11-16, mip 0, inclusive
+    assert words[11:17] == (2, 1, 1, 4, 2, 1)
+    names = client.call(Command.GETALLSEGMENTNAMES)
+    assert names == struct.pack("<I", 2) + b"Background\0Membran\0"
+    assert table[1].name == "Membran" and table[1].box() == Box(x0=2, x1=5, y0=1, y1=3, z0=1, z1=2)

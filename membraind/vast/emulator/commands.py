@@ -50,6 +50,9 @@ Emulation choices where VAST's behaviour is not documented:
   be larger than the raw one, which is what the code's wording suggests VAST does.
 - An object id below the largest that no skeleton has is a deleted object's slot, as VAST
   keeps them: a skeleton row without the "used" flag, which SETSELECTEDANNOOBJECTNR refuses (20).
+- The segmentation layer keeps a segment table (names, tree; boxes from the painted
+  voxels): see :mod:`membraind.vast.emulator.segments` for ADDSEGMENT's placement and the
+  names of segments painted before they were named.
 - GETLAYERINFO's type follows ADDNEWLAYER's numbering (1 annotation, 2 segmentation), image 0.
 - GETAPIVERSION answers :data:`API_VERSION` (VASTControlClass 5.x's own version number)
   unless another ``api_version`` is given, to stand in for an older VAST.
@@ -61,8 +64,9 @@ Emulation choices where VAST's behaviour is not documented:
 Error codes (result 0, then one tagged uint32): 2 unknown command id; 3 wrong parameter
 count or types, undecodable tagged values; 4 the volume could not be read; 5 an internal
 error of the emulator; 10 coordinates out of bounds (or min > max); 11 mip out of
-bounds; 12 reply larger than :data:`MAX_REPLY`; 13 written data does not match the box;
-20 annotation object number out of bounds or none selected; 21 no annotation or
+bounds; 12 reply larger than :data:`MAX_REPLY`; 13 written data does not match the box; 14
+ADDSEGMENT placement other than 0 (next) or 1 (child);
+20 annotation object or segment number out of bounds, or no object selected; 21 no annotation or
 segmentation layer; 30 invalid layer number; 31 invalid layer type (EM read of a
 non-image layer); 32 LOADLAYER could not open the file, REMOVELAYER of a layer the
 emulator cannot close.
@@ -79,6 +83,7 @@ from typing import Callable
 import numpy as np
 
 from membraind.errors import InputError, MembraindError
+from membraind.vast.emulator.segments import SegmentTable
 from membraind.vast.emulator.sparse_labels import SparseLabels
 from membraind.vast.paths import PathMap, is_windows_path, local_path
 from membraind.vast.layouts import (
@@ -93,6 +98,7 @@ from membraind.vast.layouts import (
     encode_object_table,
     encode_rle,
     encode_scale_factors,
+    encode_segment_table,
 )
 from membraind.vast.protocol import Command, Tag, TaggedValues, VastProtocolError, decode_values, encode_values
 from membraind.vast.skeletons import AnnotationLayerData, SkeletonObject, load_skeleton_file
@@ -175,6 +181,7 @@ class EmulatedVast:
         self.size = (x, y, z)
         self.mips = max(1, sum(1 for m in range(max(1, self.volume.mips)) if x >> m and y >> m))
         self.segmentation = SparseLabels(self.volume.shape)
+        self.segments = SegmentTable(self.segmentation)
         self.view = (x // 2, y // 2, z // 2)
         self.calls: list[tuple[str | int, ...]] = []
         self.object_selections: list[int] = []  # SETSELECTEDANNOOBJECTNR's ids, in order
@@ -217,6 +224,10 @@ class EmulatedVast:
             Command.GETSEGIMAGERLE: lambda v: self._getseg(v, rle=True),
             Command.SETSEGIMAGERAW: lambda v: self._setseg(v, rle=False),
             Command.SETSEGIMAGERLE: lambda v: self._setseg(v, rle=True),
+            Command.GETALLSEGMENTDATA: self._segmentdata,
+            Command.GETALLSEGMENTNAMES: self._segmentnames,
+            Command.ADDSEGMENT: self._addsegment,
+            Command.SETSEGMENTNAME: self._setsegmentname,
             Command.GETANNOLAYERNROFOBJECTS: self._nrofobjects,
             Command.GETANNOLAYEROBJECTDATA: self._objectdata,
             Command.GETANNOLAYEROBJECTNAMES: self._objectnames,
@@ -519,6 +530,38 @@ class EmulatedVast:
         if s > 1:
             labels = np.repeat(np.repeat(labels, s, axis=1), s, axis=2)
         self.segmentation.write(box.z0, box.y0 * s, box.x0 * s, labels)
+        self.segments.grow(int(labels.max(initial=0)))
+        return b""
+
+    # ------------------------------------------------------------------ segment table
+
+    def _segmentdata(self, values: TaggedValues) -> bytes:
+        self._no_params(values)
+        self._layer_for("seg")
+        return encode_segment_table(self.segments.rows())
+
+    def _segmentnames(self, values: TaggedValues) -> bytes:
+        self._no_params(values)
+        self._layer_for("seg")
+        return encode_names(self.segments.names)
+
+    def _addsegment(self, values: TaggedValues) -> bytes:
+        reference, next_or_child = self._params(values, 2, texts=1)
+        self._layer_for("seg")
+        if next_or_child not in (0, 1):
+            raise Refused(14, f"ADDSEGMENT's nextorchild is 0 (next) or 1 (child), not {next_or_child}")
+        try:
+            return encode_values(self.segments.add(values.texts[0], reference, bool(next_or_child)))
+        except IndexError as exc:
+            raise Refused(20, str(exc)) from None
+
+    def _setsegmentname(self, values: TaggedValues) -> bytes:
+        (segment,) = self._params(values, 1, texts=1)
+        self._layer_for("seg")
+        try:
+            self.segments.rename(segment, values.texts[0])
+        except IndexError as exc:
+            raise Refused(20, str(exc)) from None
         return b""
 
     # ------------------------------------------------------------------ annotation
