@@ -210,11 +210,19 @@ def run_segment2d(spec: Segment2DSpec, segment2d: Segment2DSettings, progress: P
 
     sections = range(spec.sections[0], spec.sections[1] + 1) if spec.sections else None
     report = run_segmentation(
-        spec.membrane, spec.out, segment_settings(spec, segment2d), mip=spec.mip, sections=sections,
+        spec.membrane, spec.out, segment_settings(spec, segment2d), mip=spec.mip, sections=sections, box=spec.box,
         overwrite=spec.overwrite, label_tiff=spec.label_tiff, em=spec.em, preview=spec.preview,
         progress=progress, cancel=cancel,
     )  # fmt: skip
-    return JobResult(outputs=[str(p) for p in report.outputs], summary=report.summary())
+    summary = report.summary()
+    if spec.show_in_vast is not None:
+        from membraind.vast.client import VastClient
+        from membraind.vast.segmentation_layer import show_segmentation_in_vast
+
+        with VastClient(spec.show_in_vast.host, spec.show_in_vast.port) as client:
+            layer, cells = show_segmentation_in_vast(client, spec.vast_layer_name, report)
+        summary += f"; {cells} cells shown in VAST segmentation layer {layer} {spec.vast_layer_name!r}"
+    return JobResult(outputs=[str(p) for p in report.outputs], summary=summary)
 
 
 def run_export_onnx(spec: ExportOnnxSpec, progress: ProgressReporter, cancel: Cancel) -> JobResult:

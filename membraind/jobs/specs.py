@@ -20,10 +20,13 @@ from membraind.nn.versions import check_model_name
 from membraind.predict.request import PredictRequest
 from membraind.predict.settings import OutputKind
 from membraind.strict import StrictModel
+from membraind.vast.protocol import DEFAULT_PORT
+from membraind.volumes.box import Box
 from membraind.volumes.voxel_size import VoxelSizeNm
 
 __all__ = [
-    "PredictSpec", "TrainSpec", "FinetuneSpec", "Segment2DSpec", "ExportOnnxSpec", "JobSpec", "SPEC_TYPES",
+    "PredictSpec", "TrainSpec", "FinetuneSpec", "Segment2DSpec", "VastSegmentationLayer", "ExportOnnxSpec", "JobSpec",
+    "SPEC_TYPES",
     "parse_spec",
 ]  # fmt: skip
 
@@ -124,14 +127,27 @@ class FinetuneSpec(TrainSpec):
         return self
 
 
+class VastSegmentationLayer(StrictModel):
+    """A VAST segmentation layer to show cells in: found by name, added when there is none."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    layer_name: str | None = Field(
+        None, min_length=1, description="the layer's name (default: the output folder's name); a second run refreshes it"
+    )
+
+
 class Segment2DSpec(StrictModel):
-    """Cut each section of a membrane-probability volume into cells."""
+    """Cut each section of a membrane-probability volume (or a box of it) into cells."""
 
     kind: Literal["segment2d"] = "segment2d"
     membrane: Path = Field(description="membrane probability: a predicted layer's .vsvi or folder, or images")
     out: Path
     mip: int | None = Field(None, ge=0, description="mip to segment (default: the first holding data)")
     sections: tuple[int, int] | None = Field(None, description="[first, last] sections, inclusive (default all)")
+    box: Box | None = Field(
+        None, description="segment only this box (half-open, at its mip; default mip 0), e.g. the part a prediction covered"
+    )
     h: float | None = Field(None, gt=0, le=1, description="h-minima depth in probability units (default: config)")
     sigma: float | None = Field(None, ge=0)
     min_size: int | None = Field(None, ge=0)
@@ -140,12 +156,23 @@ class Segment2DSpec(StrictModel):
     label_tiff: bool = True
     preview: bool = Field(True, description="write <out>/preview/section_<z>.png: each cell in its own colour")
     em: Path | None = Field(None, description="EM the membrane was predicted from, drawn under the preview cells")
+    show_in_vast: VastSegmentationLayer | None = Field(
+        None, description="also write the cells into this VAST segmentation layer (16-bit ids: at most 65535 cells)"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> "Segment2DSpec":
         if self.sections is not None and not 0 <= self.sections[0] <= self.sections[1]:
             raise ValueError(f"sections must be [first, last] with 0 <= first <= last, got {list(self.sections)}")
+        if self.sections is not None and self.box is not None:
+            raise ValueError("give sections or box, not both (a box names its sections: z0 to z1)")
         return self
+
+    @property
+    def vast_layer_name(self) -> str:
+        """The VAST layer the cells are shown in (``show_in_vast`` given)."""
+        assert self.show_in_vast is not None
+        return self.show_in_vast.layer_name or self.out.resolve().name
 
 
 class ExportOnnxSpec(StrictModel):

@@ -16,7 +16,7 @@ from membraind.errors import InputError
 from membraind.segment.instances import segment_section
 from membraind.segment.settings import Segment2DSettings
 from membraind.vast.client import VastClient
-from membraind.vast.editable import membrane_segments, renumber_segments, write_unpainted
+from membraind.vast.editable import labels_at_mip0, membrane_segments, renumber_segments, write_unpainted
 from membraind.volumes.box import Box
 from membraind.volumes.volume import Volume
 
@@ -76,12 +76,7 @@ def paint_around_anchors(
                 labels[z] = cells
                 report.next_id = max(report.next_id, int(cells.max()) + 1)
         target = box.at_mip(0).intersect(membrane.bounds(0))
-        report.voxels += write_unpainted(client, segmentation_layer, target, _at_mip0(labels, mip, target.shape))
+        report.voxels += write_unpainted(client, segmentation_layer, target, labels_at_mip0(labels, mip, target.shape))
         report.cubes += 1
     return report
 
-
-def _at_mip0(labels: np.ndarray, mip: int, shape: tuple[int, int, int]) -> np.ndarray:
-    """Mip-``mip`` labels as mip-0 labels of ``shape`` (each pixel a 2^mip block, cut at the volume's edge)."""
-    scale = 2**mip
-    return np.repeat(np.repeat(labels, scale, axis=1), scale, axis=2)[:, : shape[1], : shape[2]]
