@@ -7,6 +7,8 @@ stand-in membrane probability of the ISBI expert membranes.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from membraind_client.progress import no_progress
@@ -113,3 +115,34 @@ def test_more_cells_than_vast_ids_hold_are_refused_before_anything_is_written(em
 def test_a_box_and_sections_together_are_refused(tmp_path):
     with pytest.raises(ValueError, match="sections or box, not both"):
         Segment2DSpec(membrane=tmp_path, out=tmp_path / "o", sections=(0, 1), box=Box(x0=0, x1=1, y0=0, y1=1, z0=0, z1=1))
+
+
+def test_a_paint_job_paints_cells_where_the_layer_is_unpainted(emulator, predicted):
+    from membraind.jobs.specs import parse_spec
+
+    user = Box(x0=120, x1=160, y0=60, y1=100, z0=1, z1=2)  # a stroke the user painted
+    with VastClient("127.0.0.1", emulator.port) as client, client.api_layer(client.find_layer("segmentation")):
+        client.write_segmentation(user, np.full(user.shape, 9, np.uint16))
+    box = {"x0": 100, "x1": 300, "y0": 50, "y1": 250, "z0": 1, "z1": 2}
+    spec = parse_spec({"kind": "vast-paint", "port": emulator.port, "membrane": str(predicted),
+                       "segmentation_layer": "segmentation", "target": {"mode": "box", "box": box}, "first_id": 10})  # fmt: skip
+    reports = []
+    result = run_job(spec, Settings(), reports.append, lambda: False)
+    assert re.match(r"painted \d+ voxels in 1 cubes; next free segment id \d+ \(VAST segmentation layer 'segmentation'\)",
+                    result.summary)  # fmt: skip
+    assert reports[-1].phase == "painting" and reports[-1].fraction == 1.0
+    labels = emulator.segmentation.read(0, 3, 0, 512, 0, 512)
+    assert (labels[1, 60:100, 120:160] == 9).all()  # the user's stroke is kept
+    inside = labels[1, 50:250, 100:300]
+    cells = set(np.unique(inside).tolist()) - {0, 9}
+    assert len(cells) > 10 and min(cells) == 10
+    labels[1, 50:250, 100:300] = 0
+    assert not labels.any()  # nothing outside the box
+
+    # Anchors, membrane mode: each cube's membrane as one segment.
+    anchors = {"mode": "anchors", "points": [{"x": 50, "y": 50, "z": 0}, {"x": 450, "y": 450, "z": 2}], "cube_xy": 64, "cube_z": 1}
+    spec = parse_spec(spec.model_dump(mode="json") | {"target": anchors, "mode": "membrane", "first_id": 2})
+    result = run_job(spec, Settings(), no_progress, lambda: False)
+    assert "in 2 cubes" in result.summary
+    membrane = emulator.segmentation.read(0, 1, 18, 82, 18, 82)
+    assert set(np.unique(membrane).tolist()) == {0, 2}
