@@ -24,10 +24,18 @@ def _sections(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_segment2d(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.commands.predict import parse_box, require_vast
     from membraind.jobs.specs import Segment2DSpec
 
+    vast = None
+    if args.vast:
+        source = require_vast(args.vast, "--vast names the VAST to show the cells in")
+        vast = {"host": source.host, "port": source.port, "layer_name": args.vast_layer}
+    elif args.vast_layer:
+        raise InputError("--vast-layer names a layer of the VAST given with --vast vast://HOST:PORT; give that too")
     spec = spec_from_args(
         Segment2DSpec, membrane=args.membrane, out=args.out, mip=args.mip, sections=_sections(args.sections),
+        box=parse_box(args.box, args.box_mip) if args.box else None, show_in_vast=vast,
         h=args.h, sigma=args.sigma, min_size=args.min_size, membrane_threshold=args.threshold,
         overwrite=args.overwrite, label_tiff=not args.no_tiff, preview=not args.no_preview, em=args.em,
     )  # fmt: skip
@@ -49,6 +57,10 @@ def register(add: Add) -> None:
     p.add_argument("--mip", type=int, help="mip level of the membrane volume to segment (default: the first holding data, "
                                             "the mip a layer was predicted at)")
     p.add_argument("--sections", help="FIRST-LAST: only these sections (default all)")
+    p.add_argument("--box", help="x0,x1,y0,y1,z0,z1: segment only this half-open box (e.g. the one predicted)")
+    p.add_argument("--box-mip", type=int, default=0, help="mip of --box coordinates (default 0)")
+    p.add_argument("--vast", help="vast://HOST:PORT: also show the cells there, as a segmentation layer of their own")
+    p.add_argument("--vast-layer", help="name of that layer (default: the --out folder's name); run again to refresh it")
     p.add_argument("--h", type=float, help="h-minima depth: larger merges more, smaller splits more (default: config)")
     p.add_argument("--sigma", type=float, help="smoothing before seeding, pixels (default: config)")
     p.add_argument("--min-size", type=int, help="smallest segment in pixels (default: config)")

@@ -1,4 +1,4 @@
-"""Training subcommands: train, finetune, export-onnx, evaluate."""
+"""Training subcommands: train, finetune, models, export-onnx, import-model, evaluate."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from membraind.commands import (
     spec_from_args, voxel_size_argument,
 )  # fmt: skip
 from membraind.config import Settings
+from membraind.errors import InputError
 
 
 def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
@@ -123,7 +124,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             meta = read_metadata(v.bundle)
             parent = _version_name(meta.parent, folder) if meta.parent else "-"
-            mode = (meta.training.get("transfer") or {}).get("mode", "-") if meta.parent else "new"
+            mode = (meta.training.get("transfer") or {}).get("mode", "-") if meta.parent else _origin(meta.source)
             kept = meta.outcome.kept_epoch if meta.outcome else None
             f1 = f"{meta.outcome.kept_val_membrane_f1:.3f}" if meta.outcome and meta.outcome.kept_val_membrane_f1 is not None else "-"
             state = meta.outcome.why if meta.outcome else "ready"
@@ -151,6 +152,11 @@ def _count(n: int) -> str:
     return str(n)
 
 
+def _origin(source: str) -> str:
+    """How a version without a parent came about: trained anew, or imported (onnx-import, state-dict-import)."""
+    return "new" if source == "membraind" else source
+
+
 def _version_name(bundle: str, models: Path) -> str:
     """``octopus-vl v2`` for a bundle that is a lab model version under ``models``, else its path."""
     from membraind.nn.versions import version_of
@@ -165,6 +171,34 @@ def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
 
     spec = spec_from_args(ExportOnnxSpec, bundle=args.bundle, out=args.out)
     print(run_export_onnx(spec, no_progress, lambda: False).summary)
+    return 0
+
+
+def cmd_import_model(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.commands import run_spec
+    from membraind.jobs.execute import claim_version
+    from membraind.jobs.specs import ImportModelSpec
+
+    architecture = None
+    if args.depth is not None or args.base_filters is not None or args.classes is not None:
+        chosen = {"depth": args.depth, "base_filters": args.base_filters, "classes": args.classes}
+        architecture = settings.unet.model_copy(update={k: v for k, v in chosen.items() if v is not None})
+    spec = spec_from_args(
+        ImportModelSpec, file=args.file, out=args.out, model=args.model, name=args.name, architecture=architecture,
+        class_names=args.class_names.split(",") if args.class_names else None, onnx_outputs=args.onnx_outputs,
+        patch_size=args.patch_size, mip=args.mip, voxel_size_nm=voxel_size_argument(args.voxel_size),
+    )  # fmt: skip
+    if spec.out is None:  # a lab model's next version
+        if not spec.file.is_file():  # said before a version is claimed for nothing
+            raise InputError(f"{spec.file} does not exist; check the path")
+        spec = claim_version(spec, settings.service.models_path())
+        print(f"lab model {spec.model}: importing version {spec.version} into {spec.out}")
+    try:
+        run_spec(spec, settings)
+    except BaseException:
+        if spec.version is not None and not any(spec.out.iterdir()):
+            spec.out.rmdir()  # the claimed version holds nothing: the number is free again
+        raise
     return 0
 
 
@@ -222,6 +256,23 @@ def register(add: Add) -> None:
     p = add("export-onnx", cmd_export_onnx, "export a model bundle to ONNX (metadata embedded)")
     p.add_argument("bundle", type=Path, help="model bundle folder")
     p.add_argument("--out", type=Path, help="ONNX file (default: BUNDLE/model.onnx)")
+
+    p = add(
+        "import-model", cmd_import_model,
+        "make a model bundle, or a lab model's next version, from an ONNX file or a PyTorch state dict trained elsewhere",
+    )  # fmt: skip
+    p.add_argument("file", type=Path, help="the network: .onnx, or a state dict (.safetensors, .pt, .pth, .ckpt)")
+    p.add_argument("--out", type=Path, help="the bundle folder to make (or --model)")
+    p.add_argument("--model", help="a lab model: the import becomes its next version, in the models folder")
+    p.add_argument("--name", help="model name stored in the bundle (default: --model, else the file's name)")
+    p.add_argument("--depth", type=int, help="state dict: U-Net depth (default: [unet] depth)")
+    p.add_argument("--base-filters", type=int, help="state dict: U-Net filters of the first stage (default: [unet])")
+    p.add_argument("--classes", type=int, choices=(2, 3), help="state dict: output classes (default: config)")
+    p.add_argument("--class-names", help="comma-separated name of each output channel (default: interior,membrane[,third])")
+    p.add_argument("--onnx-outputs", choices=("probabilities", "logits"), help="ONNX: what it outputs (default: found by running it)")
+    p.add_argument("--patch-size", type=int, help="patch side the network was trained on (default 256)")
+    p.add_argument("--mip", type=int, help="mip the network was trained at (default 0)")
+    add_voxel_size_argument(p, "of its training data, stored in the bundle")
 
     p = add("evaluate", cmd_evaluate, "predict sample images, write overlays, and score them against labels")
     p.add_argument("bundle", type=Path, nargs="?", help="model bundle folder (or --model)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from membraind.commands import Add, add_voxel_size_argument, voxel_size_argument
 from membraind.commands.predict import add_anchor_arguments, add_vast_path_argument, path_map_argument
 from membraind.config import Settings
-from membraind.errors import InputError, describe_validation_error
+from membraind.errors import InputError
 from membraind.vast.emulator.commands import EM_NAME, SEGMENTATION_NAME
 from membraind.vast.protocol import DEFAULT_PORT
 
@@ -74,27 +74,24 @@ def cmd_vast_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_vast_paint(args: argparse.Namespace, settings: Settings) -> int:
-    from pydantic import ValidationError
-
-    from membraind.commands.predict import anchor_points, layer_ref, require_vast
-    from membraind.predict.request import Anchors
-    from membraind.vast.client import VastClient
-    from membraind.vast.paint import paint_around_anchors
-    from membraind.volumes.open_volume import open_volume
+    from membraind.commands import run_spec, spec_from_args
+    from membraind.commands.predict import anchor_points, layer_ref, parse_box, require_vast
+    from membraind.jobs.specs import PaintSpec
 
     source = require_vast(args.vast, "vast-paint paints into a running VAST")
-    try:
-        anchors = Anchors(points=anchor_points(args, args.vast), cube_xy=args.cube_xy, cube_z=args.cube_z)
-    except ValidationError as exc:
-        raise InputError(f"invalid anchors: {describe_validation_error(exc)} (give --anchor, --anchors or --anchor-layer)") from None
-    membrane = open_volume(args.membrane)
-    with VastClient(source.host, source.port) as client:
-        layer = client.layer_number(layer_ref(args.segmentation_layer))
-        report = paint_around_anchors(
-            client, layer, membrane, anchors.boxes(), mode=args.mode, settings=settings.segment2d,
-            threshold=args.threshold, first_id=args.first_id,
-        )  # fmt: skip
-    print(report.summary())
+    if args.box:
+        target = {"mode": "box", "box": parse_box(args.box, args.box_mip)}
+    else:
+        points = anchor_points(args, args.vast)
+        if not points:
+            raise InputError("say where to paint: --box, or anchors (--anchor, --anchors or --anchor-layer)")
+        target = {"mode": "anchors", "points": points, "cube_xy": args.cube_xy, "cube_z": args.cube_z}
+    spec = spec_from_args(
+        PaintSpec, host=source.host, port=source.port, membrane=args.membrane,
+        segmentation_layer=layer_ref(args.segmentation_layer), target=target, mode=args.mode, threshold=args.threshold,
+        first_id=args.first_id,
+    )  # fmt: skip
+    run_spec(spec, settings)
     return 0
 
 
@@ -172,6 +169,8 @@ def register(add: Add) -> None:
     p.add_argument("--mode", choices=("cells", "membrane"), default="cells", help="2D cells (default) or membrane")
     p.add_argument("--threshold", type=float, default=0.5, help="membrane mode: probability above which to paint")
     p.add_argument("--first-id", type=int, default=2, help="first segment id to use (default 2, as mEMbrain)")
+    p.add_argument("--box", help="x0,x1,y0,y1,z0,z1: paint this half-open box (instead of anchor cubes)")
+    p.add_argument("--box-mip", type=int, default=0, help="mip of the --box coordinates (default 0)")
     add_anchor_arguments(p)
 
     p = add(

@@ -16,7 +16,9 @@ from membraind_client.progress import EtaClock, Progress, ProgressReporter
 
 from membraind.config import Settings, with_overrides
 from membraind.errors import InputError
-from membraind.jobs.specs import EvaluateSpec, ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
+from membraind.jobs.specs import (
+    EvaluateSpec, ExportOnnxSpec, FinetuneSpec, ImportModelSpec, PaintSpec, PredictSpec, Segment2DSpec, TrainSpec,
+)  # fmt: skip
 from membraind.nn.bundle_layout import METADATA_FILE
 from membraind.predict.request import VastSource, paths_for
 from membraind.predict.settings import PredictSettings
@@ -159,10 +161,10 @@ def previous_version(spec: TrainSpec) -> ModelVersion:
     return latest_version(spec.out.parent.parent, spec.model, below=spec.version)
 
 
-def claim_version(spec: TrainSpec, models: Path) -> TrainSpec:
-    """``spec`` with the folder of its lab model's next version as ``out`` (unchanged without a model,
-    or when it has its version already)."""
-    if spec.model is None or spec.out is not None:
+def claim_version(spec: Any, models: Path) -> Any:
+    """``spec`` (a train, finetune or import-model spec) with the folder of its lab model's next
+    version as ``out``; unchanged without a model, when it has its version already, or for other kinds."""
+    if not isinstance(spec, (TrainSpec, ImportModelSpec)) or spec.model is None or spec.out is not None:
         return spec
     return spec.model_copy(update={"out": claim_next_version(models, spec.model).run})
 
@@ -223,11 +225,19 @@ def run_segment2d(spec: Segment2DSpec, segment2d: Segment2DSettings, progress: P
 
     sections = range(spec.sections[0], spec.sections[1] + 1) if spec.sections else None
     report = run_segmentation(
-        spec.membrane, spec.out, segment_settings(spec, segment2d), mip=spec.mip, sections=sections,
+        spec.membrane, spec.out, segment_settings(spec, segment2d), mip=spec.mip, sections=sections, box=spec.box,
         overwrite=spec.overwrite, label_tiff=spec.label_tiff, em=spec.em, preview=spec.preview,
         progress=progress, cancel=cancel,
     )  # fmt: skip
-    return JobResult(outputs=[str(p) for p in report.outputs], summary=report.summary())
+    summary = report.summary()
+    if spec.show_in_vast is not None:
+        from membraind.vast.client import VastClient
+        from membraind.vast.segmentation_layer import show_segmentation_in_vast
+
+        with VastClient(spec.show_in_vast.host, spec.show_in_vast.port) as client:
+            layer, cells = show_segmentation_in_vast(client, spec.vast_layer_name, report)
+        summary += f"; {cells} cells shown in VAST segmentation layer {layer} {spec.vast_layer_name!r}"
+    return JobResult(outputs=[str(p) for p in report.outputs], summary=summary)
 
 
 def run_export_onnx(spec: ExportOnnxSpec, progress: ProgressReporter, cancel: Cancel) -> JobResult:
@@ -279,6 +289,47 @@ def run_evaluate(spec: EvaluateSpec, settings: Settings, progress: ProgressRepor
     return JobResult(outputs=[str(spec.out / "scores.json"), *map(str, result.written)], summary=result.summary())
 
 
+def run_paint(spec: PaintSpec, segment2d: Segment2DSettings, progress: ProgressReporter, cancel: Cancel) -> JobResult:
+    """Paint the predicted membrane's cells (or membrane) into a VAST segmentation layer where it is unpainted."""
+    from membraind.vast.client import VastClient
+    from membraind.vast.paint import paint_around_anchors
+    from membraind.volumes.open_volume import open_volume
+
+    membrane = open_volume(spec.membrane)
+    try:
+        with VastClient(spec.host, spec.port) as client:
+            layer = client.layer_number(spec.segmentation_layer)
+            report = paint_around_anchors(
+                client, layer, membrane, spec.cubes(), mode=spec.mode, settings=segment2d, threshold=spec.threshold,
+                first_id=spec.first_id, progress=progress, cancel=cancel,
+            )  # fmt: skip
+    finally:
+        membrane.close()
+    return JobResult(outputs=[], summary=f"{report.summary()} (VAST segmentation layer {spec.segmentation_layer!r})")
+
+
+def run_import_model(spec: ImportModelSpec, settings: Settings, progress: ProgressReporter) -> JobResult:
+    """Import a network trained elsewhere as a bundle (an ONNX file or a state dict, by its suffix)."""
+    from membraind.nn.onnx_io import import_onnx, import_state_dict
+
+    if spec.bundle is None:
+        raise InputError(f"the import into lab model {spec.model} has no version folder: submit it to the daemon or "
+                         "run membraind import-model --model, either of which claims one")  # fmt: skip
+    name = spec.name or spec.model or spec.file.stem
+    normalization = spec.normalization or settings.normalization
+    recorded = {"mip": spec.mip, "voxel_size_nm": spec.voxel_size_nm, "version": spec.version}
+    if spec.file.suffix.lower() == ".onnx":
+        bundle = import_onnx(spec.file, spec.bundle, name, normalization, spec.patch_size, spec.class_names,
+                             spec.onnx_outputs, spec.architecture, **recorded)  # fmt: skip
+    else:
+        bundle = import_state_dict(spec.file, spec.bundle, spec.architecture or settings.unet, name, normalization,
+                                   spec.patch_size, spec.class_names, **recorded)  # fmt: skip
+    what = f"lab model {spec.model} v{spec.version}" if spec.version else "model bundle"
+    progress(Progress(phase="importing", fraction=1.0, message=f"imported {spec.file} as {what}", milestone=True))
+    return JobResult(outputs=[str(bundle.path)], summary=f"{spec.file} imported as {what}: {bundle.path} "
+                                                         f"({bundle.metadata.source}, {len(bundle.metadata.class_names)} classes)")
+
+
 def run_job(spec: Any, settings: Settings, progress: ProgressReporter, cancel: Cancel, cache: ModelCache | None = None) -> JobResult:
     """Carry out any job spec, handing its kind the settings sections it uses; its progress
     reports reach ``progress`` with the time left estimated."""
@@ -294,4 +345,8 @@ def run_job(spec: Any, settings: Settings, progress: ProgressReporter, cancel: C
         return run_export_onnx(spec, progress, cancel)
     if isinstance(spec, EvaluateSpec):
         return run_evaluate(spec, settings, progress, settings.service.models_path())
+    if isinstance(spec, PaintSpec):
+        return run_paint(spec, settings.segment2d, progress, cancel)
+    if isinstance(spec, ImportModelSpec):
+        return run_import_model(spec, settings, progress)
     raise TypeError(f"unknown job spec {type(spec).__name__}")

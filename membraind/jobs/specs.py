@@ -15,16 +15,20 @@ from pydantic import Field, TypeAdapter, field_validator, model_validator
 
 from membraind.errors import InputError
 from membraind.groundtruth.label_mapping import parse_mapping
-from membraind.nn.settings import TransferMode
-from membraind.nn.versions import check_model_name, check_model_reference
-from membraind.predict.request import PredictRequest
+from membraind.groundtruth.normalization import IntensityNormalization
+from membraind.nn.settings import TransferMode, UNetConfig
+from membraind.nn.versions import BUNDLE_DIR, check_model_name, check_model_reference
+from membraind.predict.request import Anchors, BoxRegion, PredictRequest
 from membraind.predict.settings import OutputKind
 from membraind.strict import StrictModel
 from membraind.vast.painted import VastGroundTruth
+from membraind.vast.protocol import DEFAULT_PORT
+from membraind.volumes.box import Box
 from membraind.volumes.voxel_size import VoxelSizeNm
 
 __all__ = [
-    "PredictSpec", "TrainSpec", "FinetuneSpec", "Segment2DSpec", "ExportOnnxSpec", "EvaluateSpec", "JobSpec", "SPEC_TYPES",
+    "PredictSpec", "TrainSpec", "FinetuneSpec", "Segment2DSpec", "VastSegmentationLayer", "ExportOnnxSpec", "PaintSpec",
+    "ImportModelSpec", "EvaluateSpec", "JobSpec", "SPEC_TYPES",
     "parse_spec",
 ]  # fmt: skip
 
@@ -100,23 +104,34 @@ class TrainSpec(StrictModel):
 
     @model_validator(mode="after")
     def _out_or_model(self) -> "TrainSpec":
-        if self.model is not None:
-            try:
-                check_model_name(self.model)
-            except InputError as exc:
-                raise ValueError(str(exc)) from None
-            # out is the version folder claimed for it: <models>/<model>/v<N>, nothing else
-            if self.out is not None and (self.out.parent.name != self.model or not re.fullmatch(r"v[1-9]\d*", self.out.name)):
-                raise ValueError(f"give out (a run folder) or model (the next version of a lab model), not both; "
-                                 f"{self.model}'s versions are written to the models folder")  # fmt: skip
-        elif self.out is None:
+        if not _out_or_model(self.out, self.model, "a run folder"):
             raise ValueError("give out (the run folder) or model (a lab model whose next version this run becomes)")
         return self
 
     @property
     def version(self) -> int | None:
         """The lab model version this run makes (``out`` is ``<models>/<model>/v<N>``), else None."""
-        return int(self.out.name[1:]) if self.model is not None and self.out is not None else None
+        return _version(self.out, self.model)
+
+
+def _out_or_model(out: Path | None, model: str | None, what: str) -> bool:
+    """Whether one of ``out`` (``what``) and lab model ``model`` is given; a ValueError when both are,
+    unless ``out`` is the version folder claimed for ``model``, ``<models>/<model>/v<N>``."""
+    if model is None:
+        return out is not None
+    try:
+        check_model_name(model)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    if out is not None and (out.parent.name != model or not re.fullmatch(r"v[1-9]\d*", out.name)):
+        raise ValueError(f"give out ({what}) or model (the next version of a lab model), not both; "
+                         f"{model}'s versions are written to the models folder")  # fmt: skip
+    return True
+
+
+def _version(out: Path | None, model: str | None) -> int | None:
+    """The version number of a lab model's claimed version folder ``out``, else None."""
+    return int(out.name[1:]) if model is not None and out is not None else None
 
 
 def check_ground_truth(em: Path | None, labels: Path | None, vast: VastGroundTruth | None) -> None:
@@ -147,14 +162,27 @@ class FinetuneSpec(TrainSpec):
         return self
 
 
+class VastSegmentationLayer(StrictModel):
+    """A VAST segmentation layer to show cells in: found by name, added when there is none."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    layer_name: str | None = Field(
+        None, min_length=1, description="the layer's name (default: the output folder's name); a second run refreshes it"
+    )
+
+
 class Segment2DSpec(StrictModel):
-    """Cut each section of a membrane-probability volume into cells."""
+    """Cut each section of a membrane-probability volume (or a box of it) into cells."""
 
     kind: Literal["segment2d"] = "segment2d"
     membrane: Path = Field(description="membrane probability: a predicted layer's .vsvi or folder, or images")
     out: Path
     mip: int | None = Field(None, ge=0, description="mip to segment (default: the first holding data)")
     sections: tuple[int, int] | None = Field(None, description="[first, last] sections, inclusive (default all)")
+    box: Box | None = Field(
+        None, description="segment only this box (half-open, at its mip; default mip 0), e.g. the part a prediction covered"
+    )
     h: float | None = Field(None, gt=0, le=1, description="h-minima depth in probability units (default: config)")
     sigma: float | None = Field(None, ge=0)
     min_size: int | None = Field(None, ge=0)
@@ -163,12 +191,44 @@ class Segment2DSpec(StrictModel):
     label_tiff: bool = True
     preview: bool = Field(True, description="write <out>/preview/section_<z>.png: each cell in its own colour")
     em: Path | None = Field(None, description="EM the membrane was predicted from, drawn under the preview cells")
+    show_in_vast: VastSegmentationLayer | None = Field(
+        None, description="also write the cells into this VAST segmentation layer (16-bit ids: at most 65535 cells)"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> "Segment2DSpec":
         if self.sections is not None and not 0 <= self.sections[0] <= self.sections[1]:
             raise ValueError(f"sections must be [first, last] with 0 <= first <= last, got {list(self.sections)}")
+        if self.sections is not None and self.box is not None:
+            raise ValueError("give sections or box, not both (a box names its sections: z0 to z1)")
         return self
+
+    @property
+    def vast_layer_name(self) -> str:
+        """The VAST layer the cells are shown in (``show_in_vast`` given)."""
+        assert self.show_in_vast is not None
+        return self.show_in_vast.layer_name or self.out.resolve().name
+
+
+class PaintSpec(StrictModel):
+    """Paint predicted cells (or membrane) into a VAST segmentation layer, for users to correct;
+    never over voxels painted already."""
+
+    kind: Literal["vast-paint"] = "vast-paint"
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    membrane: Path = Field(description="the predicted membrane layer: its store folder or .vsvi")
+    segmentation_layer: int | str = Field(description="the VAST segmentation layer to paint into: its number or name")
+    target: Annotated[Union[BoxRegion, Anchors], Field(discriminator="mode")] = Field(
+        description="where to paint: a box, or cubes around anchor points"
+    )
+    mode: Literal["cells", "membrane"] = Field("cells", description="2D cells, or the membrane as one segment")
+    threshold: float = Field(0.5, gt=0, lt=1, description="membrane mode: probability above which to paint")
+    first_id: int = Field(2, ge=1, le=65535, description="first segment id to use (2, as mEMbrain)")
+
+    def cubes(self) -> list[Box]:
+        """The boxes to paint: the target's box, or each anchor's cube."""
+        return [self.target.box] if isinstance(self.target, BoxRegion) else self.target.boxes()
 
 
 class ExportOnnxSpec(StrictModel):
@@ -219,7 +279,49 @@ class EvaluateSpec(StrictModel):
         return self
 
 
-SPEC_TYPES = (PredictSpec, TrainSpec, FinetuneSpec, Segment2DSpec, ExportOnnxSpec, EvaluateSpec)
+
+
+class ImportModelSpec(StrictModel):
+    """Make a model bundle, or a lab model's next version, from a network trained elsewhere:
+    an ONNX file (inference only) or a PyTorch state dict of membraind's U-Net."""
+
+    kind: Literal["import-model"] = "import-model"
+    file: Path = Field(description="the network: a .onnx file, or a state dict (.safetensors, .pt, .pth, .ckpt)")
+    out: Path | None = Field(None, description="the bundle folder to make (not with model: given for you)")
+    model: str | None = Field(None, description="a lab model: the import becomes its next version, <models folder>/<model>/v<N>")
+    name: str | None = Field(None, description="model name (default: the lab model's, else the file's name)")
+    architecture: UNetConfig | None = Field(
+        None, description="the U-Net the weights fit (state dict; default: [unet] of the configuration; ONNX: embedded)"
+    )
+    class_names: list[str] | None = Field(None, description="name of each output channel (default: by count)")
+    onnx_outputs: Literal["probabilities", "logits"] | None = Field(None, description="ONNX: found by running it")
+    normalization: IntensityNormalization | None = Field(None, description="how EM is normalised (default: config)")
+    patch_size: int = Field(256, ge=16, description="patch side the network was trained on")
+    mip: int = Field(0, ge=0, le=16, description="mip the network was trained at")
+    voxel_size_nm: VoxelSizeNm | None = Field(None, description="(x, y, z) voxel size of its training data in nm")
+
+    @model_validator(mode="after")
+    def _out_or_model(self) -> "ImportModelSpec":
+        if not _out_or_model(self.out, self.model, "a bundle folder"):
+            raise ValueError("give out (the bundle folder to make) or model (a lab model whose next version this becomes)")
+        return self
+
+    @property
+    def version(self) -> int | None:
+        """The lab model version this import makes, else None."""
+        return _version(self.out, self.model)
+
+    @property
+    def bundle(self) -> Path | None:
+        """The bundle folder made: ``out``, or ``model/`` inside a lab model's version folder (None: not claimed yet)."""
+        if self.out is None or self.model is None:
+            return self.out
+        return self.out / BUNDLE_DIR
+
+
+SPEC_TYPES = (
+    PredictSpec, TrainSpec, FinetuneSpec, Segment2DSpec, ExportOnnxSpec, PaintSpec, ImportModelSpec, EvaluateSpec,
+)  # fmt: skip
 JobSpec = Annotated[Union[SPEC_TYPES], Field(discriminator="kind")]
 _JOB_SPEC = TypeAdapter(JobSpec)
 

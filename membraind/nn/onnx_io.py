@@ -18,7 +18,7 @@ import pickle
 import shutil
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -231,6 +231,7 @@ def import_onnx(
     class_names: list[str] | None = None,
     onnx_outputs: Literal["probabilities", "logits"] | None = None,
     architecture: UNetConfig | None = None,
+    **recorded: Any,
 ) -> Bundle:
     """Make the bundle folder ``out`` from an ONNX network trained elsewhere.
 
@@ -239,6 +240,8 @@ def import_onnx(
     are probabilities or logits; when None it is found by running the network once.
     ``architecture`` matters only for its ``multiple`` (inputs are padded to it); by
     default it comes from membraind metadata embedded in the file, else a depth-4 U-Net.
+    ``recorded``: what else the bundle's metadata says of it (:data:`IMPORT_FIELDS`: ``mip``,
+    ``voxel_size_nm``, ``version``).
     """
     onnx_file, out = Path(onnx_file), Path(out)
     if not onnx_file.is_file():
@@ -274,6 +277,7 @@ def import_onnx(
         source="onnx-import",
         onnx_outputs=onnx_outputs or ("probabilities" if _looks_like_probabilities(scores) else "logits"),
         training={"imported_from": str(onnx_file.resolve())},
+        **_recorded(recorded),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = sibling(out, "import")
@@ -285,6 +289,17 @@ def import_onnx(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return load_bundle(out)
+
+
+#: Metadata fields an import may set beside those it works out itself.
+IMPORT_FIELDS = ("mip", "voxel_size_nm", "version")
+
+
+def _recorded(recorded: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(recorded) - set(IMPORT_FIELDS)
+    if unknown:
+        raise TypeError(f"an import records only {', '.join(IMPORT_FIELDS)}, not {', '.join(sorted(unknown))}")
+    return {key: value for key, value in recorded.items() if value is not None}
 
 
 def _read_state_dict(weights: Path) -> dict[str, torch.Tensor]:
@@ -327,21 +342,28 @@ def import_state_dict(
     name: str,
     normalization: IntensityNormalization,
     patch_size: int,
+    class_names: list[str] | None = None,
+    **recorded: Any,
 ) -> Bundle:
-    """Make the bundle folder ``out`` from a state dict of membraind's U-Net trained elsewhere."""
+    """Make the bundle folder ``out`` from a state dict of membraind's U-Net trained elsewhere
+    (``class_names``, ``recorded``: as for :func:`import_onnx`)."""
     weights = Path(weights)
     if not weights.is_file():
         raise InputError(f"weights file {weights} does not exist; check the path")
+    if class_names is not None and len(class_names) != architecture.classes:
+        raise InputError(f"class_names {class_names} must name each of the {architecture.classes} output channels "
+                         f"of the network (architecture.classes)")  # fmt: skip
     model = UNet(architecture)
     apply_state_dict(model, _read_state_dict(weights), weights)
     metadata = ModelMetadata(
         name=name,
         architecture=architecture,
-        class_names=default_class_names(architecture.classes),
+        class_names=class_names or default_class_names(architecture.classes),
         normalization=normalization,
         patch_size=patch_size,
         source="state-dict-import",
         training={"imported_from": str(weights.resolve())},
+        **_recorded(recorded),
     )
     save_bundle(Path(out), model, metadata)
     return load_bundle(Path(out))

@@ -11,6 +11,10 @@ Ids are unique across the whole volume: section ``z`` gets the ids
 ``first .. first + count - 1`` recorded in the manifest, numbered after the previous
 sections'. The manifest is rewritten after every section, so an interrupted run resumes
 at the first unfinished section with the same numbering.
+
+A ``box`` limits the work to that part of the volume (e.g. the box or anchor cubes a
+prediction covered): only its sections are segmented, each only inside the box; the
+rest of the store stays empty (0, boundary).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from membraind.segment.settings import Segment2DSettings
 from membraind.strict import StrictModel
 from membraind.volumes.gray import as_gray
 from membraind.volumes.open_volume import open_volume
+from membraind.volumes.box import Box
 from membraind.volumes.tile_store import MAX_RGB_ID, TileStore
 from membraind.volumes.volume import Volume
 
@@ -64,6 +69,7 @@ class SegmentationManifest(StrictModel):
     mip: int
     shape: tuple[int, int, int]
     settings: Segment2DSettings
+    box: Box | None = None  # the part segmented, at ``mip`` (None: whole sections)
     sections: dict[int, SectionIds] = {}
 
     def next_id(self) -> int:
@@ -81,6 +87,9 @@ class SegmentationReport:
     seconds: float = 0.0
     outputs: list[Path] = field(default_factory=list)
     preview: Path | None = None
+    region: Box | None = None  # what this run covers, at the segmented mip (z: its sections)
+    ids: dict[int, SectionIds] = field(default_factory=dict)  # the ids of each section in ``region``
+    store: TileStore | None = None  # the ids, level 0 at the segmented mip
 
     def summary(self) -> str:
         """One line for people."""
@@ -98,6 +107,7 @@ def run_segmentation(
     *,
     mip: int | None = None,
     sections: range | None = None,
+    box: Box | None = None,
     overwrite: bool = False,
     label_tiff: bool = True,
     em: Path | None = None,
@@ -113,7 +123,8 @@ def run_segmentation(
     (the EM the membrane was predicted from, same size at ``mip``) or, without it, over
     the inverted membrane probability (membrane dark, as in EM).
 
-    ``sections`` limits the work to some sections (default all). Sections already in the
+    ``sections`` limits the work to some sections (default all), ``box`` (any mip) to a part
+    of the volume, its sections only inside it (not both). Sections already in the
     manifest are skipped unless ``overwrite``; a manifest written with other settings, mip
     or source is an error unless ``overwrite``, which starts the folder over.
     """
@@ -127,9 +138,11 @@ def run_segmentation(
         shape = volume.shape_at(mip)
         if preview and em is not None:
             em_volume = _open_em(em, mip, shape, membrane)
-        todo = _sections(sections, shape[0], membrane)
-        manifest = _open_manifest(out, membrane, mip, shape, settings, overwrite)
+        region = _region(box, volume.bounds(mip), membrane) if box is not None else None
+        todo = range(region.z0, region.z1) if region is not None else _sections(sections, shape[0], membrane)
+        manifest = _open_manifest(out, membrane, mip, shape, settings, region, overwrite)
         store = _store(out, volume, mip)
+        report.region = region or volume.bounds(mip).model_copy(update={"z0": todo.start, "z1": todo.stop})
         for done, z in enumerate(todo):
             if cancel is not None and cancel():
                 raise SegmentationCancelled(
@@ -139,13 +152,15 @@ def run_segmentation(
                 report.skipped += 1
                 continue
             first = manifest.next_id()
-            section = volume.read(volume.bounds(mip).section(z))[0]
+            crop = report.region.section(z)
+            section = volume.read(crop)[0]
             ids, count = _segment(section, z, settings, first)
-            store.write_region(store.bounds(0).section(z), ids[None])
+            in_store = crop.model_copy(update={"mip": 0})  # the store's level 0 is the segmented mip
+            store.write_region(in_store, ids[None])
             if store.max_mip >= 1:
-                store.build_pyramid(range(z, z + 1))
+                store.build_pyramid(range(z, z + 1), region=in_store)
             if preview:  # before the manifest marks the section done, so a resumed run is complete
-                write_segmentation_preview(out, z, _background(em_volume, section, z, mip), ids, em_volume is not None)
+                write_segmentation_preview(out, z, _background(em_volume, section, crop), ids, em_volume is not None)
             manifest.sections[z] = SectionIds(first=first, count=count)
             write_text_atomic(out / MANIFEST_NAME, manifest.model_dump_json(indent=2))
             report.sections += 1
@@ -153,6 +168,8 @@ def run_segmentation(
                 progress(Progress(phase="segmenting", fraction=(done + 1) / len(todo), current=done + 1, total=len(todo),
                                   unit="section", message=f"section {z}: {count} segments", milestone=True))  # fmt: skip
         report.segments = sum(s.count for s in manifest.sections.values())
+        report.ids = {z: manifest.sections[z] for z in todo if z in manifest.sections}
+        report.store = store
         report.outputs.append(store.write_vsvi())
         if label_tiff:
             tiff = out / TIFF_NAME
@@ -179,10 +196,19 @@ def _sections(sections: range | None, depth: int, source: Path) -> range:
     return sections
 
 
+def _region(box: Box, bounds: Box, source: Path) -> Box:
+    """``box`` at the segmented mip, inside the volume; an error when nothing of it is."""
+    region = box.at_mip(bounds.mip).intersect(bounds)
+    if region.empty:
+        raise InputError(f"box {box} lies outside {source} ({bounds.at_mip(box.mip)}); give a box inside the volume")
+    return region
+
+
 def _open_manifest(
-    out: Path, source: Path, mip: int, shape: tuple[int, int, int], settings: Segment2DSettings, overwrite: bool
+    out: Path, source: Path, mip: int, shape: tuple[int, int, int], settings: Segment2DSettings, box: Box | None,
+    overwrite: bool,
 ) -> SegmentationManifest:
-    fresh = SegmentationManifest(source=str(Path(source).resolve()), mip=mip, shape=shape, settings=settings)
+    fresh = SegmentationManifest(source=str(Path(source).resolve()), mip=mip, shape=shape, settings=settings, box=box)
     path = out / MANIFEST_NAME
     if overwrite or not path.exists():
         return fresh
@@ -191,7 +217,7 @@ def _open_manifest(
     except (OSError, ValueError, ValidationError) as exc:
         detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
         raise InputError(f"{path} cannot be read ({detail}); delete it, or pass --overwrite to start over") from None
-    differs = [name for name in ("source", "mip", "shape", "settings") if getattr(old, name) != getattr(fresh, name)]
+    differs = [name for name in ("source", "mip", "shape", "settings", "box") if getattr(old, name) != getattr(fresh, name)]
     if differs:
         raise InputError(
             f"{out} holds a segmentation whose {', '.join(differs)} differ from this run's; "
@@ -223,12 +249,12 @@ def _open_em(em: Path, mip: int, shape: tuple[int, int, int], membrane: Path) ->
     return volume
 
 
-def _background(em: Volume | None, membrane: np.ndarray, z: int, mip: int) -> np.ndarray:
-    """What the preview of section ``z`` is drawn on, in [0, 1]: the EM stretched as the
-    network sees it, or the membrane probability inverted so that membrane is dark."""
+def _background(em: Volume | None, membrane: np.ndarray, crop: Box) -> np.ndarray:
+    """What the preview of the section part ``crop`` is drawn on, in [0, 1]: the EM stretched
+    as the network sees it, or the membrane probability inverted so that membrane is dark."""
     if em is None:
         return 1.0 - as_probability(membrane)
-    return IntensityNormalization().normalize_section(em.read(em.bounds(mip).section(z))[0])
+    return IntensityNormalization().normalize_section(em.read(crop)[0])
 
 
 def _segment(section: np.ndarray, z: int, settings: Segment2DSettings, first: int) -> tuple[np.ndarray, int]:

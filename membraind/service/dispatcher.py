@@ -17,7 +17,6 @@ from membraind.nn.settings import TransferSettings
 from membraind.service.job import Job, JobRecord
 from membraind.service.journal.base import Journal
 from membraind.jobs.execute import claim_version
-from membraind.jobs.specs import TrainSpec
 from membraind.service.paths import check_parent_data, check_paths, check_vast_paths
 from membraind.service.queues import JobQueues
 from membraind.service.settings import ServiceSettings
@@ -65,8 +64,8 @@ class Dispatcher:
         check_paths(job.spec, self.roots)
         check_parent_data(job.spec, self.transfer.mode, self.roots)
         check_vast_paths(job.spec, self.service.vast_paths)
-        if isinstance(job.spec, TrainSpec) and self.journal.get(job.id) is None:
-            # The version is claimed now, so that a run retried after a crash resumes it.
+        if self.journal.get(job.id) is None:
+            # A lab model's version (training, import) is claimed now, so that a run retried after a crash resumes it.
             job = job.model_copy(update={"spec": claim_version(job.spec, self.service.models_path())})
         parts = self.splits.plan(job) if self.splits is not None and job.parent is None else None
         if parts and job.spec.models and self.journal.get(job.id) is None:

@@ -24,6 +24,7 @@ from membraind.vast.layouts import (
     AnnoObject,
     LayerInfo,
     Segment,
+    LayerType,
     SelectedLayers,
     Skeleton,
     SkeletonNode,
@@ -233,6 +234,13 @@ class VastClient:
         number. Layers below it move down one number."""
         values = self._values(Command.LOADLAYER, (Tag.INT32, after), str(path), context=f"file {path}")
         return values.expect("LOADLAYER", uints=1).uints[0]
+
+    def add_layer(self, name: str, kind: LayerType = LayerType.SEGMENTATION, after: int = -1) -> int:
+        """ADDNEWLAYER: a new, empty layer of ``kind`` (annotation or segmentation) called ``name``,
+        right after layer ``after`` (-1: after the layer selected in VAST); returns its number."""
+        values = self._values(Command.ADDNEWLAYER, (Tag.INT32, int(kind)), (Tag.INT32, after), name,
+                              context=f"new layer {name!r}")  # fmt: skip
+        return values.expect("ADDNEWLAYER", uints=1).uints[0]
 
     def remove_layer(self, layer: int, force: bool = False) -> None:
         """REMOVELAYER: close ``layer`` in VAST; without ``force`` VAST keeps a layer with unsaved changes."""

@@ -14,7 +14,7 @@ from membraind.errors import InputError
 from membraind.vast.client import VastClient
 from membraind.volumes.box import Box
 
-__all__ = ["write_unpainted", "membrane_segments", "renumber_segments"]
+__all__ = ["write_unpainted", "membrane_segments", "renumber_segments", "labels_at_mip0", "MAX_VAST_ID"]
 
 MAX_VAST_ID = 65535
 
@@ -57,3 +57,10 @@ def renumber_segments(ids: np.ndarray, first_id: int) -> np.ndarray:
     if has_zero:
         lookup[0] = 0
     return lookup[inverse].reshape(np.shape(ids)).astype(np.uint16)
+
+
+def labels_at_mip0(labels: np.ndarray, mip: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """Mip-``mip`` labels as mip-0 labels of ``shape`` (each pixel a 2^mip block, cut at the volume's edge):
+    VAST's segmentation is written at mip 0, where the user paints."""
+    scale = 2**mip
+    return np.repeat(np.repeat(labels, scale, axis=1), scale, axis=2)[:, : shape[1], : shape[2]]

@@ -8,15 +8,16 @@ writes them where the VAST layer is still unpainted (:func:`write_unpainted`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
+from membraind_client.progress import Progress, ProgressReporter
 
-from membraind.errors import InputError
+from membraind.errors import Cancelled, InputError
 from membraind.segment.instances import segment_section
 from membraind.segment.settings import Segment2DSettings
 from membraind.vast.client import VastClient
-from membraind.vast.editable import membrane_segments, renumber_segments, write_unpainted
+from membraind.vast.editable import labels_at_mip0, membrane_segments, renumber_segments, write_unpainted
 from membraind.volumes.box import Box
 from membraind.volumes.volume import Volume
 
@@ -45,6 +46,8 @@ def paint_around_anchors(
     settings: Segment2DSettings | None = None,
     threshold: float = 0.5,
     first_id: int = 2,
+    progress: ProgressReporter | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> PaintReport:
     """Paint each anchor's cube (mip-0 boxes, e.g. from the ``Anchors`` target's ``boxes()``;
     clipped to the volume) of ``membrane`` (membrane high) into ``segmentation_layer``.
@@ -55,11 +58,17 @@ def paint_around_anchors(
 
     ``mode="cells"``: 2D cells of each section, numbered from ``first_id`` on (each cube and
     section gets new ids); ``"membrane"``: membrane above ``threshold`` as segment
-    ``first_id`` (mEMbrain painted id 2).
+    ``first_id`` (mEMbrain painted id 2). ``progress`` hears of each cube painted; ``cancel``
+    stops between cubes (those painted stay painted).
     """
     report = PaintReport(next_id=first_id)
     mip = membrane.first_mip
-    for cube in cubes:
+    for done, cube in enumerate(cubes):
+        if cancel is not None and cancel():
+            raise Cancelled(f"painting cancelled after {done} of {len(cubes)} cubes; {report.summary()}")
+        if progress is not None and done:
+            progress(Progress(phase="painting", fraction=done / len(cubes), current=done, total=len(cubes), unit="cube",
+                              message=report.summary()))  # fmt: skip
         box = cube.at_mip(mip).intersect(membrane.bounds(mip))
         if box.empty:
             continue
@@ -76,12 +85,10 @@ def paint_around_anchors(
                 labels[z] = cells
                 report.next_id = max(report.next_id, int(cells.max()) + 1)
         target = box.at_mip(0).intersect(membrane.bounds(0))
-        report.voxels += write_unpainted(client, segmentation_layer, target, _at_mip0(labels, mip, target.shape))
+        report.voxels += write_unpainted(client, segmentation_layer, target, labels_at_mip0(labels, mip, target.shape))
         report.cubes += 1
+    if progress is not None:
+        progress(Progress(phase="painting", fraction=1.0, current=len(cubes), total=len(cubes), unit="cube",
+                          message=report.summary(), milestone=True))  # fmt: skip
     return report
 
-
-def _at_mip0(labels: np.ndarray, mip: int, shape: tuple[int, int, int]) -> np.ndarray:
-    """Mip-``mip`` labels as mip-0 labels of ``shape`` (each pixel a 2^mip block, cut at the volume's edge)."""
-    scale = 2**mip
-    return np.repeat(np.repeat(labels, scale, axis=1), scale, axis=2)[:, : shape[1], : shape[2]]

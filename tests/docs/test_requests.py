@@ -66,7 +66,9 @@ def test_examples_cover_every_kind_mode_and_format(tmp_path):
             vast += isinstance(job.spec.volume, VastSource)
         if isinstance(job.spec, FinetuneSpec):
             finetune_modes += job.spec.mode is not None
-    assert {k for k, _ in kinds} == {"predict", "train", "finetune", "segment2d", "export-onnx", "evaluate"}
+    assert {k for k, _ in kinds} == {
+        "predict", "train", "finetune", "segment2d", "export-onnx", "evaluate", "vast-paint", "import-model",
+    }
     assert formats == {"json", "toml"}
     assert targets == {"volume", "box", "anchors", "image"}
     assert vast >= 1 and finetune_modes >= 1

@@ -327,6 +327,30 @@ def test_finetuning_chooses_at_most_the_parents_patch_size(tmp_path, tiny_settin
     assert 32 <= child.bundle.patch_size < 64
 
 
+def test_finetune_patch_size_given_is_honoured_or_refused_with_the_reason(tmp_path, tiny_settings, isbi_small):
+    """An explicit patch size is never replaced by the parent's (issue 18 item 6): it is used, or refused."""
+    from membraind.jobs.execute import make_trainer
+    from membraind.jobs.specs import FinetuneSpec
+
+    settings = tiny_settings.model_copy(update={"training": tiny_settings.training.model_copy(update={"epochs": 1})})
+    parent = tiny_trainer(tmp_path / "parent", isbi_small, settings).run()
+    assert load_bundle(parent).metadata.patch_size == 64
+
+    def finetune(patch_size: int, out: str):
+        spec = FinetuneSpec(em=tmp_path, labels=tmp_path, parent=parent, out=tmp_path / out, patch_size=patch_size,
+                            voxel_size_nm=(4, 4, 40))  # fmt: skip
+        return make_trainer(spec, settings, isbi_small)  # the path the CLI and the daemon take
+
+    for size in (32, 128):  # smaller and larger than the parent's
+        trainer = finetune(size, f"child-{size}")
+        assert trainer.batches.sampler.patch_size == size
+        assert trainer.bundle.patch_size == size and not trainer.bundle.patch_size_automatic
+    with pytest.raises(InputError, match="patch size 42 is not a multiple of 4"):
+        finetune(42, "odd")  # the parent network's depth 2 needs multiples of 4
+    with pytest.raises(InputError, match=r"no 256x256 patch fits .* choose a patch size of 1\d\d px"):
+        finetune(256, "too-large")  # larger than the 192 px sections
+
+
 def test_episodic_finetuning_replays_the_parents_data(tmp_path, tiny_settings, small_isbi_folders):
     from membraind.groundtruth.training_data import load_training_data
 

@@ -64,13 +64,21 @@ def valid_request(kind: str, data: Path) -> dict:
                 "sections": [0, 3], "min_size": 20}  # fmt: skip
     if kind == "export-onnx":
         return {"kind": "export-onnx", "bundle": str(data / "models" / "m1"), "out": str(data / "m1.onnx")}
+    if kind == "vast-paint":
+        box = {"x0": 0, "x1": 256, "y0": 0, "y1": 256, "z0": 0, "z1": 2, "mip": 0}
+        return {"kind": "vast-paint", "membrane": str(data / "pred" / "membrane"), "port": 22081,
+                "segmentation_layer": "segmentation", "target": {"mode": "box", "box": box}}  # fmt: skip
+    if kind == "import-model":
+        return {"kind": "import-model", "file": str(data / "external.onnx"), "out": str(data / "models" / "ext"),
+                "patch_size": 512}  # fmt: skip
     raise AssertionError(kind)
 
 
-KINDS = ["predict", "train", "finetune", "segment2d", "export-onnx"]
+KINDS = ["predict", "train", "finetune", "segment2d", "export-onnx", "vast-paint", "import-model"]
 REQUIRED = {
     "predict": ["volume", "bundles", "out"], "train": ["em", "labels", "out"],
     "finetune": ["em", "labels", "out", "parent"], "segment2d": ["membrane", "out"], "export-onnx": ["bundle"],
+    "vast-paint": ["membrane", "target"], "import-model": ["file", "out"],
 }  # fmt: skip
 
 
@@ -366,7 +374,7 @@ def bad_empty(rng, data):
 def bad_path_chars(rng, data):
     """NUL in a path, or an escaped lone surrogate in any text: no file name, and nothing the journal can store."""
     kind, request = _valid(rng, data)
-    field = rng.choice([f for f in REQUIRED[kind] if f != "bundles"])
+    field = rng.choice([f for f in REQUIRED[kind] if f not in ("bundles", "target")])  # a path (a text)
     char = rng.choice(["\x00", "\ud800", "\udcff"])
     request[field] = str(data / f"a{char}b")
     if kind in ("train", "finetune") and char != "\x00" and rng.random() < 0.5:
@@ -381,6 +389,7 @@ EXPECTED = {  # what the error of each case says (one of)
     bad_not_object: ["must hold one object"], bad_kind: ["kind must be one of"],
     bad_missing: ["Field required", "kind must be one of", "give both val_em and val_labels", "discriminator 'mode'",
                   "give out (the run folder) or model", "give parent (the bundle to fine-tune) or model",
+                  "give out (the bundle folder to make) or model",
                   "give bundles (model bundle folders) or models", "ground truth: give em and labels"],
     bad_type: ["invalid request: "], bad_range: ["invalid request: "], bad_extra: ["Extra inputs are not permitted"],
     bad_nested: ["not valid JSON", "not valid TOML"], bad_too_big: [f"requests are at most {MAX_REQUEST_BYTES} bytes"],
@@ -881,3 +890,21 @@ def test_a_train_request_for_a_lab_model_claims_its_next_version_once(service):
     assert record.spec["out"] == str(models / "v2") and record.job().spec.version == 2
     with pytest.raises(MembraindError, match="model name 'no/slash'"):
         job_from_request(request | {"model": "no/slash"}, source="zmq")
+
+
+def test_an_import_request_for_a_lab_model_claims_its_next_version_once(service):
+    request = valid_request("import-model", service.data) | {"model": "octopus-vl"}
+    del request["out"]
+    drop(service.path, "import.toml", encode(request, "toml"))
+    outcome, status_file = answer(service, "import.toml")
+    assert outcome == "accepted", status_file.read_text()
+    record = service.journal.get(json.loads(status_file.read_text(encoding="utf-8"))["id"])
+    assert record.spec["out"] == str(service.home / "models" / "octopus-vl" / "v1") and record.job().spec.version == 1
+    assert record.job().spec.bundle == service.home / "models" / "octopus-vl" / "v1" / "model"
+
+
+def test_a_paint_request_outside_the_roots_is_refused(service):
+    request = valid_request("vast-paint", service.data) | {"membrane": str(service.tmp / "elsewhere")}
+    drop(service.path, "paint.json", encode(request, "json"))
+    outcome, error = answer(service, "paint.json")
+    assert outcome == "rejected" and "membrane: " in error.read_text() and "outside the folders" in error.read_text()

@@ -232,6 +232,25 @@ def test_load_layer_once_then_refresh(client, emulator, tmp_path):
     assert client.layer_info(2).name == "membrane"
 
 
+def test_add_a_segmentation_layer_of_its_own(client, emulator):
+    count = client.layer_count()
+    layer = client.add_layer("cells 2D")  # after the selected layer, the EM: layer 1
+    assert layer == 1 and client.layer_count() == count + 1
+    info = client.layer_info(layer)
+    assert (info.name, info.type) == ("cells 2D", LayerType.SEGMENTATION)
+    box = Box(x0=10, x1=20, y0=0, y1=5, z0=1, z1=2)
+    with client.api_layer(layer):
+        assert not client.read_segmentation(box).any()  # empty, of the volume's size
+        client.write_segmentation(box, np.full(box.shape, 7, np.uint16))
+        assert (client.read_segmentation(box) == 7).all()
+    assert (emulator.vast.labels_of("cells 2D").read(1, 2, 0, 5, 10, 20) == 7).all()
+    assert not emulator.segmentation.read(1, 2, 0, 5, 10, 20).any()  # the first segmentation layer is untouched
+    with pytest.raises(VastRefused, match="invalid layer type"):
+        client.add_layer("notes", LayerType.ANNOTATION)
+    client.remove_layer(layer)  # an added layer may be closed again
+    assert client.layer_count() == count
+
+
 def test_a_vast_layer_read_by_name_is_followed_when_a_layer_is_loaded_above_it(client, tmp_path):
     client.load_layer(_store_vsvi(tmp_path, "membrane", 200))
     volume = VastVolume(client, "membrane")

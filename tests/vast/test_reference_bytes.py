@@ -95,6 +95,7 @@ def test_requests_are_the_bytes_vast_control_class_sends(recorded, tmp_path):
         (lambda: client.write_segmentation(box, np.arange(60, dtype=np.uint16).reshape(box.shape)),  # setsegimageraw
          message(50, uint32(1, 0, 9, 2, 7, 1, 1) + data(np.arange(60, dtype="<u2").tobytes()))),
         (lambda: client.load_layer(vsvi), message(121, int32(-1) + text(vsvi))),  # loadlayer(filename)
+        (lambda: client.add_layer("cells"), message(120, int32(2, -1) + text("cells"))),  # addnewlayer(2, 'cells', -1)
         (lambda: client.refresh_layer_region(1, Box(x0=0, x1=64, y0=0, y1=32, z0=0, z1=1)),
          message(32, uint32(1, 0, 63, 0, 31, 0, 0))),  # refreshlayerregion(1, 0,63, 0,31, 0,0)
         (lambda: client.remove_layer(1), message(123, uint32(1, 0))),  # removelayer(1, 0)

@@ -15,7 +15,9 @@ frames over TCP. It serves, as vast-protocol.md describes the commands:
 - every layer added by LOADLAYER (any volume :func:`open_volume` reads, usually a
   ``.vsvi``), inserted as VAST's client class says VAST inserts it: right after the
   reference layer, or after the selected layer when the reference is -1. The layers
-  below it move down one number; REMOVELAYER closes such a layer again.
+  below it move down one number; REMOVELAYER closes such a layer again;
+- every segmentation layer added by ADDNEWLAYER (type 2 or 4), inserted the same way:
+  empty (all 0), of the mip-0 volume size, held as the first segmentation layer is.
 
 Emulation choices where VAST's behaviour is not documented:
 
@@ -24,8 +26,10 @@ Emulation choices where VAST's behaviour is not documented:
   as in a VAST that has just opened its volume. LOADLAYER does not select the new layer,
   so two loads in a row put the second one above the first. A selection follows its layer
   when layers are inserted above it; removing the selected layer selects the one above it.
-- REMOVELAYER closes only layers LOADLAYER added (the EM, annotation and segmentation
-  layers hold the emulator's own data); others are refused with 32. Its force flag is
+- REMOVELAYER closes only layers LOADLAYER or ADDNEWLAYER added (the EM, annotation and
+  segmentation layers it starts with hold the emulator's own data); others are refused with 32.
+- ADDNEWLAYER makes segmentation layers only (type 2 or 4); annotation (1) and tool (3)
+  layers are refused with 31, as the emulator's annotation layers come from skeleton data. Its force flag is
   accepted and ignored: a loaded image layer has nothing unsaved.
 - An annotation layer keeps its place in the layer list when the skeleton file is read
   again; a layer the file gained is put below the last annotation layer, one it lost is
@@ -68,7 +72,7 @@ bounds; 12 reply larger than :data:`MAX_REPLY`; 13 written data does not match t
 ADDSEGMENT placement other than 0 (next) or 1 (child);
 20 annotation object or segment number out of bounds, or no object selected; 21 no annotation or
 segmentation layer; 30 invalid layer number; 31 invalid layer type (EM read of a
-non-image layer); 32 LOADLAYER could not open the file, REMOVELAYER of a layer the
+non-image layer, ADDNEWLAYER of a type other than segmentation); 32 LOADLAYER could not open the file, REMOVELAYER of a layer the
 emulator cannot close.
 """
 
@@ -134,6 +138,9 @@ class _Layer:
     volume: Volume | None = None  # em and loaded layers
     anno: AnnotationLayerData | None = None
     path: str = ""  # loaded layers: the file given to LOADLAYER
+    labels: SparseLabels | None = None  # segmentation layers
+    segments: SegmentTable | None = None  # segmentation layers: names and tree of their segments
+    added: bool = False  # loaded or added through the API: REMOVELAYER may close it
 
     @property
     def is_image(self) -> bool:
@@ -154,8 +161,8 @@ class EmulatedVast:
     changes (:func:`~membraind.vast.skeletons.save_skeleton_json` replaces it atomically).
 
     :meth:`answer` serves one request at a time, whatever thread calls it. ``calls`` records
-    LOADLAYER, REFRESHLAYERREGION and REMOVELAYER requests, ``segmentation`` is the
-    segmentation layer. ``api_version`` is what GETAPIVERSION answers.
+    ADDNEWLAYER, LOADLAYER, REFRESHLAYERREGION and REMOVELAYER requests, ``segmentation`` is the
+    first segmentation layer (:meth:`labels_of` any segmentation layer by name). ``api_version`` is what GETAPIVERSION answers.
     """
 
     def __init__(
@@ -188,7 +195,7 @@ class EmulatedVast:
 
         self.api_version = api_version
         self._em = _Layer("em", em_name, volume=self.volume)
-        self._order = [self._em, _Layer("seg", segmentation_name)]  # the layer list, top (layer 0) first
+        self._order = [self._em, _Layer("seg", segmentation_name, labels=self.segmentation, segments=self.segments)]  # the layer list, top (layer 0) first
         self._skeleton_path: Path | None = None
         self._skeleton_stamp: tuple[int, int, int] | None = None
         if isinstance(skeletons, (str, Path)):
@@ -234,6 +241,7 @@ class EmulatedVast:
             Command.SETSELECTEDANNOOBJECTNR: self._selectobject,
             Command.GETSELECTEDANNOOBJECTNR: self._selectedobject,
             Command.GETAONODEDATA: self._nodedata,
+            Command.ADDNEWLAYER: self._addnewlayer,
             Command.LOADLAYER: self._loadlayer,
             Command.REMOVELAYER: self._removelayer,
             Command.REFRESHLAYERREGION: self._refresh,
@@ -267,6 +275,11 @@ class EmulatedVast:
         if len(self._anno) > len(slots):
             at = self._order.index(slots[-1]) + 1 if slots else 1  # below the last one, else below the EM layer
             self._order[at:at] = [_Layer("anno", data.name, anno=data) for data in self._anno[len(slots) :]]
+
+    def labels_of(self, name: str) -> SparseLabels:
+        """The ids of the segmentation layer called ``name``."""
+        with self._lock:
+            return next(layer.labels for layer in self._layers() if layer.kind == "seg" and layer.name == name)
 
     def layer_names(self) -> list[str]:
         """Every layer as ``"N kind 'name'"``, in VAST order."""
@@ -396,14 +409,34 @@ class EmulatedVast:
         self._layer(number)
         return encode_scale_factors([(2**m, 2**m, 1) for m in range(self.mips)])
 
+    def _insert(self, reference: int, layer: _Layer) -> bytes:
+        """Put ``layer`` right after layer ``reference`` (-1: after the selected layer); its number as the reply."""
+        layers = self._layers()
+        selected = self._ui_selected["any"]
+        after = reference if reference != -1 else layers.index(selected) if selected in layers else len(layers) - 1
+        layers.insert(after + 1, layer)
+        return encode_values(after + 1)
+
+    def _reference(self, reference: int) -> None:
+        if reference != -1 and not 0 <= reference < len(self._layers()):
+            raise Refused(30, f"reference layer {reference} does not exist")
+
+    def _addnewlayer(self, values: TaggedValues) -> bytes:
+        kind, reference = self._params(values, 2, texts=1)
+        if kind not in (LayerType.SEGMENTATION, LayerType.SEGMENTATION_XYZ):
+            raise Refused(31, f"ADDNEWLAYER of type {kind}: the emulator adds segmentation layers (2 or 4) only")
+        self._reference(reference)
+        self.calls.append(("ADDNEWLAYER", kind, values.texts[0]))
+        labels = SparseLabels(self.volume.shape)
+        layer = _Layer("seg", values.texts[0], labels=labels, segments=SegmentTable(labels), added=True)
+        return self._insert(reference, layer)
+
     def _loadlayer(self, values: TaggedValues) -> bytes:
         (reference,) = self._params(values, 1, texts=1)
         filename = values.texts[0]
         if not filename.strip():
             raise Refused(32, "LOADLAYER without a file name")
-        layers = self._layers()
-        if reference != -1 and not 0 <= reference < len(layers):
-            raise Refused(30, f"reference layer {reference} does not exist")
+        self._reference(reference)
         self.calls.append(("LOADLAYER", filename))
         try:
             volume = open_volume(self._local_file(filename))
@@ -411,16 +444,13 @@ class EmulatedVast:
             raise Refused(32, f"cannot load {filename}: {exc}") from None
         descriptor = getattr(volume, "descriptor", None)
         name = getattr(descriptor, "TargetLayerName", "") or Path(filename).stem
-        selected = self._ui_selected["any"]
-        after = reference if reference != -1 else layers.index(selected) if selected in layers else len(layers) - 1
-        layers.insert(after + 1, _Layer("loaded", name, volume=volume, path=filename))
-        return encode_values(after + 1)
+        return self._insert(reference, _Layer("loaded", name, volume=volume, path=filename, added=True))
 
     def _removelayer(self, values: TaggedValues) -> bytes:
         number, _force = self._params(values, 2)
         layer = self._layer(number)
-        if layer.kind != "loaded":
-            raise Refused(32, f"layer {number} ({layer.name}) holds the emulator's own data; only loaded layers close")
+        if not layer.added:
+            raise Refused(32, f"layer {number} ({layer.name}) holds the emulator's own data; only loaded or added layers close")
         self.calls.append(("REMOVELAYER", number))
         layers = self._layers()
         above = layers[max(number - 1, 0)]
@@ -428,8 +458,8 @@ class EmulatedVast:
         for selection in (self._ui_selected, self._api_selected):
             if selection["any"] is layer:
                 selection["any"] = above
-            if selection.get("em") is layer:
-                del selection["em"]
+            if selection.get(layer.family) is layer:
+                del selection[layer.family]
         return b""
 
     def _local_file(self, filename: str) -> Path:
@@ -493,18 +523,24 @@ class EmulatedVast:
                 out[inside.slices(box)] = volume.read(inside)
         return out
 
-    def _seg_box(self, values: TaggedValues, blocks: int) -> Box:
+    def _seg_layer(self) -> _Layer:
+        """The segmentation layer a segment or segmentation command acts on."""
+        _, layer = self._layer_for("seg")
+        assert layer.labels is not None and layer.segments is not None
+        return layer
+
+    def _seg_box(self, values: TaggedValues, blocks: int) -> tuple[_Layer, Box]:
+        """The segmentation layer the command acts on, and its box."""
         mip, *coords = self._params(values, 7, blocks=blocks)
-        self._layer_for("seg")
-        return self._box(self._mip(mip), coords)
+        return self._seg_layer(), self._box(self._mip(mip), coords)
 
     def _getseg(self, values: TaggedValues, rle: bool) -> bytes:
-        box = self._seg_box(values, 0)
+        layer, box = self._seg_box(values, 0)
         if box.voxels * 2 > MAX_REPLY:
             raise Refused(12, f"{box.voxels * 2} bytes asked for; at most {MAX_REPLY}")
         s = 2**box.mip
         # Mip m voxel (x, y) is mip-0 voxel (x * s, y * s): read the covering mip-0 rows, keep every s-th.
-        labels = self.segmentation.read(box.z0, box.z1, box.y0 * s, (box.y1 - 1) * s + 1, box.x0 * s,
+        labels = layer.labels.read(box.z0, box.z1, box.y0 * s, (box.y1 - 1) * s + 1, box.x0 * s,
                                         (box.x1 - 1) * s + 1)[:, ::s, ::s]  # fmt: skip
         raw = np.ascontiguousarray(labels, "<u2").tobytes()
         if not rle:
@@ -515,7 +551,7 @@ class EmulatedVast:
         return encoded
 
     def _setseg(self, values: TaggedValues, rle: bool) -> bytes:
-        box = self._seg_box(values, 1)
+        layer, box = self._seg_box(values, 1)
         data = values.blocks[0]
         if rle:
             try:
@@ -529,37 +565,35 @@ class EmulatedVast:
         s = 2**box.mip
         if s > 1:
             labels = np.repeat(np.repeat(labels, s, axis=1), s, axis=2)
-        self.segmentation.write(box.z0, box.y0 * s, box.x0 * s, labels)
-        self.segments.grow(int(labels.max(initial=0)))
+        layer.labels.write(box.z0, box.y0 * s, box.x0 * s, labels)
+        layer.segments.grow(int(labels.max(initial=0)))
         return b""
 
     # ------------------------------------------------------------------ segment table
 
     def _segmentdata(self, values: TaggedValues) -> bytes:
         self._no_params(values)
-        self._layer_for("seg")
-        return encode_segment_table(self.segments.rows())
+        return encode_segment_table(self._seg_layer().segments.rows())
 
     def _segmentnames(self, values: TaggedValues) -> bytes:
         self._no_params(values)
-        self._layer_for("seg")
-        return encode_names(self.segments.names)
+        return encode_names(self._seg_layer().segments.names)
 
     def _addsegment(self, values: TaggedValues) -> bytes:
         reference, next_or_child = self._params(values, 2, texts=1)
-        self._layer_for("seg")
+        segments = self._seg_layer().segments
         if next_or_child not in (0, 1):
             raise Refused(14, f"ADDSEGMENT's nextorchild is 0 (next) or 1 (child), not {next_or_child}")
         try:
-            return encode_values(self.segments.add(values.texts[0], reference, bool(next_or_child)))
+            return encode_values(segments.add(values.texts[0], reference, bool(next_or_child)))
         except IndexError as exc:
             raise Refused(20, str(exc)) from None
 
     def _setsegmentname(self, values: TaggedValues) -> bytes:
         (segment,) = self._params(values, 1, texts=1)
-        self._layer_for("seg")
+        segments = self._seg_layer().segments
         try:
-            self.segments.rename(segment, values.texts[0])
+            segments.rename(segment, values.texts[0])
         except IndexError as exc:
             raise Refused(20, str(exc)) from None
         return b""
