@@ -38,7 +38,6 @@ DEFAULT_ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi20
 SMALL = {
     "unet": {"depth": 3, "base_filters": 8},
     "training": {"steps_per_epoch": 8, "batch_size": 4, "epochs": 1000, "device": "cpu"},
-    "sampler": {"patch_size": 64},
     "predict": {"device": "cpu", "runtime": "torch"},
 }
 
@@ -48,7 +47,7 @@ def phases(lab, stopped: float, number: int) -> dict[str, float]:
     from membraind.demo.vast_loop import MODEL
 
     version = {v.version: v for v in lab.versions()}[number]
-    learn = next(r for r in lab.jobs(lambda r: r.id.startswith(f"vast-learn-{MODEL}-")) if r.result
+    learn = next(r for r in lab.learning_jobs() if r.result
                  and str(version.run) in r.result.summary)  # fmt: skip
     predict = [r for r in lab.jobs(lambda r: r.kind == "predict" and f"{MODEL}@v{number}" in r.job().spec.models)]
     training = version.record()["history"][-1]["seconds"]  # cumulative: the last epoch's is the run's

@@ -163,7 +163,7 @@ def run_loop_demo(out: Path, em: Path, labels: Path, minutes: float) -> list:
     from membraind.volumes.image_files import read_image
 
     truth = np.stack([read_image(path) for path in sorted(labels.glob("*.png"))])
-    config = {"training": {"epochs": 8, "steps_per_epoch": 25}, "sampler": {"patch_size": 128}}  # as step 8's
+    config = {"training": {"epochs": 8, "steps_per_epoch": 25}}  # patches: the largest that fits the brush strokes
     lab = LoopLab(out / "lab", em, truth, config=config, learn_minutes=max(minutes / 4, 0.1), quiet_seconds=2.0)
     _step(12, f"the loop in VAST: \"VAST on Windows\" (the emulator, seeing {lab.root} as {WINDOWS_DRIVE}) and a daemon "
               f"with learn = true for lab model {MODEL!r} ({lab.root / 'membraind.toml'})")  # fmt: skip

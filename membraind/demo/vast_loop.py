@@ -21,6 +21,7 @@ from membraind.demo.brush import brush_discs
 from membraind.groundtruth.classes import INTERIOR, MEMBRANE
 from membraind.harness import SupervisedDaemon, wait_until
 from membraind.nn.versions import ModelVersion, versions
+from membraind.service.watchers.vast_learning import LEARN_JOB_PREFIX
 from membraind.vast.client import VastClient
 from membraind.vast.emulator import VastEmulator
 from membraind.vast.emulator.commands import SEGMENTATION_NAME
@@ -141,9 +142,16 @@ class LoopLab:
 
     def wait_version(self, number: int, timeout: float = 600.0) -> ModelVersion:
         """Wait until version ``number`` is ready (its training stopped)."""
+        failed_before = {r.id for r in self.learning_jobs() if r.state == "failed"}
+
         def ready() -> ModelVersion | None:
             found = {v.version: v for v in self.versions()}.get(number)
-            return found if found is not None and found.ready else None
+            if found is not None and found.ready:
+                return found
+            failed = [r for r in self.learning_jobs() if r.state == "failed" and r.id not in failed_before]
+            if failed:  # no use waiting: say why
+                raise RuntimeError(f"learning {MODEL} v{number} failed (job {failed[0].id}): {failed[0].error}")
+            return None
 
         return self._wait(ready, timeout, f"{MODEL} v{number} to be learned")
 
@@ -156,6 +164,10 @@ class LoopLab:
             return None
 
         return self._wait(done, timeout, f"the cubes predicted with {MODEL} v{number} to be shown in VAST")
+
+    def learning_jobs(self) -> list:
+        """The daemon's learning jobs (journal records), oldest first."""
+        return self.jobs(lambda record: record.id.startswith(f"{LEARN_JOB_PREFIX}{MODEL}-"))
 
     def jobs(self, keep: Callable[[object], bool] = lambda record: True) -> list:
         """The daemon's jobs (journal records) that ``keep`` keeps, oldest first."""

@@ -24,7 +24,6 @@ pytestmark = pytest.mark.isbi
 SMALL = {
     "unet": {"depth": 3, "base_filters": 8},
     "training": {"steps_per_epoch": 4, "batch_size": 4, "epochs": 1000, "device": "cpu"},
-    "sampler": {"patch_size": 64},
     "predict": {"device": "cpu", "runtime": "torch"},
 }
 
@@ -65,7 +64,7 @@ def test_the_daemon_learns_versions_from_painting_and_shows_them_where_the_user_
         record = v1.record()
         assert record["parent"] is None and record["ground_truth"]["painted_voxels"] >= painted
         assert record["mip"] == 0 and record["voxel_size_nm"] is not None
-        (learn_v1,) = lab.jobs(lambda r: r.id.startswith(f"vast-learn-{MODEL}-"))
+        (learn_v1,) = lab.learning_jobs()
         assert learn_v1.kind == "train" and learn_v1.source == "vast"
 
         # nodes placed: their cubes are predicted with v1 and loaded into VAST through the Windows path
@@ -73,7 +72,7 @@ def test_the_daemon_learns_versions_from_painting_and_shows_them_where_the_user_
         shown_v1 = lab.wait_shown(1)
         loads = [c for c in lab.emulator.calls if c[0] == "LOADLAYER"]
         assert len(loads) == 1 and loads[0][1].startswith(WINDOWS_DRIVE + "\\predictions\\"), loads
-        assert "predictions: loop membrane (lab model)" in lab.emulator.layer_names()  # no date to go stale
+        assert "1 loaded 'predictions: loop membrane (lab model)'" in lab.emulator.layer_names()  # no date to go stale
         tiles = lab.shown_tiles()
         assert len(tiles) == len(lab.anchor_sections()) == 4
         assert {made_by(t) for t in tiles} == {trained(v1)}
@@ -94,8 +93,8 @@ def test_the_daemon_learns_versions_from_painting_and_shows_them_where_the_user_
         # v3: the daemon is killed while it trains, and the loop resumes after a restart
         lab.paint([5, 6], seed=2)
         running = wait_until(
-            lambda: [r for r in lab.jobs(lambda r: r.id.startswith(f"vast-learn-{MODEL}-") and r.state == "running"
-                                         and r.progress_detail is not None and r.progress_detail.phase == "training")],
+            lambda: [r for r in lab.learning_jobs() if r.state == "running"
+                     and r.progress_detail is not None and r.progress_detail.phase == "training"],
             600, interval=0.1, what="v3's training",
         )  # fmt: skip
         (learn_v3,) = running
@@ -105,7 +104,7 @@ def test_the_daemon_learns_versions_from_painting_and_shows_them_where_the_user_
         v3 = lab.wait_version(3)
         lab.wait_shown(3)
         assert [v.version for v in lab.versions()] == [1, 2, 3], "a version made twice"
-        learned = lab.jobs(lambda r: r.id.startswith(f"vast-learn-{MODEL}-"))
+        learned = lab.learning_jobs()
         assert [r.id for r in learned] == [learn_v1.id, learned[1].id, learn_v3.id]
         assert all(r.state == "done" for r in learned)
         assert version_of(v3.record()["parent"], lab.models).version == 2

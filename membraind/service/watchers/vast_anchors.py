@@ -32,7 +32,7 @@ __all__ = ["AnchorJobs", "Submit"]
 
 log = logging.getLogger(__name__)
 
-Submit = Callable[[Job], "tuple[JobRecord, bool] | object"]
+Submit = Callable[[Job], "tuple[JobRecord, bool]"]  # (record, created), as Daemon.submit
 
 
 class AnchorJobs:
@@ -67,12 +67,14 @@ class AnchorJobs:
             )  # fmt: skip
             key = hashlib.sha1(spec.model_dump_json().encode()).hexdigest()[:20]
             job = Job(id=f"vast-{key}", spec=spec, priority=Priority.INTERACTIVE, source="vast", client=f"{w.host}:{w.port}")
-            self.submit(job)
+            _, created = self.submit(job)
         except Exception as exc:  # the nodes stay unseen: the next poll offers them again
             self._refused(str(exc) if isinstance(exc, MembraindError) else f"{type(exc).__name__}: {exc}", len(anchors))
             return None
         self._poller.commit(nodes)
         self._refusals.clear()
+        if not created:  # the same cubes with the same version (after a restart): that job is known already
+            return None
         log.info("VAST %s:%d: %d anchor(s) queued as job %s%s", w.host, w.port, len(anchors), job.id,
                  f" (predicted with {models[0]})" if models else "")  # fmt: skip
         return job
