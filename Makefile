@@ -9,9 +9,10 @@ BIN     = $(VENV)/bin
 TORCH  ?= torch==2.13.0
 ENSURE  = PYTHON=$(PYTHON) scripts/ensure-system-packages
 
-# System packages beyond Python: the tests start a real redis-server.
+# System packages beyond Python: the tests start a real redis-server and drive the
+# console in a real browser (Debian's chromium with its chromedriver).
 DEMO_PACKAGES = python3-venv
-TEST_PACKAGES = python3-venv redis-server
+TEST_PACKAGES = python3-venv redis-server chromium chromium-driver
 
 .PHONY: setup demo test clean
 

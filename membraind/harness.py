@@ -40,6 +40,10 @@ class SupervisedDaemon:
         self.config, self.log_path = Path(config), Path(log)
         self.command = command or ["serve"]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBRAIND_")} | (env or {})
+        if self.command == ["serve"] and WEB_LISTEN not in self.env and not _configures_web_listen(self.config):
+            # Each daemon's console on its own free port: daemons started one after another (or
+            # side by side, or beside a lab's own on 5580) must not meet on the default port.
+            self.env[WEB_LISTEN] = f"127.0.0.1:{free_port()}"
         self.process: subprocess.Popen | None = None
         self.notifications: list[str] = []
         self._socket_dir = tempfile.mkdtemp(prefix="membraind-notify-")
@@ -150,6 +154,22 @@ class SupervisedDaemon:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+WEB_LISTEN = "MEMBRAIND_SERVICE__WEB__LISTEN"
+
+
+def _configures_web_listen(config: Path) -> bool:
+    """Whether the configuration file sets ``[service.web] listen``."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(Path(config).read_text())
+    except (OSError, ValueError):
+        return False
+    return "listen" in data.get("service", {}).get("web", {})
 
 
 def free_port() -> int:

@@ -55,22 +55,15 @@ def cmd_inspect_gt(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_preview_patches(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.groundtruth.pairs import load_ground_truth
-    from membraind.groundtruth.preview import contact_sheet, export_patches
-    from membraind.groundtruth.sampler import PatchSampler, patch_size_note
+    from membraind.groundtruth.preview import contact_sheet, export_patches, sample_patches
+    from membraind.groundtruth.sampler import patch_size_note
     from membraind.volumes.image_files import write_image
 
     images = load_ground_truth(args.em, args.labels, mapping_from(args, settings.groundtruth))
-    norm = settings.normalization.fit([gt.em for gt in images])
-    sampler = PatchSampler(
-        images,
-        args.patch_size or settings.sampler.patch_size,
-        norm,
-        settings.augmentation,
-        settings.sampler.angle_step,
-        seed=settings.sampler.seed if args.seed is None else args.seed,
-        multiple=settings.unet.multiple,  # the sizes training could use
-    )
-    patches = [sampler.sample() for _ in range(args.count)]
+    patches, sampler = sample_patches(
+        images, settings.normalization, settings.sampler, settings.augmentation, settings.unet.multiple, args.count,
+        args.patch_size, args.seed,
+    )  # fmt: skip
     write_image(args.out, contact_sheet(patches, args.columns))
     print(f"contact sheet of {len(patches)} patches ({patch_size_note(sampler)}): {args.out}")
     if args.export:

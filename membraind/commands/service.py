@@ -118,6 +118,16 @@ def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_console_url(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.console.access import console_url
+
+    service = settings.service
+    if not service.web.enabled:
+        raise InputError("the lab console is off ([service.web] enabled = false); turn it on and restart the daemon")
+    print(console_url(service.home, service.web))
+    return 0
+
+
 def register(add: Add) -> None:
     """Add the service subcommands."""
     add("serve", cmd_serve, "run the daemon: watch folders and VAST, queue and run jobs (systemd-ready)")
@@ -135,6 +145,7 @@ def register(add: Add) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add("cancel", cmd_cancel, "cancel a queued or running job")
     p.add_argument("job", help="job id")
+    add("console-url", cmd_console_url, "print the address that opens the lab console in a browser (token included)")
     p = add("keygen", cmd_keygen, "make a CurveZMQ key pair for the API (the server's or a client's)")
     p.add_argument("name", help="key name, e.g. server, or the user's name (a job records who submitted it)")
     p.add_argument("--dir", type=Path, default=Path("."), help="folder for NAME.key and NAME.key_secret (default: here)")

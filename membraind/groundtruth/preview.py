@@ -6,7 +6,7 @@ the same a viewer shows for membraind's label PNGs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -16,6 +16,10 @@ from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.groundtruth.pairs import GroundTruthImage
 from membraind.groundtruth.sampler import Patch
 from membraind.volumes.image_files import write_image
+
+if TYPE_CHECKING:
+    from membraind.groundtruth.sampler import PatchSampler
+    from membraind.groundtruth.settings import AugmentationSettings, SamplerSettings
 
 # Opacity of each class's tint on the EM: thin membranes must stand out, the interior
 # tint only has to tell painted from unpainted pixels, and unannotated stays plain EM.
@@ -92,6 +96,23 @@ def write_section_overlays(
         write_image(Path(out) / f"{gt.name}_overlay.png", section_overlay(normalization.normalize_section(gt.em), gt.labels, gt.name))
         for gt in images
     ]
+
+
+def sample_patches(
+    images: Sequence[GroundTruthImage], normalization: IntensityNormalization, sampler: "SamplerSettings",
+    augmentation: "AugmentationSettings", multiple: int, count: int, patch_size: int | None = None,
+    seed: int | None = None,
+) -> tuple[list[Patch], "PatchSampler"]:
+    """``count`` patches as training draws them from ``images`` (normalisation fitted to them),
+    and the sampler (``patch_size``/``seed``: instead of the sampler settings')."""
+    from membraind.groundtruth.sampler import PatchSampler
+
+    norm = normalization.fit([gt.em for gt in images])
+    patch_sampler = PatchSampler(
+        images, patch_size or sampler.patch_size, norm, augmentation, sampler.angle_step,
+        seed=sampler.seed if seed is None else seed, multiple=multiple,  # the sizes training could use
+    )  # fmt: skip
+    return [patch_sampler.sample() for _ in range(count)], patch_sampler
 
 
 def contact_sheet(patches: Sequence[Patch], columns: int = 8) -> np.ndarray:

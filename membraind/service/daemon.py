@@ -58,6 +58,7 @@ class Daemon(ServiceProcess):
         self.requests: RequestFolder | None = None
         self.watchers: list = []
         self.api: ApiServer | None = None
+        self.console = None  # the lab console's web server ([service.web])
         self.started = False
 
     # -- the one way in -------------------------------------------------------------------
@@ -99,9 +100,14 @@ class Daemon(ServiceProcess):
         requeued = self.dispatcher.recover(worker_name("serve"))
         if follow:
             self.follower = ChangeFollower(journal, self.dispatcher.notify)
+        feed = EventFeed()  # job events for the ZeroMQ PUB socket and the console's pages
+        self.dispatcher.add_listener(feed.on_job)
         if self.service.api.enabled:
-            self.api = self._api_server(journal)
+            self.api = self._api_server(journal, feed)
             self.api.start()  # a port in use stops the start here, with the reason
+        if self.service.web.enabled:
+            self.console = self._console(journal, feed)
+            self.console.start()
 
         self.requests = RequestFolder(
             self.service.requests_path(), self.submit, journal.get, polling=self.service.request_polling,
@@ -126,6 +132,8 @@ class Daemon(ServiceProcess):
             status += f" and {len(self.service.scope)} scope folder(s)"
         if self.api is not None:
             status += f"; API on {self.service.api.endpoint}"
+        if self.console is not None:
+            status += f"; console at {self.console.url}"
         if self.worker is None:
             status += f"; jobs run on `membraind worker` processes ({self.service.queue.backend} queue)"
         elif self.worker.models_device:
@@ -133,11 +141,15 @@ class Daemon(ServiceProcess):
         log.info(status)
         self.notifier.ready(status)
 
-    def _api_server(self, journal: Journal) -> ApiServer:
-        feed = EventFeed()
-        self.dispatcher.add_listener(feed.on_job)
+    def _api_server(self, journal: Journal, feed: EventFeed) -> ApiServer:
         handler = ApiHandler(journal, self.submit, self.dispatcher.cancel, self.models, feed, self.service.api.max_message_bytes)
         return ApiServer(self.service.api, handler, feed)
+
+    def _console(self, journal: Journal, feed: EventFeed):
+        from membraind.console.server import console_server  # the web stack is loaded only when served
+
+        device = lambda: self.worker.models_device if self.worker is not None else None  # noqa: E731
+        return console_server(self.settings, journal, self.submit, self.dispatcher.cancel, feed, device)
 
     def models(self) -> list[ModelInfo]:
         """The model bundles in the models folder and those the watchers use."""
@@ -149,6 +161,8 @@ class Daemon(ServiceProcess):
         ok = self.worker.healthy() if self.worker is not None else True
         if self.api is not None:
             ok = self.api.healthy() and ok
+        if self.console is not None:
+            ok = self.console.healthy() and ok
         if self.follower is not None:
             ok = self.follower.healthy() and ok
         for watcher in self.watchers:
@@ -185,6 +199,8 @@ class Daemon(ServiceProcess):
                 self.worker.runner.stopping.set()
             if self.api is not None:
                 self.api.stop()
+            if self.console is not None:
+                self.console.stop()
             for watcher in self.watchers:
                 watcher.stop()
             if self.worker is not None:

@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 import uuid
+from typing import Callable
 
 from membraind_client.messages import Event
 
@@ -30,9 +31,15 @@ class EventFeed:
         self._seq: dict[str, int] = {}
         self._lock = threading.Lock()
         self._pending: queue.Queue[Event] = queue.Queue(MAX_PENDING)
+        self._subscribers: list[Callable[[Event], None]] = []
         self.wake_fd, self._wake_write = os.pipe()
         os.set_blocking(self.wake_fd, False)
         os.set_blocking(self._wake_write, False)
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """Also hand every event to ``callback`` (called in the thread that changed the job;
+        it must return at once, e.g. the console passing the event to its own loop)."""
+        self._subscribers.append(callback)
 
     def seq(self, job_id: str) -> int:
         """The sequence number of the job's last event (0: none this epoch)."""
@@ -58,6 +65,8 @@ class EventFeed:
                 self._pending.put_nowait(event)
             except queue.Full:  # nobody drains (socket thread dead): subscribers see a gap and re-sync
                 pass
+        for callback in self._subscribers:
+            callback(event)
         try:
             os.write(self._wake_write, b"\0")
         except BlockingIOError:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from membraind_client.messages import MAX_MESSAGE_BYTES
 from pydantic import Field, field_validator, model_validator
 
+from membraind.console.settings import WebSettings
 from membraind.errors import InputError
 from membraind.nn.settings import TransferMode
 from membraind.nn.versions import check_model_name
@@ -198,6 +199,7 @@ class ServiceSettings(StrictModel):
     models_dir: Path | None = Field(None, description="folder of model bundles the API lists (default: <home>/models)")
     api: ApiSettings = Field(default_factory=ApiSettings, description="the ZeroMQ API (docs/protocol.md)")
     queue: QueueSettings = Field(default_factory=QueueSettings, description="journal and queue backend")
+    web: WebSettings = Field(default_factory=WebSettings, description="the lab console, a web page (docs/user-guide.md)")
 
     def state_path(self) -> Path:
         """The state folder (journal, queue database, lock file)."""
@@ -232,4 +234,6 @@ class ServiceSettings(StrictModel):
         self.models_dir = absolute(self.models_dir)
         self.queue.secret_file = absolute(self.queue.secret_file)
         self.roots = [absolute(root) for root in self.roots]
+        self.web.token_file, self.web.tls_certificate = absolute(self.web.token_file), absolute(self.web.tls_certificate)
+        self.web.tls_key = absolute(self.web.tls_key)
         return self
