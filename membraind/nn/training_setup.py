@@ -27,6 +27,7 @@ from membraind.nn.schedule import LearningRateSchedule
 from membraind.nn.settings import TrainingSettings, TransferSettings, UNetConfig
 from membraind.nn.trainer import Trainer
 from membraind.nn.transfer import plan_transfer
+from membraind.nn.unpainted import UnpaintedLearning, painted_share, unpainted_active
 from membraind.nn.unet import UNet
 from membraind.volumes.voxel_size import VoxelSize
 
@@ -54,6 +55,9 @@ def build_trainer(
     painted regions: the largest that fits, up to 128 px (up to the parent's patch size
     when fine-tuning), recorded in the bundle. ``voxel_size`` (nm) is the training EM's,
     stored in the bundle; a fine-tuned bundle keeps its parent's when it is not given.
+    Unpainted-pixel learning (``training.unpainted``) is on or off as its mode says (auto:
+    by the painted share of the training images); while it is on, patches reach into
+    unpainted EM unless ``sampler.min_painted`` says otherwise. Both are recorded.
     """
     sampler = sampler or SamplerSettings()
     augmentation = augmentation or AugmentationSettings()
@@ -70,9 +74,14 @@ def build_trainer(
         largest = AUTO_LARGEST
     _check_fit(architecture, sampler.patch_size, training)
     _check_classes(architecture, [*data.train, *data.validation], parent)
+    share = painted_share(data.train)
+    learn_unpainted = unpainted_active(training.unpainted, share)
+    min_painted = sampler.min_painted if sampler.min_painted is not None else (
+        PARTIAL_PATCH_PAINTED if learn_unpainted else 1.0
+    )  # fmt: skip
     patches = PatchSampler(
         data.train, sampler.patch_size, normalization, augmentation, sampler.angle_step, training.seed,
-        multiple=architecture.multiple, largest=largest,
+        multiple=architecture.multiple, largest=largest, min_painted=min_painted,
     )  # fmt: skip
     patch_size = patches.patch_size
 
@@ -81,10 +90,12 @@ def build_trainer(
     if parent is not None:
         model.load_state_dict(parent.model.state_dict())
     model = model.to(device)
-    plan = plan_transfer(model, transfer, training.learning_rate)
+    rate = transfer.learning_rate if transfer is not None and transfer.learning_rate else training.learning_rate
+    plan = plan_transfer(model, transfer, rate)
     optimizer = torch.optim.AdamW(plan.groups, weight_decay=training.weight_decay)
     schedule = LearningRateSchedule(optimizer, training.schedule)
     model = model.to(memory_format=torch.channels_last if training.channels_last else torch.contiguous_format)
+    unpainted = UnpaintedLearning(model, training.unpainted) if learn_unpainted else None
     weights = torch.tensor(training.class_weights, dtype=torch.float32, device=device) if training.class_weights else None
     loss = MaskUnannotated(SparseSegmentationLoss(weights, training.dice_weight))
 
@@ -101,6 +112,8 @@ def build_trainer(
         "augmentation": augmentation.model_dump(),
         "transfer": transfer.model_dump() if transfer else None,
         "data": data.sources,
+        # what auto decided, and from what (the settings above hold the mode asked for)
+        "unpainted": {"active": learn_unpainted, "painted_share": round(share, 4), "min_painted": min_painted},
     }
     if voxel_size is None and parent is not None:
         voxel_size = parent.metadata.voxel_size_nm
@@ -108,8 +121,13 @@ def build_trainer(
         name or Path(run_dir).name, architecture, normalization, patches, recorded, parent, voxel_size
     )
     return Trainer(
-        run_dir, model, loss, optimizer, schedule, batches, validation, bundle, training, device, plan
+        run_dir, model, loss, optimizer, schedule, batches, validation, bundle, training, device, plan, unpainted
     )  # fmt: skip
+
+
+#: Patches of a run that learns from unpainted pixels hold at least this share of painted
+#: ones, unless ``sampler.min_painted`` is set: one 15 px brush disc in a 128 px patch.
+PARTIAL_PATCH_PAINTED = 0.05
 
 
 def _check_classes(architecture: UNetConfig, images: list[GroundTruthImage], parent: Bundle | None) -> None:

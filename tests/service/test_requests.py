@@ -70,7 +70,7 @@ def valid_request(kind: str, data: Path) -> dict:
 KINDS = ["predict", "train", "finetune", "segment2d", "export-onnx"]
 REQUIRED = {
     "predict": ["volume", "bundles", "out"], "train": ["em", "labels", "out"],
-    "finetune": ["em", "labels", "out", "parent"], "segment2d": ["membrane", "out"], "export-onnx": ["bundle"],
+    "finetune": ["em", "labels", "out"], "segment2d": ["membrane", "out"], "export-onnx": ["bundle"],
 }  # fmt: skip
 
 
@@ -380,7 +380,7 @@ EXPECTED = {  # what the error of each case says (one of)
     bad_utf8: ["not UTF-8 text"], bad_truncated: ["not valid JSON", "not valid TOML", "kind must be one of"],
     bad_not_object: ["must hold one object"], bad_kind: ["kind must be one of"],
     bad_missing: ["Field required", "kind must be one of", "give both val_em and val_labels", "discriminator 'mode'",
-                  "give out (the run folder) or model", "give parent (the bundle to fine-tune) or model",
+                  "give out (the run folder) or model",
                   "give bundles (model bundle folders) or models"],
     bad_type: ["invalid request: "], bad_range: ["invalid request: "], bad_extra: ["Extra inputs are not permitted"],
     bad_nested: ["not valid JSON", "not valid TOML"], bad_too_big: [f"requests are at most {MAX_REQUEST_BYTES} bytes"],
