@@ -17,7 +17,7 @@ from membraind_client.progress import EtaClock, Progress, ProgressReporter
 from membraind.config import Settings, with_overrides
 from membraind.errors import InputError
 from membraind.jobs.specs import ExportOnnxSpec, FinetuneSpec, PredictSpec, Segment2DSpec, TrainSpec
-from membraind.nn.bundle_layout import METADATA_FILE
+from membraind.nn.bundle_layout import METADATA_FILE, read_metadata_json
 from membraind.predict.request import VastSource, paths_for
 from membraind.predict.settings import PredictSettings
 from membraind.nn.starter import require_starter, starter_path
@@ -129,7 +129,7 @@ def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None 
     if data is None:
         data = training_data(spec, settings)
     transfer = None
-    start = starting_point(spec)
+    start = starting_point(spec, settings.unet.classes)
     parent = load_bundle(start) if start is not None else None
     if isinstance(spec, FinetuneSpec):
         transfer = with_overrides(
@@ -147,15 +147,16 @@ def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None 
     return trainer
 
 
-def starting_point(spec: TrainSpec) -> Path | None:
+def starting_point(spec: TrainSpec, classes: int = 2) -> Path | None:
     """The bundle a train or finetune run starts from (None: random weights).
 
     A finetune starts from its ``parent``; without one, from its lab model's latest
     version, and where the lab model has no version yet (or no lab model is named), from
     the starter model. A train starts from the starter when ``start_from`` says so or,
     left out, when it makes a lab model's version (a lab's first version, e.g. the
-    daemon's loop); else from scratch. Where this installation has no starter model, a
-    default falls back to random weights and an explicit ``start_from = "starter"`` is an
+    daemon's loop); else from scratch. Where this installation has no starter model, or
+    its classes are not the ``classes`` configured (``[unet] classes``), a default falls
+    back to random weights; an explicit ``start_from = "starter"`` without a starter is an
     InputError saying so.
     """
     if isinstance(spec, FinetuneSpec):
@@ -169,7 +170,10 @@ def starting_point(spec: TrainSpec) -> Path | None:
     wanted = spec.start_from or ("starter" if spec.model is not None else "scratch")
     if wanted == "scratch":
         return None
-    return require_starter() if spec.start_from == "starter" else starter_path()
+    if spec.start_from == "starter":
+        return require_starter()
+    found = starter_path()
+    return found if found is not None and read_metadata_json(found)["architecture"].get("classes", 2) == classes else None
 
 
 def previous_version(spec: TrainSpec) -> ModelVersion:

@@ -69,3 +69,9 @@ def test_without_a_starter_the_default_trains_from_scratch_and_asking_for_it_say
         starting_point(TrainSpec(out=tmp_path / "run", start_from="starter", **gt))
     with pytest.raises(InputError, match="start from scratch"):
         starting_point(FinetuneSpec(out=tmp_path / "run", **gt))
+
+
+def test_a_three_class_lab_model_starts_from_scratch_by_default(tmp_path, gt):
+    spec = TrainSpec(model="octopus-vl", out=tmp_path / "models" / "octopus-vl" / "v1", **gt)
+    assert starting_point(spec, classes=3) is None  # the starter has 2 classes
+    assert starting_point(spec, classes=2) == STARTER_DIR
