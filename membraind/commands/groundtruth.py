@@ -54,6 +54,7 @@ def cmd_inspect_gt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_preview_patches(args: argparse.Namespace, settings: Settings) -> int:
+    from membraind.groundtruth.painted_share import painted_share, patch_min_painted, unpainted_active
     from membraind.groundtruth.pairs import load_ground_truth
     from membraind.groundtruth.preview import contact_sheet, export_patches
     from membraind.groundtruth.sampler import PatchSampler, patch_size_note
@@ -69,6 +70,9 @@ def cmd_preview_patches(args: argparse.Namespace, settings: Settings) -> int:
         settings.sampler.angle_step,
         seed=settings.sampler.seed if args.seed is None else args.seed,
         multiple=settings.unet.multiple,  # the sizes training could use
+        min_painted=patch_min_painted(  # patches reach into unpainted EM where training's would
+            settings.sampler, unpainted_active(settings.training.unpainted, painted_share(images))
+        ),
     )
     patches = [sampler.sample() for _ in range(args.count)]
     write_image(args.out, contact_sheet(patches, args.columns))

@@ -147,10 +147,10 @@ class Trainer:
                             raise TrainingCancelled(f"training cancelled in epoch {epoch + 1}")
                         self.schedule.set_progress(done(epoch * t.steps_per_epoch + step))
                         images, labels = batches.next()
-                        weak = torch.from_numpy(images)[:, None].to(self.device, memory_format=memory_format)
-                        if self.unpainted is not None:
-                            images = self.unpainted.student_view(images, views)
-                        x = torch.from_numpy(images)[:, None].to(self.device, memory_format=memory_format)
+                        x = weak = torch.from_numpy(images)[:, None].to(self.device, memory_format=memory_format)
+                        if self.unpainted is not None:  # the student sees its strong view, the teacher the patch
+                            strong = self.unpainted.student_view(images, views)
+                            x = torch.from_numpy(strong)[:, None].to(self.device, memory_format=memory_format)
                         y = torch.from_numpy(labels).to(self.device)
                         with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                             logits = model(x)

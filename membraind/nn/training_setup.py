@@ -16,6 +16,7 @@ from membraind.errors import InputError
 from membraind.groundtruth.batches import TrainingBatches
 from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.groundtruth.classes import CLASS_NAMES
+from membraind.groundtruth.painted_share import painted_share, patch_min_painted, unpainted_active
 from membraind.groundtruth.pairs import GroundTruthImage
 from membraind.groundtruth.sampler import AUTO_LARGEST, PatchSampler
 from membraind.groundtruth.settings import AugmentationSettings, SamplerSettings
@@ -27,7 +28,7 @@ from membraind.nn.schedule import LearningRateSchedule
 from membraind.nn.settings import TrainingSettings, TransferSettings, UNetConfig
 from membraind.nn.trainer import Trainer
 from membraind.nn.transfer import plan_transfer
-from membraind.nn.unpainted import UnpaintedLearning, painted_share, unpainted_active
+from membraind.nn.unpainted import UnpaintedLearning
 from membraind.nn.unet import UNet
 from membraind.volumes.voxel_size import VoxelSize
 
@@ -76,9 +77,7 @@ def build_trainer(
     _check_classes(architecture, [*data.train, *data.validation], parent)
     share = painted_share(data.train)
     learn_unpainted = unpainted_active(training.unpainted, share)
-    min_painted = sampler.min_painted if sampler.min_painted is not None else (
-        PARTIAL_PATCH_PAINTED if learn_unpainted else 1.0
-    )  # fmt: skip
+    min_painted = patch_min_painted(sampler, learn_unpainted)
     patches = PatchSampler(
         data.train, sampler.patch_size, normalization, augmentation, sampler.angle_step, training.seed,
         multiple=architecture.multiple, largest=largest, min_painted=min_painted,
@@ -123,11 +122,6 @@ def build_trainer(
     return Trainer(
         run_dir, model, loss, optimizer, schedule, batches, validation, bundle, training, device, plan, unpainted
     )  # fmt: skip
-
-
-#: Patches of a run that learns from unpainted pixels hold at least this share of painted
-#: ones, unless ``sampler.min_painted`` is set: one 15 px brush disc in a 128 px patch.
-PARTIAL_PATCH_PAINTED = 0.05
 
 
 def _check_classes(architecture: UNetConfig, images: list[GroundTruthImage], parent: Bundle | None) -> None:

@@ -14,7 +14,8 @@ term their unpainted ones. As in FixMatch and mean teacher:
   the batch, so an unsure teacher teaches little. Painted pixels never get a
   pseudo-label: they stay the truth.
 
-The cost is one forward pass of the teacher per step, without gradients.
+The cost is one forward pass of the teacher per step, without gradients. Whether a run
+uses it, and the patches it needs, is decided by :mod:`membraind.groundtruth.painted_share`.
 """
 
 from __future__ import annotations
@@ -27,22 +28,10 @@ from torch import nn
 
 from membraind.groundtruth.augment import Augmenter
 from membraind.groundtruth.classes import UNANNOTATED
-from membraind.groundtruth.pairs import GroundTruthImage
 from membraind.groundtruth.settings import AugmentationSettings
 from membraind.nn.settings import UnpaintedSettings
 
-__all__ = ["UnpaintedLearning", "painted_share", "unpainted_active"]
-
-
-def painted_share(images: list[GroundTruthImage]) -> float:
-    """The share of the training images' pixels that are painted (annotated)."""
-    total = sum(gt.labels.size for gt in images)
-    return sum(int(np.count_nonzero(gt.labels != UNANNOTATED)) for gt in images) / max(total, 1)
-
-
-def unpainted_active(settings: UnpaintedSettings, share: float) -> bool:
-    """Whether the term is on: ``mode`` on, or auto with less than ``auto_below`` painted."""
-    return settings.mode == "on" or (settings.mode == "auto" and share < settings.auto_below)
+__all__ = ["UnpaintedLearning", "strong_view_settings"]
 
 
 def strong_view_settings(settings: UnpaintedSettings) -> AugmentationSettings:

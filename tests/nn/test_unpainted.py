@@ -17,7 +17,8 @@ from membraind.nn.bundle import load_bundle
 from membraind.nn.settings import TrainingSettings, UNetConfig, UnpaintedSettings
 from membraind.nn.training_setup import build_trainer
 from membraind.nn.unet import UNet
-from membraind.nn.unpainted import UnpaintedLearning, painted_share, unpainted_active
+from membraind.groundtruth.painted_share import painted_share, unpainted_active
+from membraind.nn.unpainted import UnpaintedLearning
 
 TINY_UNET = UNetConfig(depth=2, base_filters=4)
 
