@@ -322,10 +322,15 @@ def test_finetuning_chooses_at_most_the_parents_patch_size(tmp_path, tiny_settin
     # Fully painted sections would hold 128 px: the parent's 64 px is kept.
     trainer = tiny_trainer(tmp_path / "same", isbi_small, automatic, parent=parent)
     assert trainer.bundle.patch_size == 64 and trainer.bundle.patch_size_automatic
-    # Brush strokes too narrow for 64 px patches get the largest size that fits.
+    # Brush strokes too narrow for 64 px patches get the largest size that fits (whole patches:
+    # without unpainted-pixel learning, which would let patches reach beyond the strokes).
     painted = paint_strokes(isbi, tmp_path / "gt", 40)
-    child = tiny_trainer(tmp_path / "child", TrainingData(painted[:2], painted[2:]), automatic, parent=parent)
+    whole = automatic.model_copy(update={"training": automatic.training.model_copy(
+        update={"unpainted": automatic.training.unpainted.model_copy(update={"mode": "off"})})})  # fmt: skip
+    child = tiny_trainer(tmp_path / "child", TrainingData(painted[:2], painted[2:]), whole, parent=parent)
     assert 32 <= child.bundle.patch_size < 64
+    reaching = tiny_trainer(tmp_path / "reaching", TrainingData(painted[:2], painted[2:]), automatic, parent=parent)
+    assert reaching.bundle.patch_size == 64 and reaching.unpainted is not None  # auto: on for narrow strokes
 
 
 def test_episodic_finetuning_replays_the_parents_data(tmp_path, tiny_settings, small_isbi_folders):
