@@ -86,3 +86,17 @@ def test_invert_flips_polarity_only():
     settings = AugmentationSettings.none().model_copy(update={"invert": InvertSettings(probability=1.0)})
     out_image, out_labels = Augmenter(settings)(image, labels, np.random.default_rng(0))
     assert np.allclose(out_image, 1 - image) and np.array_equal(out_labels, labels)
+
+
+def test_gamma_keeps_the_order_of_intensities_and_noise_adds_spread():
+    from membraind.groundtruth.settings import GammaSettings, NoiseSettings
+
+    ramp = np.tile(np.linspace(0.05, 0.95, 64, dtype=np.float32), (64, 1))
+    labels = np.ones((64, 64), np.uint8)
+    gamma = Augmenter(AugmentationSettings.none().model_copy(update={"gamma": GammaSettings(probability=1.0, gamma=2.0)}))
+    out, _ = gamma(ramp, labels, np.random.default_rng(1))
+    assert not np.allclose(out, ramp) and np.all(np.diff(out[0]) > 0)  # another response curve, same order
+    noise = Augmenter(AugmentationSettings.none().model_copy(update={"noise": NoiseSettings(probability=1.0, sigma_max=0.1)}))
+    flat = np.full((64, 64), 0.5, np.float32)
+    out, _ = noise(flat, labels, np.random.default_rng(2))
+    assert 0.001 < out.std() < 0.1 and np.array_equal(flat, np.full((64, 64), 0.5, np.float32))  # the input is kept

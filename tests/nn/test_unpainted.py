@@ -112,3 +112,27 @@ def isbi_full_crops(isbi):
     images = load_ground_truth(isbi / "train" / "image", isbi / "train" / "label", LabelMapping.preset("isbi"))
     crops = [GroundTruthImage(gt.name, gt.em[:192, :192], gt.labels[:192, :192]) for gt in images[:3]]
     return TrainingData(crops[:2], crops[2:], [])
+
+
+def test_fine_tuning_takes_its_own_learning_rate_when_given(brushed):
+    from membraind.nn.bundle import Bundle, ModelMetadata
+    from membraind.nn.settings import TransferSettings
+
+    torch.manual_seed(0)
+    parent_metadata = ModelMetadata(name="p", architecture=TINY_UNET, class_names=["interior", "membrane"],
+                                    normalization={}, patch_size=64)  # fmt: skip
+    parent = Bundle(path=None, metadata=parent_metadata, model=UNet(TINY_UNET))
+    training = TrainingSettings(epochs=1, steps_per_epoch=1, batch_size=2, device="cpu", learning_rate=2e-3)
+    own = build_trainer("unused", brushed, training, parent=parent, transfer=TransferSettings(learning_rate=5e-4))
+    same = build_trainer("unused", brushed, training, parent=parent, transfer=TransferSettings())
+    assert [g["lr"] for g in own.optimizer.param_groups] == [5e-4]
+    assert [g["lr"] for g in same.optimizer.param_groups] == [2e-3]
+
+
+def test_another_labs_look_is_reproducible_and_keeps_the_labels():
+    from membraind.demo.lab_looks import OTHER_LAB, LabLook, synthetic_ground_truth
+
+    plain = synthetic_ground_truth(5, 1, LabLook(cell_diameter=OTHER_LAB.cell_diameter), shape=(128, 128))[0]
+    other, again = (synthetic_ground_truth(5, 1, OTHER_LAB, shape=(128, 128))[0] for _ in range(2))
+    assert np.array_equal(other.em, again.em) and np.array_equal(other.labels, plain.labels)
+    assert other.em.mean() > plain.em.mean() + 20  # brighter (gamma 0.55)
