@@ -39,7 +39,7 @@ DEFAULT_ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi20
 #: (seed, sections, cell diameter px) of the synthetic stacks; the last section of each validates.
 SYNTHETIC = ((101, 4, 45.0), (102, 4, 70.0), (103, 4, 110.0))
 DESCRIPTION = (
-    "starter: ISBI 2012 + synthetic EM, augmented for other labs' contrast, gamma, noise, blur and pixel size; "
+    "ISBI 2012 + synthetic EM, augmented for other labs' contrast, gamma, noise, blur and pixel size; "
     "the default parent of a lab's first version"
 )
 

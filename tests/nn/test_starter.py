@@ -30,7 +30,7 @@ def gt(tmp_path, isbi):
 def test_the_starter_ships_in_the_package_and_loads():
     assert starter_path() == STARTER_DIR
     bundle = load_bundle(STARTER_DIR)
-    assert bundle.metadata.name == "starter" and bundle.metadata.description.startswith("starter:")
+    assert bundle.metadata.name == "starter" and bundle.metadata.description.startswith("ISBI 2012 + synthetic EM")
     assert (STARTER_DIR / WEIGHTS_FILE).stat().st_size < 6_000_000  # a few MB: half-precision weights
     assert bundle.metadata.outcome is not None and bundle.metadata.outcome.kept_val_membrane_f1 > 0.6
 
@@ -40,7 +40,7 @@ def test_membraind_models_lists_the_starter(tmp_path):
 
     listed = run_cli("models", "--models-dir", str(tmp_path / "models"))
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.splitlines()[0].startswith(f"starter (shipped with membraind, {STARTER_DIR}): starter: ISBI 2012")
+    assert listed.stdout.splitlines()[0].startswith(f"starter (shipped with membraind, {STARTER_DIR}): ISBI 2012 + synthetic EM")
 
 
 def test_a_lab_models_first_version_starts_from_the_starter(tmp_path, gt):
