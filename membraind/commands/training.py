@@ -24,7 +24,7 @@ def _spec(args: argparse.Namespace, spec_type: type = None, **extra):
         em=args.em, labels=args.labels, vast=painted_source(args), mapping=args.mapping and args.mapping.text(), val_em=args.val_em, val_labels=args.val_labels,
         out=args.out, model=args.model, name=args.name, epochs=args.epochs, steps_per_epoch=args.steps, max_minutes=args.minutes,
         patch_size=args.patch_size, voxel_size_nm=voxel_size_argument(args.voxel_size), device=args.device,
-        seed=args.seed, restart=args.restart, **extra,
+        seed=args.seed, restart=args.restart, start_from=args.start_from, **extra,
     )  # fmt: skip
 
 
@@ -108,9 +108,15 @@ def cmd_finetune(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.nn.bundle import read_metadata
+    from membraind.nn.starter import STARTER_NAME, starter_path
     from membraind.nn.versions import lab_models
 
     folder = args.models_dir or settings.service.models_path()
+    starter = starter_path()
+    if starter is not None:
+        print(f"{STARTER_NAME} (shipped with membraind, {starter}): {read_metadata(starter).description or ''}")
+    else:
+        print(f"{STARTER_NAME}: not installed (first versions start from scratch)")
     models = lab_models(folder)
     if not models:
         print(f"no lab models in {folder}: membraind train --model NAME ... makes the first version")
@@ -158,9 +164,13 @@ def _origin(source: str) -> str:
 
 
 def _version_name(bundle: str, models: Path) -> str:
-    """``octopus-vl v2`` for a bundle that is a lab model version under ``models``, else its path."""
+    """``octopus-vl v2`` for a bundle that is a lab model version under ``models``, ``starter`` for
+    the starter model, else its path."""
+    from membraind.nn.starter import STARTER_DIR, STARTER_NAME
     from membraind.nn.versions import version_of
 
+    if Path(bundle).resolve() == STARTER_DIR:
+        return STARTER_NAME
     version = version_of(bundle, models)
     return f"{version.model} v{version.version}" if version else bundle
 
@@ -233,6 +243,9 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default: config, auto)")
     p.add_argument("--seed", type=int, help="random seed (default: config)")
     p.add_argument("--restart", action="store_true", help="start over instead of resuming a run in --out")
+    p.add_argument("--start-from", choices=("starter", "scratch"),
+                   help="starter: fine-tune the starter model shipped with membraind; scratch: random weights "
+                        "(default: starter with --model, scratch with --out)")  # fmt: skip
 
 
 def register(add: Add) -> None:
@@ -245,7 +258,7 @@ def register(add: Add) -> None:
     p = add("finetune", cmd_finetune, "fine-tune a trained model bundle on new ground truth (transfer learning)")
     _add_training_arguments(p)
     p.add_argument("--from", dest="parent", type=Path,
-                   help="the parent model bundle (default with --model: that lab model's latest version)")  # fmt: skip
+                   help="the parent model bundle (default: the --model's latest version, else the starter model)")  # fmt: skip
     p.add_argument("--mode", choices=TransferMode.__args__, help="what learns (default: continue)")
     p.add_argument("--leaky-factor", type=float, help="leaky: encoder learning-rate factor (default 0.1)")
     p.add_argument("--episodic-ratio", type=float, help="episodic: share of each batch from the parent's data")

@@ -37,6 +37,16 @@ def equalize_histogram(image: np.ndarray, bins: int = 256) -> np.ndarray:
     return cdf[levels]
 
 
+def zoom(array: np.ndarray, factor: float, order: int) -> np.ndarray:
+    """``array`` zoomed by ``factor`` about its centre, same shape (mirrored beyond its border when
+    zooming out); ``order`` 0 (nearest pixel) for labels, 1 for images."""
+    centre = (np.array(array.shape, float) - 1) / 2
+    # Output pixel q shows input pixel centre + (q - centre) / factor.
+    return ndimage.affine_transform(
+        array, np.full(2, 1 / factor), offset=centre - centre / factor, order=order, mode="mirror"
+    )
+
+
 class Augmenter:
     """Applies :class:`AugmentationSettings` to (image, labels) patch pairs."""
 
@@ -56,6 +66,19 @@ class Augmenter:
             image, labels = image.T, labels.T  # with the flips: all 8 right-angle orientations
         image = np.ascontiguousarray(image, dtype=np.float32)
         labels = np.ascontiguousarray(labels)
+        if rng.random() < s.scale.probability:
+            # log-uniform, so that zooming in and out by the same factor are equally likely
+            low, high = sorted((s.scale.scale_min, s.scale.scale_max))
+            factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+            image, labels = zoom(image, factor, order=1), zoom(labels, factor, order=0)
+        return self.photometric(image, rng), labels
+
+    def photometric(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The intensity changes alone (a float32 [0, 1] copy, or ``image`` when nothing fired):
+        what :meth:`__call__` does to the image after moving it, and the strong view of
+        unpainted-pixel learning (:mod:`membraind.nn.unpainted`)."""
+        s = self.settings
+        image = np.ascontiguousarray(image, dtype=np.float32)
         if rng.random() < s.gaussian_blur.probability:
             sigma = rng.uniform(s.gaussian_blur.sigma_min, max(s.gaussian_blur.sigma_min, s.gaussian_blur.sigma_max))
             image = ndimage.gaussian_filter(image, sigma, mode="reflect")
@@ -70,4 +93,11 @@ class Augmenter:
             contrast = 1.0 + rng.uniform(-bc.contrast, bc.contrast)
             brightness = rng.uniform(-bc.brightness, bc.brightness)
             image = (image - 0.5) * contrast + 0.5 + brightness
-        return np.clip(image, 0.0, 1.0, out=image), labels
+        if rng.random() < s.gamma.probability:
+            image = np.clip(image, 0.0, 1.0) ** np.float32(np.exp(rng.uniform(-1, 1) * np.log(s.gamma.gamma)))
+        if rng.random() < s.noise.probability:
+            sigma = rng.uniform(0.0, s.noise.sigma_max)
+            image = image + (sigma * rng.standard_normal(image.shape)).astype(np.float32)
+        if rng.random() < s.invert.probability:
+            image = 1.0 - image
+        return np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)  # a copy: the caller's image stays as it was

@@ -101,16 +101,18 @@ def write_section_overlays(
 def sample_patches(
     images: Sequence[GroundTruthImage], normalization: IntensityNormalization, sampler: "SamplerSettings",
     augmentation: "AugmentationSettings", multiple: int, count: int, patch_size: int | None = None,
-    seed: int | None = None,
+    seed: int | None = None, min_painted: float = 1.0,
 ) -> tuple[list[Patch], "PatchSampler"]:
     """``count`` patches as training draws them from ``images`` (normalisation fitted to them),
-    and the sampler (``patch_size``/``seed``: instead of the sampler settings')."""
+    and the sampler (``patch_size``/``seed``: instead of the sampler settings'; ``min_painted``:
+    the painted share a patch needs, below 1 when training learns from unpainted pixels too)."""
     from membraind.groundtruth.sampler import PatchSampler
 
     norm = normalization.fit([gt.em for gt in images])
     patch_sampler = PatchSampler(
         images, patch_size or sampler.patch_size, norm, augmentation, sampler.angle_step,
         seed=sampler.seed if seed is None else seed, multiple=multiple,  # the sizes training could use
+        min_painted=min_painted,
     )  # fmt: skip
     return [patch_sampler.sample() for _ in range(count)], patch_sampler
 

@@ -21,6 +21,12 @@ when some bin's room exceeds its radius. The same measure picks the patch size w
 none is given (the largest that fits, :data:`AUTO_LARGEST` at most) and says, when
 nothing fits, how wide to paint (:func:`width_needed`).
 
+Patches that reach into unpainted EM (``min_painted`` below 1, for unpainted-pixel
+learning, :mod:`membraind.nn.unpainted`) are cut axis-aligned (the flips and transposes
+still turn them 8 ways): their valid centres are those whose window lies inside the
+image with at least ``min_painted`` of its pixels painted, a box filter of the painted
+mask. Their unpainted pixels keep class 0, which the supervised loss ignores.
+
 Centres are drawn in stratified rounds over the valid set of each (image, bin): the
 valid centres, in row order, are split into equal strata and every round takes one
 uniformly random centre from each stratum in random order. Samples thus spread over
@@ -60,7 +66,7 @@ class Patch:
     """One training patch: normalised image, class labels, and where it came from."""
 
     image: np.ndarray  # float32 (P, P) in [0, 1]
-    labels: np.ndarray  # uint8 (P, P), no UNANNOTATED pixel
+    labels: np.ndarray  # uint8 (P, P); UNANNOTATED only where patches may reach into unpainted EM
     source: int  # index of the ground-truth image
     centre: tuple[int, int]  # (y, x) in the source image
     angle: float  # degrees, counter-clockwise as seen on screen
@@ -161,6 +167,8 @@ class PatchSampler:
     of ``multiple`` (the network's size step) from :data:`AUTO_SMALLEST` up to
     ``largest`` that fits (``automatic`` is then True). Sizes the painting cannot hold
     raise an :class:`InputError` saying what fits and how wide to paint.
+    ``min_painted`` below 1 lets patches reach into unpainted EM: each holds at least that
+    share of painted pixels and lies inside its image (see the module docstring).
     """
 
     def __init__(
@@ -174,6 +182,7 @@ class PatchSampler:
         *,
         multiple: int = 2,
         largest: int = AUTO_LARGEST,
+        min_painted: float = 1.0,
     ) -> None:
         if patch_size is not None and (patch_size < 2 or patch_size % 2):
             raise InputError(f"patch size must be an even number of pixels, got {patch_size}")
@@ -181,8 +190,12 @@ class PatchSampler:
             raise InputError(f"angle_step must be in (0, 90] degrees, got {angle_step}")
         if multiple < 2 or multiple % 2:
             raise InputError(f"the patch size step must be an even number of pixels, got {multiple}")
+        if not 0 < min_painted <= 1:
+            raise InputError(f"min_painted must be a share in (0, 1], got {min_painted}")
+        self.min_painted = min_painted
+        self.partial = min_painted < 1  # patches may reach into unpainted EM
         self.augmentation = augmentation or AugmentationSettings()
-        self.rotate = self.augmentation.rotate
+        self.rotate = self.augmentation.rotate and not self.partial
         self.bin_count = angle_bins(angle_step, self.rotate)
         self.bin_width = 90.0 / self.bin_count
         self.multiple = multiple
@@ -202,6 +215,11 @@ class PatchSampler:
         self._offsets = np.stack(
             np.meshgrid(np.arange(-half, half), np.arange(-half, half), indexing="ij"), axis=0
         ).reshape(2, -1).astype(np.float64)
+        if self.partial and not self.bin_total(0):
+            raise InputError(
+                f"no {self.patch_size}x{self.patch_size} patch inside the images holds {min_painted:.0%} painted pixels; "
+                "paint more, or choose a smaller patch size"
+            )
         if not any(self.bin_total(b) for b in range(self.bin_count)):
             largest_fit = self.largest_patch_size()
             raise InputError(
@@ -247,9 +265,13 @@ class PatchSampler:
         return self.largest_fit(most)
 
     def _choose(self, largest: int) -> int:
-        """The automatic patch size: the largest that fits, from AUTO_SMALLEST up to ``largest``."""
+        """The automatic patch size: the largest that fits, from AUTO_SMALLEST up to ``largest``
+        (patches reaching into unpainted EM: the largest that fits inside the largest image)."""
         smallest = max(AUTO_SMALLEST, self.multiple)
         largest = max(largest - largest % self.multiple, smallest)
+        if self.partial:
+            side = max(min(src.annotated.shape) for src in self.sources)
+            return max(min(largest, side - side % self.multiple), smallest)
         most = 0
         for angle_bin in range(self.bin_count):  # the unrotated bin first: it is the cheapest
             for source in range(len(self.sources)):
@@ -270,8 +292,24 @@ class PatchSampler:
         src = self.sources[source]
         found = src.bins.get(angle_bin)
         if found is None:
-            found = src.bins[angle_bin] = CentreSet(self._room_map(source, angle_bin) > self._radius(self.patch_size))
+            valid = self._partial_centres(source) if self.partial else self._room_map(source, angle_bin) > self._radius(self.patch_size)
+            found = src.bins[angle_bin] = CentreSet(valid)
         return found
+
+    def _partial_centres(self, source: int) -> np.ndarray:
+        """Centres whose (axis-aligned) window lies inside the image and holds at least
+        ``min_painted`` painted pixels."""
+        annotated = self.sources[source].annotated
+        valid = np.zeros(annotated.shape, bool)
+        p, half = self.patch_size, self.patch_size // 2
+        h, w = annotated.shape
+        if h < p or w < p:
+            return valid
+        # For an even size the filter's window is [i - P/2, i + P/2), as _cut's.
+        share = ndimage.uniform_filter(annotated.astype(np.float32), size=p, mode="constant")
+        inside = np.s_[half : h - half + 1, half : w - half + 1]
+        valid[inside] = share[inside] >= self.min_painted - 1e-6
+        return valid
 
     def bin_counts(self, angle_bin: int) -> np.ndarray:
         """Number of valid centres of every image for ``angle_bin`` (computed once)."""
@@ -363,7 +401,7 @@ class PatchSampler:
             source = int(self.rng.choice(len(self.sources), p=counts / counts.sum()))
             centre = self.centres(source, angle_bin).draw(self.rng)
             image, labels = self._cut(self.sources[source], centre, angle)
-            if labels.min() == UNANNOTATED:
+            if not self.partial and labels.min() == UNANNOTATED:
                 self.rejected += 1
                 continue
             image, labels = self._augment(image, labels, self.rng)

@@ -14,7 +14,8 @@ from membraind.strict import StrictModel
 
 __all__ = [
     "GroundTruthSettings", "SamplerSettings", "AugmentationSettings", "FlipSettings", "GaussianBlurSettings",
-    "MotionBlurSettings", "HistogramEqualizationSettings", "BrightnessContrastSettings",
+    "MotionBlurSettings", "HistogramEqualizationSettings", "BrightnessContrastSettings", "GammaSettings",
+    "NoiseSettings", "ScaleSettings", "InvertSettings",
 ]  # fmt: skip
 
 
@@ -50,6 +51,14 @@ class SamplerSettings(StrictModel):
         description="patch side in pixels (the network input); none: the largest up to 128 that the painted regions hold",
     )
     angle_step: float = Field(5.0, gt=0, le=90, description="width of the angle bins whose valid centres are cached")
+    min_painted: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="share of a patch that must be painted: 1 = wholly inside the painting; less lets patches reach "
+        "into unpainted EM (cut axis-aligned), which the loss ignores and unpainted-pixel learning uses; "
+        "none: 1, or 0.05 while unpainted-pixel learning is on",
+    )
     seed: int = Field(0, description="random seed: the same seed draws the same patches")
 
 
@@ -92,6 +101,29 @@ class BrightnessContrastSettings(_Step):
     contrast: float = Field(0.2, ge=0.0, le=1.0)
 
 
+class GammaSettings(_Step):
+    """Raise intensities to a random power in [1 / gamma, gamma]: another lab's detector or stain response."""
+
+    gamma: float = Field(1.5, ge=1.0, le=4.0)
+
+
+class NoiseSettings(_Step):
+    """Add Gaussian noise of random sigma in [0, sigma_max] (intensities in [0, 1])."""
+
+    sigma_max: float = Field(0.08, gt=0.0, le=0.5)
+
+
+class ScaleSettings(_Step):
+    """Zoom by a random factor in [scale_min, scale_max]: another pixel size (labels follow, nearest pixel)."""
+
+    scale_min: float = Field(0.7, gt=0.1, le=4.0)
+    scale_max: float = Field(1.4, gt=0.1, le=4.0)
+
+
+class InvertSettings(_Step):
+    """Invert intensities (membranes bright): staining or detector polarity of another lab."""
+
+
 class AugmentationSettings(StrictModel):
     """Every augmentation with its own probability and strength (applied by :class:`~membraind.groundtruth.augment.Augmenter`)."""
 
@@ -101,11 +133,19 @@ class AugmentationSettings(StrictModel):
     motion_blur: MotionBlurSettings = MotionBlurSettings()
     histogram_equalization: HistogramEqualizationSettings = HistogramEqualizationSettings()
     brightness_contrast: BrightnessContrastSettings = BrightnessContrastSettings()
+    # What differs between labs (off by default; the starter model trains with them on):
+    gamma: GammaSettings = GammaSettings()
+    noise: NoiseSettings = NoiseSettings()
+    scale: ScaleSettings = ScaleSettings()
+    invert: InvertSettings = InvertSettings()
 
     @classmethod
     def uniform(cls, probability: float, rotate: bool) -> "AugmentationSettings":
         """Every augmentation at the same probability, default strengths."""
-        fields = ("flip", "gaussian_blur", "motion_blur", "histogram_equalization", "brightness_contrast")
+        fields = (
+            "flip", "gaussian_blur", "motion_blur", "histogram_equalization", "brightness_contrast", "gamma", "noise",
+            "scale", "invert",
+        )  # fmt: skip
         return cls(rotate=rotate, **{name: {"probability": probability} for name in fields})
 
     @classmethod

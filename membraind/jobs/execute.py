@@ -19,10 +19,11 @@ from membraind.errors import InputError
 from membraind.jobs.specs import (
     EvaluateSpec, ExportOnnxSpec, FinetuneSpec, ImportModelSpec, PaintSpec, PredictSpec, Segment2DSpec, TrainSpec,
 )  # fmt: skip
-from membraind.nn.bundle_layout import METADATA_FILE
+from membraind.nn.bundle_layout import METADATA_FILE, read_metadata_json
 from membraind.predict.request import VastSource, paths_for
 from membraind.predict.settings import PredictSettings
-from membraind.nn.versions import ModelVersion, claim_next_version, latest_version
+from membraind.nn.starter import require_starter, starter_path
+from membraind.nn.versions import ModelVersion, claim_next_version, latest_version, versions
 from membraind.segment.settings import Segment2DSettings
 from membraind.vast.paths import PathMap
 
@@ -139,13 +140,16 @@ def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None 
         from membraind.groundtruth.training_data import save_sources
 
         data.sources = save_sources(data, spec.out / "ground_truth")
-    parent = transfer = None
+    transfer = None
+    start = starting_point(spec, settings.unet.classes)
+    parent = load_bundle(start) if start is not None else None
     if isinstance(spec, FinetuneSpec):
-        parent = load_bundle(spec.parent or previous_version(spec).bundle)
         transfer = with_overrides(
             settings.transfer, "the request", mode=spec.mode, leaky_factor=spec.leaky_factor,
             episodic_ratio=spec.episodic_ratio,
         )  # fmt: skip
+    elif parent is not None:
+        transfer = settings.transfer
     trainer = build_trainer(
         spec.out, data, settings.training, unet=settings.unet, normalization=settings.normalization,
         sampler=settings.sampler, augmentation=settings.augmentation, name=spec.name or spec.model, parent=parent,
@@ -153,6 +157,35 @@ def make_trainer(spec: TrainSpec, settings: Settings, data: TrainingData | None 
     )  # fmt: skip
     trainer.bundle = trainer.bundle.model_copy(update={"version": spec.version})
     return trainer
+
+
+def starting_point(spec: TrainSpec, classes: int = 2) -> Path | None:
+    """The bundle a train or finetune run starts from (None: random weights).
+
+    A finetune starts from its ``parent``; without one, from its lab model's latest
+    version, and where the lab model has no version yet (or no lab model is named), from
+    the starter model. A train starts from the starter when ``start_from`` says so or,
+    left out, when it makes a lab model's version (a lab's first version, e.g. the
+    daemon's loop); else from scratch. Where this installation has no starter model, or
+    its classes are not the ``classes`` configured (``[unet] classes``), a default falls
+    back to random weights; an explicit ``start_from = "starter"`` without a starter is an
+    InputError saying so.
+    """
+    if isinstance(spec, FinetuneSpec):
+        if spec.parent is not None:
+            return spec.parent
+        if spec.start_from is None and spec.model is not None and spec.out is not None:
+            earlier = [v for v in versions(spec.out.parent.parent, spec.model) if v.version < (spec.version or 0)]
+            if earlier:
+                return previous_version(spec).bundle
+        return require_starter()  # there is nothing else to fine-tune
+    wanted = spec.start_from or ("starter" if spec.model is not None else "scratch")
+    if wanted == "scratch":
+        return None
+    if spec.start_from == "starter":
+        return require_starter()
+    found = starter_path()
+    return found if found is not None and read_metadata_json(found)["architecture"].get("classes", 2) == classes else None
 
 
 def previous_version(spec: TrainSpec) -> ModelVersion:

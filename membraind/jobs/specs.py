@@ -16,7 +16,7 @@ from pydantic import Field, TypeAdapter, field_validator, model_validator
 from membraind.errors import InputError
 from membraind.groundtruth.label_mapping import parse_mapping
 from membraind.groundtruth.normalization import IntensityNormalization
-from membraind.nn.settings import TransferMode, UNetConfig
+from membraind.nn.settings import StartFrom, TransferMode, UNetConfig
 from membraind.nn.versions import BUNDLE_DIR, check_model_name, check_model_reference
 from membraind.predict.request import Anchors, BoxRegion, PredictRequest
 from membraind.predict.settings import OutputKind
@@ -83,6 +83,11 @@ class TrainSpec(StrictModel):
     device: str | None = None
     seed: int | None = None
     restart: bool = Field(False, description="start over instead of resuming a run in out (first attempt only)")
+    start_from: StartFrom | None = Field(
+        None,
+        description="starter: fine-tune the starter model shipped with membraind; scratch: random weights "
+        "(default: starter for a lab model's version, scratch for a run folder)",
+    )
 
     @field_validator("mapping")
     @classmethod
@@ -149,16 +154,20 @@ class FinetuneSpec(TrainSpec):
 
     kind: Literal["finetune"] = "finetune"  # type: ignore[assignment]
     parent: Path | None = Field(
-        None, description="the parent model bundle (default with model: that lab model's latest version)"
+        None,
+        description="the parent model bundle (default: the lab model's latest version, else the starter model)",
     )
     mode: TransferMode | None = Field(None, description="what learns (default: config, continue)")
     leaky_factor: float | None = Field(None, gt=0, le=1)
     episodic_ratio: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="after")
-    def _parent_or_model(self) -> "FinetuneSpec":
-        if self.parent is None and self.model is None:
-            raise ValueError("give parent (the bundle to fine-tune) or model (to fine-tune that lab model's latest version)")
+    def _one_parent(self) -> "FinetuneSpec":
+        if self.start_from == "scratch":
+            raise ValueError("a finetune starts from a parent; to train from random weights use kind train "
+                             "with start_from = \"scratch\"")  # fmt: skip
+        if self.start_from == "starter" and self.parent is not None:
+            raise ValueError("give parent or start_from = \"starter\", not both")
         return self
 
 

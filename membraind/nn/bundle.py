@@ -75,6 +75,7 @@ class ModelMetadata(StrictModel):
         None, description="which epoch these weights are from and why training stopped (none in older bundles)"
     )
     parent: str | None = Field(None, description="bundle this one was fine-tuned from")
+    description: str | None = Field(None, description="one line on what the network is (e.g. the starter model's card)")
     version: int | None = Field(None, ge=1, description="the version of lab model `name` this bundle is (None: not one)")
     parent_data: list[dict[str, Any]] = Field(default_factory=list, description="data the parent was trained on")
     ground_truth: GroundTruthRecord | None = Field(

@@ -13,7 +13,7 @@ from skimage.measure import label
 from membraind.errors import InputError
 from membraind.groundtruth.classes import CLASS_COLOURS, INTERIOR, MEMBRANE, UNANNOTATED
 from membraind.groundtruth.label_mapping import LabelMapping
-from membraind.groundtruth.pairs import load_ground_truth, read_em
+from membraind.groundtruth.pairs import GroundTruthImage, load_ground_truth, read_em
 from membraind.groundtruth.preview import tint
 from membraind.nn.bundle import Bundle, load_bundle
 from membraind.nn.inference import classes_from_logits, classes_from_probabilities, pad_to_multiple, predict_probabilities
@@ -153,6 +153,15 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> ConfusionCounts:
 def score_batch(logits: torch.Tensor, labels: np.ndarray) -> ConfusionCounts:
     """Counts of a batch's predicted classes (from logits (N, C, H, W)) against ``labels`` (N, H, W)."""
     return score_classes(classes_from_logits(logits), labels)
+
+
+def membrane_f1(bundle: Bundle, images: list[GroundTruthImage], device: str = "cpu") -> float:
+    """Membrane F1 of ``bundle`` over the annotated pixels of ``images`` (all counted together)."""
+    runtime = make_runtime(bundle, "torch", device)
+    total = ConfusionCounts()
+    for gt in images:
+        total += score(runtime(bundle.metadata.normalization.normalize_section(gt.em)), gt.labels)
+    return total.membrane_f1
 
 
 def membrane_overlay(em_normalised: np.ndarray, membrane: np.ndarray) -> np.ndarray:

@@ -11,9 +11,11 @@ from pydantic import ConfigDict, Field
 
 from membraind.strict import StrictModel
 
-__all__ = ["UNetConfig", "TrainingSettings", "TransferSettings", "TransferMode"]
+__all__ = ["UNetConfig", "TrainingSettings", "TransferSettings", "TransferMode", "UnpaintedSettings", "StartFrom"]
 
 TransferMode = Literal["continue", "freeze-all-but-last", "freeze-encoder", "leaky", "episodic"]
+#: Where a new network's weights come from: the starter model shipped with membraind, or random.
+StartFrom = Literal["starter", "scratch"]
 
 
 class UNetConfig(StrictModel):
@@ -32,6 +34,26 @@ class UNetConfig(StrictModel):
     def multiple(self) -> int:
         """Input height and width must be multiples of this (2 ** depth)."""
         return 2**self.depth
+
+
+class UnpaintedSettings(StrictModel):
+    """Learning from the pixels nobody painted (:mod:`membraind.nn.unpainted`): a teacher's
+    confident predictions on them are the student's targets, the painted pixels the truth."""
+
+    mode: Literal["off", "on", "auto"] = Field(
+        "auto", description="off | on | auto: on when less than auto_below of the training images is painted"
+    )
+    auto_below: float = Field(0.5, gt=0, le=1, description="auto: the painted share below which it is on")
+    weight: float = Field(1.0, ge=0, description="weight of the unpainted-pixel term beside the painted pixels' loss")
+    confidence: float = Field(
+        0.9, ge=0.5, lt=1, description="a teacher's prediction becomes a target where its probability reaches this"
+    )
+    teacher_decay: float = Field(
+        0.99, ge=0, lt=1, description="the teacher is this moving average of the student's weights (0: the student)"
+    )
+    strong_noise: float = Field(0.06, ge=0, le=0.5, description="the student's view: Gaussian noise sigma (0-1 range)")
+    strong_gamma: float = Field(1.5, ge=1, le=4, description="the student's view: random gamma in [1/this, this]")
+    strong_contrast: float = Field(0.3, ge=0, le=1, description="the student's view: contrast scaled by 1 +- this")
 
 
 class TrainingSettings(StrictModel):
@@ -59,12 +81,16 @@ class TrainingSettings(StrictModel):
     channels_last: bool = Field(True, description="channels-last memory layout (faster convolutions on CPU and GPU)")
     device: str = Field("auto", description="'auto' (GPU when there is one), 'cpu', 'cuda', 'cuda:1', ...")
     seed: int = Field(0, description="the same seed trains the same network (on the same device)")
+    unpainted: UnpaintedSettings = UnpaintedSettings()
 
 
 class TransferSettings(StrictModel):
     """Fine-tuning a parent bundle: which parts learn, and how."""
 
     mode: TransferMode = Field("continue", description="continue | freeze-all-but-last | freeze-encoder | leaky | episodic")
+    learning_rate: float | None = Field(
+        None, gt=0, description="peak learning rate of fine-tuning (none: training.learning_rate)"
+    )
     leaky_factor: float = Field(0.1, gt=0, le=1, description="leaky: encoder learning rate = this x the rate")
     episodic_ratio: float = Field(
         0.25, gt=0, lt=1, description="episodic: share of each batch drawn from the parent's training data"

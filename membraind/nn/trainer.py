@@ -43,6 +43,7 @@ from membraind.nn.loss import MaskUnannotated
 from membraind.nn.schedule import LearningRateSchedule
 from membraind.nn.settings import TrainingSettings
 from membraind.nn.transfer import TransferPlan
+from membraind.nn.unpainted import UnpaintedLearning
 from membraind.segment.metrics import ConfusionCounts
 
 Validation = list[tuple[np.ndarray, np.ndarray]]  # (normalised image, label classes) per image
@@ -62,7 +63,8 @@ class Trainer:
     """Trains ``model`` into ``run_dir`` (see the module docstring for its layout).
 
     ``bundle`` is the metadata of the bundles it writes, less what training adds (time
-    written, history, outcome); ``plan`` names the modules a transfer mode freezes.
+    written, history, outcome); ``plan`` names the modules a transfer mode freezes;
+    ``unpainted`` (when given) adds the unpainted-pixel term to every step's loss.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class Trainer:
         settings: TrainingSettings,
         device: torch.device,
         plan: TransferPlan | None = None,
+        unpainted: UnpaintedLearning | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.model = model
@@ -90,6 +93,7 @@ class Trainer:
         self.settings = settings
         self.device = device
         self.plan = plan or TransferPlan()
+        self.unpainted = unpainted
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, progress: ProgressReporter | None = None, cancel: Callable[[], bool] | None = None) -> Path:
@@ -130,6 +134,7 @@ class Trainer:
                 self.plan.keep_frozen()
                 counts, loss_sum, steps = ConfusionCounts(), 0.0, 0
                 batches = self.batches.epoch(epoch, t.steps_per_epoch)
+                views = np.random.default_rng([t.seed, epoch, 2])  # the student's strong views, as reproducible
 
                 def done(steps_done: int) -> float:
                     """Share of the training done: by steps, or by time when a budget is set."""
@@ -142,15 +147,22 @@ class Trainer:
                             raise TrainingCancelled(f"training cancelled in epoch {epoch + 1}")
                         self.schedule.set_progress(done(epoch * t.steps_per_epoch + step))
                         images, labels = batches.next()
-                        x = torch.from_numpy(images)[:, None].to(self.device, memory_format=memory_format)
+                        x = weak = torch.from_numpy(images)[:, None].to(self.device, memory_format=memory_format)
+                        if self.unpainted is not None:  # the student sees its strong view, the teacher the patch
+                            strong = self.unpainted.student_view(images, views)
+                            x = torch.from_numpy(strong)[:, None].to(self.device, memory_format=memory_format)
                         y = torch.from_numpy(labels).to(self.device)
                         with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
                             logits = model(x)
                             loss = self.loss(logits.float(), y)
+                            if self.unpainted is not None:
+                                loss = loss + self.unpainted.loss(logits, weak, y)
                         optimizer.zero_grad(set_to_none=True)
                         scaler.scale(loss).backward()
                         scaler.step(optimizer)
                         scaler.update()
+                        if self.unpainted is not None:
+                            self.unpainted.update(model)
                         loss_sum += float(loss.detach())
                         steps += 1
                         counts += score_batch(logits, labels)
@@ -232,6 +244,8 @@ class Trainer:
             )
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        if self.unpainted is not None and "teacher" in saved:
+            self.unpainted.load_state_dict(saved["teacher"])
         return {"epoch": saved["epoch"], "history": saved["history"], "elapsed": saved["elapsed"]}
 
     def _outcome(self, history: list[EpochRecord], stopped: StopReason | None = None) -> TrainingOutcome:
@@ -254,6 +268,7 @@ class Trainer:
                 "history": [r.model_dump() for r in history],
                 "elapsed": elapsed,
                 "architecture": self.bundle.architecture.model_dump_json(),
+                **({"teacher": self.unpainted.state_dict()} if self.unpainted is not None else {}),
             },
             self._checkpoint_path(),
         )

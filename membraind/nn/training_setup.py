@@ -16,6 +16,7 @@ from membraind.errors import InputError
 from membraind.groundtruth.batches import TrainingBatches
 from membraind.groundtruth.normalization import IntensityNormalization
 from membraind.groundtruth.classes import CLASS_NAMES
+from membraind.groundtruth.painted_share import painted_share, patch_min_painted, unpainted_active
 from membraind.groundtruth.pairs import GroundTruthImage
 from membraind.groundtruth.sampler import AUTO_LARGEST, PatchSampler
 from membraind.groundtruth.settings import AugmentationSettings, SamplerSettings
@@ -27,6 +28,7 @@ from membraind.nn.schedule import LearningRateSchedule
 from membraind.nn.settings import TrainingSettings, TransferSettings, UNetConfig
 from membraind.nn.trainer import Trainer
 from membraind.nn.transfer import plan_transfer
+from membraind.nn.unpainted import UnpaintedLearning
 from membraind.nn.unet import UNet
 from membraind.volumes.voxel_size import VoxelSize
 
@@ -56,6 +58,9 @@ def build_trainer(
     stored in the bundle, else the data's own (read from VAST); a fine-tuned bundle keeps
     its parent's when neither is known. The bundle records the mip the data were read at
     and, for ground truth painted in VAST, what was painted (``data.ground_truth``).
+    Unpainted-pixel learning (``training.unpainted``) is on or off as its mode says (auto:
+    by the painted share of the training images); while it is on, patches reach into
+    unpainted EM unless ``sampler.min_painted`` says otherwise. Both are recorded.
     """
     sampler = sampler or SamplerSettings()
     augmentation = augmentation or AugmentationSettings()
@@ -72,9 +77,12 @@ def build_trainer(
         largest = AUTO_LARGEST
     _check_fit(architecture, sampler.patch_size, training)
     _check_classes(architecture, [*data.train, *data.validation], parent)
+    share = painted_share(data.train)
+    learn_unpainted = unpainted_active(training.unpainted, share)
+    min_painted = patch_min_painted(sampler, learn_unpainted)
     patches = PatchSampler(
         data.train, sampler.patch_size, normalization, augmentation, sampler.angle_step, training.seed,
-        multiple=architecture.multiple, largest=largest,
+        multiple=architecture.multiple, largest=largest, min_painted=min_painted,
     )  # fmt: skip
     patch_size = patches.patch_size
 
@@ -83,10 +91,12 @@ def build_trainer(
     if parent is not None:
         model.load_state_dict(parent.model.state_dict())
     model = model.to(device)
-    plan = plan_transfer(model, transfer, training.learning_rate)
+    rate = transfer.learning_rate if transfer is not None and transfer.learning_rate else training.learning_rate
+    plan = plan_transfer(model, transfer, rate)
     optimizer = torch.optim.AdamW(plan.groups, weight_decay=training.weight_decay)
     schedule = LearningRateSchedule(optimizer, training.schedule)
     model = model.to(memory_format=torch.channels_last if training.channels_last else torch.contiguous_format)
+    unpainted = UnpaintedLearning(model, training.unpainted) if learn_unpainted else None
     weights = torch.tensor(training.class_weights, dtype=torch.float32, device=device) if training.class_weights else None
     loss = MaskUnannotated(SparseSegmentationLoss(weights, training.dice_weight))
 
@@ -103,6 +113,8 @@ def build_trainer(
         "augmentation": augmentation.model_dump(),
         "transfer": transfer.model_dump() if transfer else None,
         "data": data.sources,
+        # what auto decided, and from what (the settings above hold the mode asked for)
+        "unpainted": {"active": learn_unpainted, "painted_share": round(share, 4), "min_painted": min_painted},
     }
     voxel_size = voxel_size or data.voxel_size
     if voxel_size is None and parent is not None:
@@ -111,7 +123,7 @@ def build_trainer(
         name or Path(run_dir).name, architecture, normalization, patches, recorded, parent, voxel_size
     ).model_copy(update={"mip": data.mip, "ground_truth": data.ground_truth})
     return Trainer(
-        run_dir, model, loss, optimizer, schedule, batches, validation, bundle, training, device, plan
+        run_dir, model, loss, optimizer, schedule, batches, validation, bundle, training, device, plan, unpainted
     )  # fmt: skip
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from membraind.groundtruth.augment import Augmenter, equalize_histogram, motion_kernel
-from membraind.groundtruth.settings import AugmentationSettings, BrightnessContrastSettings, FlipSettings
+from membraind.groundtruth.settings import (
+    AugmentationSettings, BrightnessContrastSettings, FlipSettings, InvertSettings, ScaleSettings,
+)  # fmt: skip
 
 
 def _pair(seed=0):
@@ -26,7 +28,8 @@ def test_flips_move_image_and_labels_together():
 
 def test_photometric_augmentations_never_touch_labels():
     image, labels = _pair(1)
-    augment = Augmenter(AugmentationSettings.all_on().model_copy(update={"flip": FlipSettings(probability=0.0)}))
+    geometric_off = {"flip": FlipSettings(probability=0.0), "scale": ScaleSettings(probability=0.0)}
+    augment = Augmenter(AugmentationSettings.all_on().model_copy(update=geometric_off))
     out_image, out_labels = augment(image, labels, np.random.default_rng(4))
     assert np.array_equal(out_labels, labels)
     assert not np.allclose(out_image, image)
@@ -61,3 +64,39 @@ def test_histogram_equalisation_flattens_the_histogram():
     flat = equalize_histogram(image)
     counts, _ = np.histogram(flat, bins=4, range=(0, 1))
     assert counts.min() > 0.2 * flat.size
+
+
+def test_scale_zooms_image_and_labels_together():
+    """A zoomed patch keeps its size; its labels are moved with the image, never interpolated."""
+    image = np.zeros((64, 64), np.float32)
+    image[:, 30:34] = 1.0  # a 4 px bright stripe
+    labels = np.where(image > 0.5, 2, 1).astype(np.uint8)
+    settings = AugmentationSettings.none().model_copy(
+        update={"scale": ScaleSettings(probability=1.0, scale_min=2.0, scale_max=2.0)}
+    )
+    out_image, out_labels = Augmenter(settings)(image, labels, np.random.default_rng(0))
+    assert out_image.shape == out_labels.shape == (64, 64)
+    assert set(np.unique(out_labels)) <= {1, 2}
+    assert 7 <= np.count_nonzero(out_labels[32] == 2) <= 9  # twice as wide
+    assert np.array_equal(out_labels == 2, out_image > 0.5)
+
+
+def test_invert_flips_polarity_only():
+    image, labels = _pair(5)
+    settings = AugmentationSettings.none().model_copy(update={"invert": InvertSettings(probability=1.0)})
+    out_image, out_labels = Augmenter(settings)(image, labels, np.random.default_rng(0))
+    assert np.allclose(out_image, 1 - image) and np.array_equal(out_labels, labels)
+
+
+def test_gamma_keeps_the_order_of_intensities_and_noise_adds_spread():
+    from membraind.groundtruth.settings import GammaSettings, NoiseSettings
+
+    ramp = np.tile(np.linspace(0.05, 0.95, 64, dtype=np.float32), (64, 1))
+    labels = np.ones((64, 64), np.uint8)
+    gamma = Augmenter(AugmentationSettings.none().model_copy(update={"gamma": GammaSettings(probability=1.0, gamma=2.0)}))
+    out, _ = gamma(ramp, labels, np.random.default_rng(1))
+    assert not np.allclose(out, ramp) and np.all(np.diff(out[0]) > 0)  # another response curve, same order
+    noise = Augmenter(AugmentationSettings.none().model_copy(update={"noise": NoiseSettings(probability=1.0, sigma_max=0.1)}))
+    flat = np.full((64, 64), 0.5, np.float32)
+    out, _ = noise(flat, labels, np.random.default_rng(2))
+    assert 0.001 < out.std() < 0.1 and np.array_equal(flat, np.full((64, 64), 0.5, np.float32))  # the input is kept

@@ -292,6 +292,7 @@ def test_default_train_on_brush_strokes_chooses_the_patch_size(tmp_path, isbi):
     from tests.conftest import run_cli
 
     env = {k: v for k, v in TINY.items() if k not in ("MEMBRAIND_SAMPLER__PATCH_SIZE", "MEMBRAIND_UNET__DEPTH")}
+    env["MEMBRAIND_TRAINING__UNPAINTED__MODE"] = "off"  # whole patches: on, patches reach into unpainted EM
     narrow = tmp_path / "narrow"
     paint_strokes(isbi, narrow, 30)
     result = run_cli("train", "--em", str(narrow / "image"), "--labels", str(narrow / "label"),
@@ -321,10 +322,15 @@ def test_finetuning_chooses_at_most_the_parents_patch_size(tmp_path, tiny_settin
     # Fully painted sections would hold 128 px: the parent's 64 px is kept.
     trainer = tiny_trainer(tmp_path / "same", isbi_small, automatic, parent=parent)
     assert trainer.bundle.patch_size == 64 and trainer.bundle.patch_size_automatic
-    # Brush strokes too narrow for 64 px patches get the largest size that fits.
+    # Brush strokes too narrow for 64 px patches get the largest size that fits (whole patches:
+    # without unpainted-pixel learning, which would let patches reach beyond the strokes).
     painted = paint_strokes(isbi, tmp_path / "gt", 40)
-    child = tiny_trainer(tmp_path / "child", TrainingData(painted[:2], painted[2:]), automatic, parent=parent)
+    whole = automatic.model_copy(update={"training": automatic.training.model_copy(
+        update={"unpainted": automatic.training.unpainted.model_copy(update={"mode": "off"})})})  # fmt: skip
+    child = tiny_trainer(tmp_path / "child", TrainingData(painted[:2], painted[2:]), whole, parent=parent)
     assert 32 <= child.bundle.patch_size < 64
+    reaching = tiny_trainer(tmp_path / "reaching", TrainingData(painted[:2], painted[2:]), automatic, parent=parent)
+    assert reaching.bundle.patch_size == 64 and reaching.unpainted is not None  # auto: on for narrow strokes
 
 
 def test_finetune_patch_size_given_is_honoured_or_refused_with_the_reason(tmp_path, tiny_settings, isbi_small):
@@ -523,7 +529,7 @@ def test_a_lab_model_gets_versions_with_their_lineage(tmp_path, small_isbi_folde
     em, labels = small_isbi_folders
     env = TINY | {"MEMBRAIND_SERVICE__MODELS_DIR": str(tmp_path / "models")}
     data = ["--em", str(em), "--labels", str(labels), "--mapping", "isbi", "--epochs", "1"]
-    first = run_cli("train", *data, "--model", "octopus-vl", env=env)
+    first = run_cli("train", *data, "--model", "octopus-vl", "--start-from", "scratch", env=env)
     assert first.returncode == 0, first.stderr
     assert f"lab model octopus-vl: training version 1 into {tmp_path / 'models' / 'octopus-vl' / 'v1'}" in first.stdout
     second = run_cli("finetune", *data, "--model", "octopus-vl", "--mode", "leaky", env=env)  # from the latest: v1
@@ -534,7 +540,7 @@ def test_a_lab_model_gets_versions_with_their_lineage(tmp_path, small_isbi_folde
     assert v2.parent == str((tmp_path / "models" / "octopus-vl" / "v1" / "model").resolve())
     listed = run_cli("models", env=env)
     assert listed.returncode == 0, listed.stderr
-    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    rows = [line.split() for line in listed.stdout.splitlines()[2:]]  # after the starter's line and the header
     assert [(r[0], r[1]) for r in rows] == [("octopus-vl", "v1"), ("octopus-vl", "v2")]
     assert rows[1][3:6] == ["octopus-vl", "v1", "leaky"]  # v2 came from v1, fine-tuned leakily
     both = run_cli("train", *data, "--model", "octopus-vl", "--out", str(tmp_path / "elsewhere"), env=env)

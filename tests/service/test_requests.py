@@ -77,7 +77,7 @@ def valid_request(kind: str, data: Path) -> dict:
 KINDS = ["predict", "train", "finetune", "segment2d", "export-onnx", "vast-paint", "import-model"]
 REQUIRED = {
     "predict": ["volume", "bundles", "out"], "train": ["em", "labels", "out"],
-    "finetune": ["em", "labels", "out", "parent"], "segment2d": ["membrane", "out"], "export-onnx": ["bundle"],
+    "finetune": ["em", "labels", "out"], "segment2d": ["membrane", "out"], "export-onnx": ["bundle"],
     "vast-paint": ["membrane", "target"], "import-model": ["file", "out"],
 }  # fmt: skip
 
@@ -388,7 +388,7 @@ EXPECTED = {  # what the error of each case says (one of)
     bad_utf8: ["not UTF-8 text"], bad_truncated: ["not valid JSON", "not valid TOML", "kind must be one of"],
     bad_not_object: ["must hold one object"], bad_kind: ["kind must be one of"],
     bad_missing: ["Field required", "kind must be one of", "give both val_em and val_labels", "discriminator 'mode'",
-                  "give out (the run folder) or model", "give parent (the bundle to fine-tune) or model",
+                  "give out (the run folder) or model",
                   "give out (the bundle folder to make) or model",
                   "give bundles (model bundle folders) or models", "ground truth: give em and labels"],
     bad_type: ["invalid request: "], bad_range: ["invalid request: "], bad_extra: ["Extra inputs are not permitted"],
