@@ -53,7 +53,7 @@ def test_a_state_dict_then_an_onnx_file_become_v1_and_v2_of_a_lab_model(tmp_path
     assert (second.version, second.source, second.patch_size) == (2, "onnx-import", 32)
     table = run_cli("models", "--models-dir", str(models))
     assert table.returncode == 0, table.stderr
-    rows = [line.split() for line in table.stdout.splitlines()[1:]]
+    rows = [line.split() for line in table.stdout.splitlines() if line.startswith("octopus-vl ")]
     assert [(row[1], row[4]) for row in rows] == [("v1", "state-dict-import"), ("v2", "onnx-import")]
 
     # A file that is not there claims no version.
