@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,7 +63,8 @@ def test_the_daemon_learns_versions_from_painting_and_shows_them_where_the_user_
         # v1: learned from the first painting, with no command
         v1 = lab.wait_version(1)
         record = v1.record()
-        assert record["parent"] is None and record["ground_truth"]["painted_voxels"] >= painted
+        assert Path(record["parent"]).name == "starter", "a lab's first version starts from the starter model"
+        assert record["ground_truth"]["painted_voxels"] >= painted
         assert record["mip"] == 0 and record["voxel_size_nm"] is not None
         (learn_v1,) = lab.learning_jobs()
         assert learn_v1.kind == "train" and learn_v1.source == "vast"
