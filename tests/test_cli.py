@@ -96,6 +96,15 @@ def test_service_demo_runs_the_daemon_end_to_end(tmp_path):
     assert outcome.stopped is not None and summary.startswith(outcome.describe() + "; model bundle: "), summary
     tiles = sorted((out / "home" / "scope-predictions").rglob("tile_*.png"))
     assert [t.name for t in tiles] == [f"tile_{i:03d}.png" for i in range(4)]
+    # the loop: two versions learned from painting in "VAST on Windows", shown where the nodes are
+    assert "loop v2 ready" in result.stdout and "the layer in VAST was refreshed" in result.stdout
+    assert "VAST opened Z:\\lab\\predictions\\" in result.stdout
+    versions = sorted(p.name for p in (out / "lab" / "membraind" / "models" / "loop").iterdir())
+    assert versions == ["v1", "v2"]
+    # and how to look at it all in the console
+    token = (out / "home" / "console-token").read_text().strip()
+    assert f"membraind --config {out.resolve() / 'membraind.toml'} serve" in result.stdout
+    assert f"?token={token}" in result.stdout
 
 
 def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path):

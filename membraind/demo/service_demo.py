@@ -154,7 +154,17 @@ def run_service_demo(out: Path, settings: Settings, minutes: float = 1.0, seed: 
     print(f"      request files and their status: {requests / 'accepted'}; "
           f"`membraind --config {config} status` lists the jobs")  # fmt: skip
     loop = run_loop_demo(out, Path(gt["EM"]), Path(gt["membrane labels"]), minutes)
+    _open_console_hint(config, home)
     return records + loop
+
+
+def _open_console_hint(config: Path, home: Path) -> None:
+    """How to look at the demo's jobs, models and predictions in the lab console."""
+    from membraind.console.access import console_url_for_home
+
+    print("\nto look at the results in the lab console (a web page), start the demo's daemon again:")
+    print(f"  membraind --config {config} serve")
+    print(f"and open {console_url_for_home(home)} in your browser (Ctrl-C in the terminal stops it)")
 
 
 def run_loop_demo(out: Path, em: Path, labels: Path, minutes: float) -> list:
