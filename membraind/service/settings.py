@@ -14,7 +14,7 @@ from membraind.errors import InputError
 from membraind.nn.settings import TransferMode
 from membraind.nn.versions import check_model_name
 from membraind.strict import StrictModel, accept_older_name
-from membraind.vast.painted import DEFAULT_CLASS_SEGMENTS, VastGroundTruth
+from membraind.vast.painted import PaintedClasses, VastGroundTruth
 from membraind.vast.paths import PathMap
 from membraind.vast.protocol import DEFAULT_PORT
 
@@ -35,7 +35,7 @@ class ScopeWatch(StrictModel):
     stable_seconds: float = Field(1.0, ge=0, description="a tile is complete once its size and mtime held this long")
 
 
-class VastWatch(StrictModel):
+class VastWatch(PaintedClasses):
     """A VAST the daemon works with: skeleton nodes in its annotation layers are anchors to
     predict around, shown in VAST as layers; with ``learn``, what users paint in its
     segmentation layer becomes the next version of ``model`` (the mEMbrain loop)."""
@@ -61,13 +61,6 @@ class VastWatch(StrictModel):
     learn: bool = Field(False, description="learn the next version of model from what is painted in ground_truth_layer")
     ground_truth_layer: str = Field("segmentation", description="segmentation layer where ground truth is painted")
     ground_truth_mip: int = Field(0, ge=0, description="mip the painting is read and learned at")
-    convention: Literal["names", "instances"] = Field(
-        "names", description="names: segments named as classes (membrane, interior); instances: one segment per cell"
-    )
-    classes: dict[str, list[str]] = Field(
-        default_factory=lambda: {k: list(v) for k, v in DEFAULT_CLASS_SEGMENTS.items()},
-        description="class -> the segment names that paint it (a folder's children too)",
-    )
     learn_voxels: int = Field(
         2000, ge=1, description="learn again once this many more voxels (mip 0) are painted than the latest version saw"
     )

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from membraind.vast.layouts import Segment
 
 __all__ = [
-    "VastGroundTruth", "PaintedSurvey", "GroundTruthRecord", "DEFAULT_CLASS_SEGMENTS", "survey_painted", "read_painted",
+    "VastGroundTruth", "PaintedClasses", "PaintedSurvey", "GroundTruthRecord", "DEFAULT_CLASS_SEGMENTS", "survey_painted", "read_painted",
     "merge_boxes", "class_of_segment", "SURVEY_VOXELS", "painted_training_data", "read_painted_from",
 ]  # fmt: skip
 
@@ -47,23 +47,16 @@ DEFAULT_CLASS_SEGMENTS: dict[str, list[str]] = {"membrane": ["membrane"], "inter
 CLASS_VALUES = {name: value for value, name in CLASS_NAMES.items() if value != UNANNOTATED}
 
 
-class VastGroundTruth(StrictModel):
-    """Ground truth painted in a segmentation layer of a running VAST, with its EM layer."""
+class PaintedClasses(StrictModel):
+    """How the painted segments are read: by their names as classes, or as cells. Shared by
+    a painted ground truth source and the daemon's ``[[service.vast]]``, which makes one."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
-    em_layer: int | str = Field(0, description="EM layer: number (0-based) or name")
-    segmentation_layer: int | str = Field("segmentation", description="the painted segmentation layer: number or name")
-    mip: int = Field(0, ge=0, description="mip the EM and the painting are read at, and the network learns at")
     convention: Literal["names", "instances"] = Field(
         "names", description="names: segments are classes by their names (see classes); instances: each segment is a cell"
     )
     classes: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_CLASS_SEGMENTS.items()},
         description="class name -> the segment names that paint it (case-insensitive; a folder's children too)",
-    )
-    paths: list[PathMap] = Field(
-        default_factory=list, description="where that VAST sees the daemon's folders (default: its [[service.vast]])"
     )
 
     @field_validator("classes")
@@ -73,6 +66,19 @@ class VastGroundTruth(StrictModel):
         if unknown:
             raise ValueError(f"classes: {', '.join(map(repr, unknown))} is no class; use {', '.join(CLASS_VALUES)}")
         return value
+
+
+class VastGroundTruth(PaintedClasses):
+    """Ground truth painted in a segmentation layer of a running VAST, with its EM layer."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    em_layer: int | str = Field(0, description="EM layer: number (0-based) or name")
+    segmentation_layer: int | str = Field("segmentation", description="the painted segmentation layer: number or name")
+    mip: int = Field(0, ge=0, description="mip the EM and the painting are read at, and the network learns at")
+    paths: list[PathMap] = Field(
+        default_factory=list, description="where that VAST sees the daemon's folders (default: its [[service.vast]])"
+    )
 
     def describe(self) -> str:
         """``vast://host:port layer <segmentation_layer> (mip M)``, for messages and records."""
