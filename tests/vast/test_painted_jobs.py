@@ -124,7 +124,7 @@ def test_the_command_line_learns_from_vast_and_lists_the_lineage(painted, tmp_pa
     assert trained.returncode == 0, trained.stderr
     listed = run_cli("models", env=env)
     assert listed.returncode == 0, listed.stderr
-    header, row = listed.stdout.splitlines()
+    *_, header, row = listed.stdout.splitlines()  # after the starter model's line
     assert header.split()[-2:] == ["GROUND", "TRUTH"]
     assert row.split()[:2] == ["octopus", "v1"] and ", mip 0: interior " in row and "membrane" in row and "voxels" in row
     scored = run_cli("evaluate", "--model", "octopus", *vast, "--out", str(tmp_path / "eval"), env=env)
