@@ -6,10 +6,11 @@
   "use strict";
   var live = document.getElementById("live");
   var banner = document.getElementById("connection");
-  var epoch = null, waiting = false, last = 0;
+  var waiting = false, again = false, last = 0;
 
   function refresh() {
-    if (!live || waiting) return;
+    if (!live) return;
+    if (waiting) { again = true; return; }  // the read under way may predate this change: read once more after it
     waiting = true;
     setTimeout(function () {
       fetch(location.href, { credentials: "same-origin", cache: "no-store" }).then(function (r) {
@@ -18,7 +19,11 @@
         if (text === null) return;
         var fresh = new DOMParser().parseFromString(text, "text/html").getElementById("live");
         if (fresh) live.innerHTML = fresh.innerHTML;
-      }).catch(function () {}).then(function () { waiting = false; last = Date.now(); });
+      }).catch(function () {}).then(function () {
+        waiting = false;
+        last = Date.now();
+        if (again) { again = false; refresh(); }
+      });
     }, Math.max(0, 1000 - (Date.now() - last)));
   }
 
@@ -35,10 +40,10 @@
 
   if (window.EventSource) {
     var source = new EventSource("/events");
-    source.addEventListener("hello", function (e) {
-      var hello = JSON.parse(e.data);
-      if (epoch !== null && epoch !== hello.epoch) refresh();  // the daemon restarted: read the page afresh
-      epoch = hello.epoch;
+    source.addEventListener("hello", function () {
+      // Read the page afresh on every (re)connection: changes made between the page's rendering
+      // and this stream's start (or while it was away, or across a daemon restart) sent no event here.
+      refresh();
       banner.hidden = true;
       document.body.dataset.live = "connected";
     });
