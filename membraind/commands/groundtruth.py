@@ -54,18 +54,15 @@ def cmd_inspect_gt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_preview_patches(args: argparse.Namespace, settings: Settings) -> int:
-    from membraind.groundtruth.painted_share import painted_share, patch_min_painted, unpainted_active
     from membraind.groundtruth.pairs import load_ground_truth
     from membraind.groundtruth.preview import contact_sheet, export_patches, sample_patches
     from membraind.groundtruth.sampler import patch_size_note
     from membraind.volumes.image_files import write_image
 
     images = load_ground_truth(args.em, args.labels, mapping_from(args, settings.groundtruth))
-    learn_unpainted = unpainted_active(settings.training.unpainted, painted_share(images))
     patches, sampler = sample_patches(
         images, settings.normalization, settings.sampler, settings.augmentation, settings.unet.multiple, args.count,
-        args.patch_size, args.seed,
-        min_painted=patch_min_painted(settings.sampler, learn_unpainted),  # reaching into unpainted EM where training's would
+        args.patch_size, args.seed, unpainted=settings.training.unpainted,
     )  # fmt: skip
     write_image(args.out, contact_sheet(patches, args.columns))
     print(f"contact sheet of {len(patches)} patches ({patch_size_note(sampler)}): {args.out}")

@@ -109,7 +109,7 @@ def cmd_finetune(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from membraind.nn.bundle import read_metadata
     from membraind.nn.starter import STARTER_NAME, starter_path
-    from membraind.nn.versions import lab_models
+    from membraind.nn.versions import lab_models, parent_name
 
     folder = args.models_dir or settings.service.models_path()
     starter = starter_path()
@@ -129,7 +129,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{name:20s} {'v' + str(v.version):>7s}  {'':19s}  {'':14s} {'':10s} {'':>5s} {'':>6s}  training")
                 continue
             meta = read_metadata(v.bundle)
-            parent = _version_name(meta.parent, folder) if meta.parent else "-"
+            parent = parent_name(meta.parent, folder) if meta.parent else "-"
             mode = (meta.training.get("transfer") or {}).get("mode", "-") if meta.parent else _origin(meta.source)
             kept = meta.outcome.kept_epoch if meta.outcome else None
             f1 = f"{meta.outcome.kept_val_membrane_f1:.3f}" if meta.outcome and meta.outcome.kept_val_membrane_f1 is not None else "-"
@@ -161,18 +161,6 @@ def _count(n: int) -> str:
 def _origin(source: str) -> str:
     """How a version without a parent came about: trained anew, or imported (onnx-import, state-dict-import)."""
     return "new" if source == "membraind" else source
-
-
-def _version_name(bundle: str, models: Path) -> str:
-    """``octopus-vl v2`` for a bundle that is a lab model version under ``models``, ``starter`` for
-    the starter model, else its path."""
-    from membraind.nn.starter import STARTER_DIR, STARTER_NAME
-    from membraind.nn.versions import version_of
-
-    if Path(bundle).resolve() == STARTER_DIR:
-        return STARTER_NAME
-    version = version_of(bundle, models)
-    return f"{version.model} v{version.version}" if version else bundle
 
 
 def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:

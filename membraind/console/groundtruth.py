@@ -32,5 +32,6 @@ def contact_sheet_png(look: GroundTruthLook, settings) -> bytes:
     mapping = parse_mapping(look.mapping) if look.mapping else settings.groundtruth.mapping()
     images = load_ground_truth(look.em, look.labels, mapping)
     patches, _ = sample_patches(images, settings.normalization, settings.sampler, settings.augmentation,
-                                settings.unet.multiple, look.count, seed=look.seed)  # fmt: skip
+                                settings.unet.multiple, look.count, seed=look.seed,
+                                unpainted=settings.training.unpainted)  # fmt: skip
     return png_bytes(contact_sheet(patches))

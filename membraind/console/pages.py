@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from membraind.console.charts import learning_curve_svg, read_history
 from membraind.errors import InputError
-from membraind.nn.versions import lab_models, version_of
+from membraind.nn.versions import lab_models, parent_name, version_of
 from membraind.service.job import JobRecord
 from membraind.service.journal.base import Journal
 from membraind.service.settings import ServiceSettings
@@ -201,12 +201,11 @@ def _version_row(version) -> dict[str, Any]:
     record = version.record()
     outcome = record.get("outcome") or {}
     parent = record.get("parent")
-    parent_version = version_of(parent, version.run.parent.parent) if parent else None
     transfer = (record.get("training") or {}).get("transfer") or {}
     return {
         "name": f"{version.model}@v{version.version}", "version": version.version, "bundle": str(version.bundle),
         "ready": version.ready, "created": record.get("created", ""),
-        "parent": f"v{parent_version.version}" if parent_version else (parent or "trained afresh"),
+        "parent": parent_name(parent, version.run.parent.parent) if parent else "trained afresh",
         "mode": transfer.get("mode", "") if isinstance(transfer, dict) else "",
         "f1": outcome.get("kept_val_membrane_f1"), "epochs": outcome.get("last_epoch"),
         "state": "training" if record and not version.ready else ("ready" if version.ready else "no epoch yet"),

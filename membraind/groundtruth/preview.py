@@ -20,6 +20,7 @@ from membraind.volumes.image_files import write_image
 if TYPE_CHECKING:
     from membraind.groundtruth.sampler import PatchSampler
     from membraind.groundtruth.settings import AugmentationSettings, SamplerSettings
+    from membraind.nn.settings import UnpaintedSettings
 
 # Opacity of each class's tint on the EM: thin membranes must stand out, the interior
 # tint only has to tell painted from unpainted pixels, and unannotated stays plain EM.
@@ -101,12 +102,17 @@ def write_section_overlays(
 def sample_patches(
     images: Sequence[GroundTruthImage], normalization: IntensityNormalization, sampler: "SamplerSettings",
     augmentation: "AugmentationSettings", multiple: int, count: int, patch_size: int | None = None,
-    seed: int | None = None, min_painted: float = 1.0,
+    seed: int | None = None, unpainted: "UnpaintedSettings | None" = None,
 ) -> tuple[list[Patch], "PatchSampler"]:
     """``count`` patches as training draws them from ``images`` (normalisation fitted to them),
-    and the sampler (``patch_size``/``seed``: instead of the sampler settings'; ``min_painted``:
-    the painted share a patch needs, below 1 when training learns from unpainted pixels too)."""
+    and the sampler (``patch_size``/``seed``: instead of the sampler settings'). With
+    ``unpainted`` (training's unpainted-pixel settings) patches reach into unpainted EM
+    where training's would; without, they lie wholly inside the painting."""
+    from membraind.groundtruth.painted_share import painted_share, patch_min_painted, unpainted_active
     from membraind.groundtruth.sampler import PatchSampler
+
+    learn_unpainted = unpainted is not None and unpainted_active(unpainted, painted_share(images))
+    min_painted = patch_min_painted(sampler, learn_unpainted)
 
     norm = normalization.fit([gt.em for gt in images])
     patch_sampler = PatchSampler(

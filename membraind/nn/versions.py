@@ -26,7 +26,7 @@ from membraind.strict import StrictModel
 
 __all__ = [
     "ModelVersion", "versions", "latest_version", "claim_next_version", "check_model_name", "lab_models", "BUNDLE_DIR",
-    "resolve_model", "check_model_reference", "version_of",
+    "resolve_model", "check_model_reference", "version_of", "parent_name",
 ]  # fmt: skip
 
 BUNDLE_DIR = "model"  # the bundle inside a run folder
@@ -150,3 +150,14 @@ def version_of(bundle: Path | str, models: Path) -> ModelVersion | None:
     if path.name != BUNDLE_DIR or not match or path.parent.parent.parent != models:
         return None
     return ModelVersion(model=path.parent.parent.name, version=int(match.group(1)), run=path.parent)
+
+
+def parent_name(bundle: str, models: Path) -> str:
+    """How people name a version's parent: ``octopus-vl v2`` for a lab model version under
+    ``models``, ``starter`` for the starter model, else the bundle's path."""
+    from membraind.nn.starter import STARTER_DIR, STARTER_NAME
+
+    if Path(bundle).resolve() == STARTER_DIR:
+        return STARTER_NAME
+    version = version_of(bundle, models)
+    return f"{version.model} v{version.version}" if version else bundle
